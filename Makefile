@@ -1,0 +1,43 @@
+# kamado: `make demo` runs the whole tiny recipe, `make test` runs the test suite.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= runs/tiny
+CACHE := $(CURDIR)/.cache
+export HF_HOME := $(CACHE)/hf
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export WANDB_MODE := offline
+export WANDB_DIR := $(CACHE)/wandb
+export RAY_TMPDIR := $(CACHE)/ray
+export TORCHINDUCTOR_CACHE_DIR := $(CACHE)/inductor
+export MPLCONFIGDIR := $(CACHE)/mpl
+
+.PHONY: install demo test bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[all]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/kamado run recipes/tiny.yaml --out $(OUT)
+
+test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest -q -x --durations=15
+
+bench: install
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(CACHE) runs

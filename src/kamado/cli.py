@@ -1,0 +1,116 @@
+"""The ``kamado`` command: one subcommand per stage, and ``kamado run RECIPE.yaml``.
+
+Heavy libraries (torch, transformers, ray) are imported inside commands, never at import time, so
+``--help`` and recipe validation answer at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kamado.config import KamadoError
+
+app = typer.Typer(
+    name="kamado",
+    help="From raw Japanese/English web text to an evaluated, instruction-tuned LLaMA-style model.\n\n"
+    "Example: kamado run recipes/tiny.yaml --out runs/tiny",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _scratch_dirs() -> None:
+    """Point every tool's scratch files into a kamado cache folder instead of the system temp folder."""
+    base = Path(os.environ.get("KAMADO_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kamado"))
+    for var, sub in (("RAY_TMPDIR", "ray"), ("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("HF_HOME", "hf"),
+                     ("WANDB_DIR", "wandb"), ("MPLCONFIGDIR", "mpl"), ("TRITON_CACHE_DIR", "triton")):
+        if not os.environ.get(var):
+            os.environ[var] = str(base / sub)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Folder of the shared data sets "
+                                               "(default: $KAMADO_DATA_ROOT, else ../shared/data).")]
+
+
+@app.command("run")
+def run_cmd(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/tiny.yaml.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default: runs/<recipe name>).")] = None,
+    until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
+    force: Annotated[str | None, typer.Option(help="Redo this stage and every stage after it.")] = None,
+    only: Annotated[str | None, typer.Option(help="Run just this stage (its upstream must be done).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe value: KEY.PATH=VALUE.")] = None,
+    data_root: DataRoot = None,
+) -> None:
+    """Run a recipe's stages in order; finished stages whose manifest matches are skipped.
+
+    Examples:
+      kamado run recipes/tiny.yaml --out runs/tiny
+      kamado run recipes/tiny.yaml --out runs/tiny --until data
+      kamado run recipes/tiny.yaml --out runs/tiny --force pretrain --set pretrain.train.steps=300
+    """
+    from kamado.recipe import load_recipe
+
+    rec = load_recipe(recipe, set_ or [])
+    out = out or Path("runs") / rec.name
+    from kamado.runner import run_recipe, summary_table
+    from kamado.ui import console
+
+    outcomes = run_recipe(rec, out, recipe_dir=recipe.resolve().parent, data_root=data_root,
+                          until=until, force=force, only=only)
+    console.print(summary_table(outcomes))
+    report = out / "report.html"
+    if report.is_file():
+        console.print(f"[bold green]report:[/] {report.resolve()}")
+    console.print(f"run folder: {out.resolve()}  (total {sum(o.seconds for o in outcomes):.1f}s)")
+
+
+def _register() -> None:
+    from kamado.bench import cli as bench_cli
+    from kamado.corpus import cli as corpus_cli
+    from kamado.data import cli as data_cli
+    from kamado.eval import cli as eval_cli
+    from kamado.report import cli as report_cli
+    from kamado.serve import cli as serve_cli
+    from kamado.tokenizer import cli as tokenizer_cli
+    from kamado.train import cli as train_cli
+    from kamado.tune import cli as tune_cli
+
+    app.add_typer(corpus_cli.app, name="corpus", help="Clean, deduplicate and score raw text corpora.")
+    app.add_typer(tokenizer_cli.app, name="tokenizer", help="Train and compare SentencePiece tokenizers.")
+    app.add_typer(data_cli.app, name="data", help="Data sets, token packing and the ja/en mixture.")
+    app.command("pretrain")(train_cli.pretrain)
+    app.command("tune")(tune_cli.tune)
+    app.command("eval")(eval_cli.evaluate)
+    app.command("judge")(eval_cli.judge)
+    app.command("serve")(serve_cli.serve)
+    app.command("bench")(bench_cli.bench)
+    app.command("report")(report_cli.report)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point: user errors print one clear message and exit 2, without a traceback."""
+    _scratch_dirs()
+    try:
+        app()
+    except KamadoError as e:
+        from kamado.ui import console
+
+        console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Shared pieces of the recipe schema: a strict pydantic base and readable validation errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class KamadoError(Exception):
+    """An error meant for the user: printed without a traceback by the CLI."""
+
+
+class ConfigError(KamadoError):
+    """A recipe or config file that does not validate; the message names the YAML path."""
+
+
+_TYPE_WORDS = {
+    "int_parsing": "expected an integer",
+    "int_type": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "missing": "required key is missing",
+    "extra_forbidden": "unknown key",
+}
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for x in loc:
+        if isinstance(x, int):
+            parts.append(f"[{x}]")
+        else:
+            parts.append(("." if parts else "") + str(x))
+    return "".join(parts) or "<root>"
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line per problem: ``pretrain.optimizer.lr: expected a number (got 'abc')``."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+        path = _loc(loc)
+        if prefix:
+            path = f"{prefix}.{path}" if path != "<root>" else prefix
+        msg = _TYPE_WORDS.get(e["type"], e["msg"])
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see `kamado run --help`)"
+        got = e.get("input")
+        if e["type"] not in ("missing", "extra_forbidden") and not isinstance(got, dict | list):
+            msg += f" (got {got!r})"
+        lines.append(f"{path}: {msg}")
+    return "\n".join(lines)

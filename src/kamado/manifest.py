@@ -1,0 +1,162 @@
+"""Stage manifests: what a stage was asked to do, what it read, what it wrote, and how long it took.
+
+Every artifact directory holds a ``manifest.json``. A stage whose manifest is complete and whose
+fingerprint (config + upstream manifests) matches is skipped by ``kamado run``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+_LIBS = ("torch", "transformers", "tokenizers", "sentencepiece", "peft", "numpy", "pyarrow", "ray")
+_HASH_LIMIT = 256 * 1024 * 1024  # files above this are identified by size and mtime, not content
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digest_json(obj: Any) -> str:
+    """Stable digest of a JSON-serialisable object (keys sorted)."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def digest_files(paths: Iterable[Path], root: Path | None = None) -> dict[str, str]:
+    """Digest of each file (relative names when ``root`` is given); big files by size+mtime."""
+    out: dict[str, str] = {}
+    for p in sorted(Path(p) for p in paths):
+        if not p.is_file():
+            continue
+        name = str(p.relative_to(root)) if root else str(p)
+        st = p.stat()
+        out[name] = sha256_file(p) if st.st_size <= _HASH_LIMIT else f"large:{st.st_size}:{int(st.st_mtime)}"
+    return out
+
+
+def digest_tree(root: Path, exclude: tuple[str, ...] = (MANIFEST,)) -> dict[str, str]:
+    """Digest every file under ``root`` except the manifest itself and temporary files."""
+    files = [p for p in root.rglob("*") if p.is_file() and p.name not in exclude and ".tmp" not in p.name]
+    return digest_files(files, root)
+
+
+def combined(digests: dict[str, str]) -> str:
+    """One digest standing for a mapping of digests."""
+    return digest_json(digests)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that decide a stage's numbers."""
+    out = {"python": platform.python_version()}
+    for lib in _LIBS:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        out["kamado"] = metadata.version("kamado")
+    except metadata.PackageNotFoundError:
+        pass
+    return out
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The checkout's commit (with ``-dirty`` when there are local changes), or None outside git."""
+    try:
+        here = cwd or Path(__file__).resolve().parent
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "-uno"], cwd=here, capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+        return sha.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary name and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_manifest(
+    out_dir: Path,
+    *,
+    stage: str,
+    config: Any,
+    inputs: dict[str, str] | None = None,
+    counts: dict[str, Any] | None = None,
+    timings: dict[str, float] | None = None,
+    fingerprint: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``out_dir/manifest.json`` (atomically) describing a finished stage; returns it."""
+    outputs = digest_tree(out_dir)
+    man = {
+        "stage": stage,
+        "status": "complete",
+        "fingerprint": fingerprint,
+        "config": config,
+        "inputs": inputs or {},
+        "outputs": outputs,
+        "outputs_digest": combined(outputs),
+        "counts": counts or {},
+        "timings": timings or {},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "finished_ns": time.time_ns(),
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "host": platform.node(),
+        **(extra or {}),
+    }
+    write_json_atomic(out_dir / MANIFEST, man)
+    return man
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    """The manifest of a finished stage, or None when absent or unreadable."""
+    p = Path(out_dir) / MANIFEST
+    if not p.is_file():
+        return None
+    try:
+        man = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return man if man.get("status") == "complete" else None
+
+
+def verify_outputs(out_dir: Path, man: dict[str, Any] | None = None) -> list[str]:
+    """Names of files whose digest no longer matches the manifest (missing, changed or truncated)."""
+    man = man or read_manifest(out_dir)
+    if man is None:
+        return ["manifest.json"]
+    bad = []
+    for name, want in man.get("outputs", {}).items():
+        p = Path(out_dir) / name
+        if not p.is_file():
+            bad.append(name)
+            continue
+        got = digest_files([p], Path(out_dir)).get(name)
+        if got != want:
+            bad.append(name)
+    return bad

@@ -1,0 +1,170 @@
+"""``kamado run``: run a recipe's stages in order, skipping those whose manifest still matches.
+
+A stage's fingerprint covers its config, the run seed and what its upstream stages produced (their
+fingerprints and output digests, and when they finished). A stage directory that holds a complete
+manifest with the same fingerprint is skipped; one with a partial attempt under the same fingerprint
+is handed back to the stage, which resumes it (pretraining from its last checkpoint, corpus cleaning
+from its unfinished shards); anything else is cleared and redone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kamado import registry
+from kamado.config import KamadoError
+from kamado.manifest import digest_files, digest_json, read_manifest, write_json_atomic, write_manifest
+from kamado.recipe import STAGES, Recipe, check_inputs
+from kamado.stage import StageContext
+from kamado.ui import console, table
+
+DEPS: dict[str, tuple[str, ...]] = {
+    "corpus": (),
+    "tokenizer": ("corpus",),
+    "data": ("corpus", "tokenizer"),
+    "pretrain": ("data", "tokenizer"),
+    "tune": ("pretrain", "tokenizer"),
+    "eval": ("pretrain", "tune", "data", "tokenizer"),
+    "report": ("corpus", "tokenizer", "data", "pretrain", "tune", "eval"),
+}
+ATTEMPT = ".attempt.json"
+MODULES = {
+    "corpus": "kamado.corpus.stage",
+    "tokenizer": "kamado.tokenizer.stage",
+    "data": "kamado.data.stage",
+    "pretrain": "kamado.train.pretrain",
+    "tune": "kamado.tune.stage",
+    "eval": "kamado.eval.stage",
+    "report": "kamado.report.stage",
+}
+
+
+def stage_function(stage: str) -> Any:
+    """The ``run(cfg, ctx)`` function of a stage, imported only when needed."""
+    return importlib.import_module(MODULES[stage]).run
+
+
+@dataclass
+class StageOutcome:
+    stage: str
+    status: str  # "ran", "skipped", "failed"
+    seconds: float
+    counts: dict[str, Any]
+
+
+def _external_inputs(recipe: Recipe, stage: str, recipe_dir: Path | None, root: Path | None) -> dict[str, str]:
+    """Digests of files a stage reads from outside the run (raw corpus, instruction data)."""
+    names: list[str] = []
+    if stage == "corpus" and recipe.corpus:
+        names = [n for s in recipe.corpus.sources for n in s.inputs]
+    elif stage == "tune" and recipe.tune:
+        names = list(recipe.tune.data)
+    files: list[Path] = []
+    for n in names:
+        p = registry.resolve(n, root, recipe_dir)
+        files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    return {f"{k}": v for k, v in digest_files(files).items()}
+
+
+def fingerprint(recipe: Recipe, stage: str, upstream: dict[str, dict], external: dict[str, str]) -> str:
+    """Identity of a stage's work: config, seed, upstream outputs and external inputs."""
+    cfg = recipe.stage_config(stage).model_dump(mode="json")
+    ups = {k: [m.get("fingerprint"), m.get("outputs_digest"), m.get("finished_ns")] for k, m in upstream.items()}
+    return digest_json({"stage": stage, "config": cfg, "seed": recipe.seed, "upstream": ups,
+                        "external": sorted(external.values())})
+
+
+def run_recipe(
+    recipe: Recipe,
+    out: Path,
+    *,
+    recipe_dir: Path | None = None,
+    data_root: Path | None = None,
+    until: str | None = None,
+    force: str | None = None,
+    only: str | None = None,
+) -> list[StageOutcome]:
+    """Run (or skip) each stage of ``recipe`` into ``out/<stage>``; returns what happened to each."""
+    stages = recipe.stages()
+    for flag, val in (("--until", until), ("--force", force), ("--only", only)):
+        if val is not None and val not in stages:
+            raise KamadoError(f"{flag} {val!r}: not a stage of this recipe (stages: {', '.join(stages)})")
+    root = data_root or (Path(recipe.data_root) if recipe.data_root else None)
+    if root is not None and recipe.data_root and not Path(recipe.data_root).is_absolute() and recipe_dir:
+        root = data_root or (recipe_dir / recipe.data_root)
+    check_inputs(recipe, recipe_dir, root)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / ".cache"
+    write_json_atomic(out / "recipe.json", recipe.model_dump(mode="json"))
+    outcomes: list[StageOutcome] = []
+    manifests: dict[str, dict] = {}
+    forced = False
+    for stage in stages:
+        forced = forced or stage == force
+        if only is not None and stage != only:
+            man = read_manifest(out / stage)
+            if man is None and STAGES.index(stage) < STAGES.index(only):
+                raise KamadoError(f"--only {only}: upstream stage {stage!r} has not finished in {out}")
+            if man is not None:
+                manifests[stage] = man
+            if STAGES.index(stage) > STAGES.index(only):
+                break
+            continue
+        upstream = {d: manifests[d] for d in DEPS[stage] if d in manifests}
+        external = _external_inputs(recipe, stage, recipe_dir, root)
+        fp = fingerprint(recipe, stage, upstream, external)
+        sdir = out / stage
+        man = read_manifest(sdir)
+        if man is not None and man.get("fingerprint") == fp and not forced:
+            console.print(f"[green]✓[/] {stage}: up to date, skipped ({man.get('timings', {}).get('wall_s', 0):.1f}s "
+                          f"when it ran)")
+            manifests[stage] = man
+            outcomes.append(StageOutcome(stage, "skipped", 0.0, man.get("counts", {})))
+        else:
+            manifests[stage] = _run_stage(recipe, stage, sdir, fp, upstream, external, out, root, cache, forced)
+            m = manifests[stage]
+            outcomes.append(StageOutcome(stage, "ran", m["timings"]["wall_s"], m.get("counts", {})))
+        if stage == until:
+            break
+    return outcomes
+
+
+def _run_stage(recipe: Recipe, stage: str, sdir: Path, fp: str, upstream: dict[str, dict],
+               external: dict[str, str], out: Path, root: Path | None, cache: Path, forced: bool) -> dict:
+    attempt = sdir / ATTEMPT
+    prev = None
+    if attempt.is_file():
+        try:
+            prev = json.loads(attempt.read_text()).get("fingerprint")
+        except (OSError, json.JSONDecodeError):
+            prev = None
+    if sdir.exists() and (prev != fp or forced or read_manifest(sdir) is not None):
+        shutil.rmtree(sdir)  # stale or forced: start clean
+    resuming = sdir.exists()
+    sdir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(attempt, {"fingerprint": fp, "started": time.time()})
+    console.rule(f"[bold]{stage}[/]" + (" (resuming)" if resuming else ""))
+    ctx = StageContext(name=stage, out=sdir, inputs={d: out / d for d in upstream}, data_root=root,
+                       seed=recipe.seed, run_dir=out, cache_dir=cache)
+    t0 = time.perf_counter()
+    counts = stage_function(stage)(recipe.stage_config(stage), ctx) or {}
+    wall = time.perf_counter() - t0
+    attempt.unlink(missing_ok=True)
+    inputs = {f"stage:{k}": v.get("outputs_digest", "") for k, v in upstream.items()} | external
+    return write_manifest(sdir, stage=stage, config=recipe.stage_config(stage).model_dump(mode="json"),
+                          inputs=inputs, counts=counts, timings={"wall_s": round(wall, 3)}, fingerprint=fp)
+
+
+def summary_table(outcomes: list[StageOutcome]) -> Any:
+    """One row per stage: what happened, how long, and its headline counts."""
+    rows = []
+    for o in outcomes:
+        head = ", ".join(f"{k}={v}" for k, v in list(o.counts.items())[:4] if not isinstance(v, dict | list))
+        rows.append([o.stage, o.status, f"{o.seconds:.1f}s", head])
+    return table("kamado run", ["stage", "status", "wall", "counts"], rows)

@@ -1,0 +1,55 @@
+"""Config of the training engine, shared by pretraining and instruction tuning."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from kamado.config import StrictModel
+from kamado.data.config import MixtureConfig
+from kamado.model.config import ModelConfig
+
+
+class OptimizerConfig(StrictModel):
+    """AdamW with decoupled weight decay (no decay on norms and biases)."""
+
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    fused: bool = True
+
+
+class TrainConfig(StrictModel):
+    """One training run: batch, schedule, precision, checkpoints."""
+
+    steps: int = 200
+    batch_size: int = 8  # sequences per optimizer step, all ranks together
+    grad_accum: int = 1
+    seq_len: int = 256
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_steps: int = 20
+    decay_fraction: float = 0.2  # WSD: last fraction of steps decays
+    grad_clip: float = 1.0
+    precision: Literal["fp32", "bf16", "bf16-pure"] = "bf16"
+    z_loss: float = 0.0
+    activation_checkpointing: bool = False
+    compile: bool = False
+    log_every: int = 1
+    eval_every: int = 50
+    eval_batches: int = 4
+    ckpt_every: int = 100
+    keep_last: int = 2
+    keep_every: int = 0  # also keep every M-th checkpoint (0: none)
+    nproc: int = 1  # >1 launches torchrun with FSDP2
+    seed: int | None = None  # default: the recipe's seed
+
+
+
+class PretrainConfig(StrictModel):
+    """The pretraining stage: a model preset, the training settings and the data mixture."""
+
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    mixture: MixtureConfig = MixtureConfig()

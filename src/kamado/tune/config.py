@@ -1,0 +1,29 @@
+"""Config of the instruction-tuning stage."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from kamado.config import StrictModel
+from kamado.train.config import TrainConfig
+
+
+class LoraSettings(StrictModel):
+    """PEFT LoRA on the attention and MLP projections."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class TuneConfig(StrictModel):
+    """Full fine-tuning and/or LoRA on instruction data, compared side by side."""
+
+    data: list[str] = ["dolly-ja"]
+    methods: list[Literal["full", "lora"]] = ["full", "lora"]
+    max_examples: int | None = None
+    valid_fraction: float = 0.05
+    train: TrainConfig = TrainConfig(steps=100)
+    lora: LoraSettings = LoraSettings()
+    lora_lr: float = 1e-3

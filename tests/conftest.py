@@ -1,0 +1,26 @@
+"""Shared fixtures: the real data root, and scratch folders kept inside the project's cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache"
+for var, sub in (("RAY_TMPDIR", "ray"), ("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("HF_HOME", "hf"),
+                 ("WANDB_DIR", "wandb"), ("MPLCONFIGDIR", "mpl")):
+    os.environ.setdefault(var, str(CACHE / sub))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("KAMADO_QUIET", "1")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared data root (tests use real data; it must be present, as it is in CI)."""
+    from kamado.registry import data_root as resolve
+
+    return resolve()
