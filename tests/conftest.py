@@ -9,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"
+CACHE.mkdir(exist_ok=True)
 for var, sub in (("RAY_TMPDIR", "ray"), ("TORCHINDUCTOR_CACHE_DIR", "inductor"), ("HF_HOME", "hf"),
                  ("WANDB_DIR", "wandb"), ("MPLCONFIGDIR", "mpl")):
     os.environ.setdefault(var, str(CACHE / sub))

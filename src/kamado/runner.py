@@ -95,9 +95,13 @@ def run_recipe(
     for flag, val in (("--until", until), ("--force", force), ("--only", only)):
         if val is not None and val not in stages:
             raise KamadoError(f"{flag} {val!r}: not a stage of this recipe (stages: {', '.join(stages)})")
-    root = data_root or (Path(recipe.data_root) if recipe.data_root else None)
-    if root is not None and recipe.data_root and not Path(recipe.data_root).is_absolute() and recipe_dir:
-        root = data_root or (recipe_dir / recipe.data_root)
+    root = data_root
+    if root is None and recipe.data_root:
+        root = Path(recipe.data_root).expanduser()
+        if not root.is_absolute() and recipe_dir is not None:
+            root = recipe_dir / root
+    if root is None:
+        root = registry.default_data_root()
     check_inputs(recipe, recipe_dir, root)
     out.mkdir(parents=True, exist_ok=True)
     cache = out / ".cache"

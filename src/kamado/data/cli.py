@@ -25,7 +25,8 @@ def list_cmd(
     rows = []
     for ds in registry.registry().values():
         here = "yes" if root and (root / ds.path).is_file() else "no"
-        rows.append([ds.name, ds.path, ds.records, ds.license or "", here, "yes" if ds.url else "mirror"])
+        lic = (ds.license or "").split(" (")[0]
+        rows.append([ds.name, ds.path, ds.records, lic, here, "direct" if ds.url else "mirror"])
     console.print(table(f"data sets (root: {root})", ["name", "path", "records", "license", "present", "download"], rows))
 
 

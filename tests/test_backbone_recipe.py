@@ -1,0 +1,89 @@
+"""Recipe validation: unknown keys, wrong types and missing files are caught before any work starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kamado.config import ConfigError
+from kamado.recipe import check_inputs, load_recipe, parse_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "recipes" / "tiny.yaml"
+
+
+def tiny() -> dict:
+    return yaml.safe_load(TINY.read_text(encoding="utf-8"))
+
+
+def test_tiny_recipe_validates_and_lists_stages(data_root: Path) -> None:
+    r = load_recipe(TINY)
+    assert r.stages() == ["corpus", "tokenizer", "data", "pretrain", "tune", "eval", "report"]
+    check_inputs(r, TINY.parent, data_root)
+
+
+def test_unknown_top_level_key_is_named() -> None:
+    d = tiny()
+    d["pretrian_typo_key"] = {"lr": 1}
+    with pytest.raises(ConfigError, match=r"pretrian_typo_key: unknown key"):
+        parse_recipe(d, "r.yaml")
+
+
+def test_unknown_nested_key_gives_its_path() -> None:
+    d = tiny()
+    d["pretrain"]["train"]["optimizer"]["learning_rate"] = 1e-3
+    with pytest.raises(ConfigError, match=r"pretrain\.train\.optimizer\.learning_rate: unknown key"):
+        parse_recipe(d, "r.yaml")
+
+
+def test_wrong_type_gives_path_and_expectation() -> None:
+    d = tiny()
+    d["pretrain"]["train"]["optimizer"]["lr"] = "fast"
+    with pytest.raises(ConfigError) as e:
+        parse_recipe(d, "r.yaml")
+    assert "pretrain.train.optimizer.lr: expected a number (got 'fast')" in str(e.value)
+
+
+def test_list_index_in_path() -> None:
+    d = tiny()
+    d["corpus"]["sources"][1]["lang"] = 3
+    with pytest.raises(ConfigError, match=r"corpus\.sources\[1\]\.lang"):
+        parse_recipe(d, "r.yaml")
+
+
+def test_missing_input_file_is_reported_with_its_key(tmp_path: Path, data_root: Path) -> None:
+    d = tiny()
+    d["corpus"]["sources"][0]["inputs"].append("no/such/file.jsonl")
+    r = parse_recipe(d, "r.yaml")
+    with pytest.raises(ConfigError) as e:
+        check_inputs(r, tmp_path, data_root)
+    assert "corpus.sources[0].inputs[" in str(e.value) and "no/such/file.jsonl" in str(e.value)
+
+
+def test_override_sets_nested_value() -> None:
+    r = parse_recipe(tiny(), overrides=["pretrain.train.steps=7", "tune.methods=[lora]"])
+    assert r.pretrain.train.steps == 7 and r.tune.methods == ["lora"]
+
+
+def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\ncorpus: [\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: line \d+"):
+        load_recipe(p)
+
+
+def test_cli_rejects_typo_before_work(tmp_path: Path) -> None:
+    d = tiny()
+    d["pretrian_typo_key"] = {"lr": 1}
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(yaml.safe_dump(d, allow_unicode=True), encoding="utf-8")
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "kamado.cli", "run", str(bad), "--out", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0
+    assert "pretrian_typo_key" in p.stderr + p.stdout
+    assert not out.exists(), "no work may start for an invalid recipe"
