@@ -27,3 +27,6 @@ class TuneConfig(StrictModel):
     train: TrainConfig = TrainConfig(steps=100)
     lora: LoraSettings = LoraSettings()
     lora_lr: float = 1e-3
+    packing: bool = True  # concatenate short examples into rows of up to train.seq_len tokens
+    max_valid_examples: int = 200  # held-out examples used for the before/after validation loss
+    base: str | None = None  # HF model folder to tune instead of the pretrain stage's hf/ (CLI --base)

@@ -1,0 +1,205 @@
+"""The tune stage: full fine-tuning and LoRA on the same instruction data, compared side by side.
+
+Reads the pretrain stage's ``hf/`` folder (or ``cfg.base``), writes per method ``<method>/metrics.jsonl``
+and checkpoints (through the one training engine, :func:`kamado.train.engine.train`), ``full/hf/``,
+``lora/adapter/`` and ``lora/hf/`` (merged), and ``tune.json`` with the comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from kamado import registry
+from kamado.config import KamadoError
+from kamado.manifest import write_json_atomic
+from kamado.stage import StageContext
+from kamado.tune.config import TuneConfig
+from kamado.ui import console
+
+RESULT = "result.json"
+
+
+def base_dir(cfg: TuneConfig, ctx: StageContext) -> Path:
+    """The HF model folder to tune: ``cfg.base`` if set, else the pretrain stage's ``hf/``."""
+    base = Path(cfg.base).expanduser() if cfg.base else ctx.input("pretrain") / "hf"
+    if not (base / "config.json").is_file():
+        raise KamadoError(f"{base}: not a Hugging Face model folder (no config.json)")
+    return base
+
+
+def load_tokenizer(base: Path) -> Any:
+    """The base model's tokenizer with kamado's chat template installed."""
+    from transformers import AutoTokenizer
+
+    from kamado.tune.templates import set_chat_template
+
+    return set_chat_template(AutoTokenizer.from_pretrained(str(base)))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Records of a ``metrics.jsonl`` (unreadable lines skipped)."""
+    out = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def _summarise_metrics(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    steps = [r for r in recs if "loss" in r and "val_loss" not in r]
+    tail = [r["loss"] for r in steps[-10:] if isinstance(r.get("loss"), int | float)]
+    tps = [r["tokens_per_s"] for r in steps[1:] if isinstance(r.get("tokens_per_s"), int | float)]
+    vals = [r for r in recs if "val_loss" in r]
+    return {
+        "steps_logged": len(steps),
+        "final_train_loss": round(statistics.mean(tail), 4) if tail else None,
+        "tokens_per_s": round(statistics.median(tps), 1) if tps else None,
+        "last_val_loss_engine": vals[-1]["val_loss"] if vals else None,
+    }
+
+
+def _train_config(cfg: TuneConfig, method: str) -> Any:
+    tcfg = cfg.train
+    if method == "lora":
+        opt = tcfg.optimizer
+        scale = cfg.lora_lr / opt.lr if opt.lr else 1.0
+        tcfg = tcfg.model_copy(update={"optimizer": opt.model_copy(update={"lr": cfg.lora_lr,
+                                                                            "min_lr": opt.min_lr * scale})})
+    return tcfg
+
+
+def export_hf(model: Any, tokenizer: Any, out: Path) -> None:
+    """An HF LLaMA folder (config, safetensors, tokenizer with chat template), written then renamed."""
+    import shutil
+
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokenizer: Any, data: Any) -> dict:
+    """Train one method into ``ctx.out/<method>`` (resuming), export it, and return its summary."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from kamado.train.engine import train
+    from kamado.tune import lora as lora_mod
+    from kamado.tune.sft import SFTBatches, evaluate_loss, pack, valid_batches
+
+    mdir = ctx.out / method
+    done = mdir / RESULT
+    if done.is_file():  # finished in an earlier attempt of this same config
+        console.print(f"[green]✓[/] tune/{method}: already done")
+        return json.loads(done.read_text(encoding="utf-8"))
+    mdir.mkdir(parents=True, exist_ok=True)
+    seed = cfg.train.seed if cfg.train.seed is not None else ctx.seed
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    model.config.use_cache = False
+    if method == "lora":
+        model = lora_mod.wrap(model, cfg.lora)
+    trainable, total = lora_mod.param_counts(model)
+    tcfg = _train_config(cfg, method)
+    if tcfg.seed is None:
+        tcfg = tcfg.model_copy(update={"seed": seed})
+    micro = max(1, tcfg.batch_size // max(1, tcfg.grad_accum) // max(1, tcfg.nproc))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    valid = valid_batches(data.valid[: cfg.max_valid_examples], micro, pad_id)
+    val_before = evaluate_loss(model, valid) if valid else None
+    rows = pack(data.train, tcfg.seq_len, cfg.packing, seed)
+    batches = SFTBatches(rows, micro, pad_id, seed)
+    console.print(f"tune/{method}: {trainable:,} of {total:,} parameters trainable "
+                  f"({100 * trainable / total:.2f}%), {len(rows):,} rows, lr {tcfg.optimizer.lr:g}")
+    t0 = time.perf_counter()
+    result = train(model, batches, tcfg, mdir, valid=valid[: tcfg.eval_batches] or None,
+                   trainable=lora_mod.trainable_names(model) if method == "lora" else None, tokenizer=tokenizer)
+    wall = time.perf_counter() - t0
+    val_after = evaluate_loss(model, valid) if valid else None
+    out: dict[str, Any] = {"method": method, "trainable_params": trainable, "total_params": total,
+                           "trainable_pct": round(100 * trainable / total, 4), "lr": tcfg.optimizer.lr,
+                           "steps": tcfg.steps, "wall_s": round(wall, 2), "rows": len(rows),
+                           "val_loss_before": _r(val_before), "val_loss_after": _r(val_after),
+                           "valid_examples": len(data.valid[: cfg.max_valid_examples]),
+                           "metrics": f"{method}/metrics.jsonl"}
+    out |= _summarise_metrics(read_metrics(mdir / "metrics.jsonl"))
+    if out["tokens_per_s"] is None and getattr(result, "tokens_per_s", None):
+        out["tokens_per_s"] = round(float(result.tokens_per_s), 1)
+    model.eval()
+    if method == "lora":
+        lora_mod.save_adapter(model, mdir / "adapter", tokenizer)
+        merged = lora_mod.merge(model)
+        export_hf(merged, tokenizer, mdir / "hf")
+        out |= {"adapter": "lora/adapter", "hf": "lora/hf",
+                "lora": {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "dropout": cfg.lora.dropout,
+                         "target_modules": cfg.lora.target_modules}}
+    else:
+        export_hf(model, tokenizer, mdir / "hf")
+        out["hf"] = "full/hf"
+    write_json_atomic(done, out)
+    return out
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(x, 4)
+
+
+def run(cfg: TuneConfig, ctx: StageContext) -> dict[str, Any]:
+    """Prepare the instruction data once, tune each method, write ``tune.json``; returns manifest counts."""
+    from kamado.tune.sft import prepare
+    from kamado.tune.templates import CHAT_TEMPLATE
+
+    base = base_dir(cfg, ctx)
+    tokenizer = load_tokenizer(base)
+    sources = [(Path(n).stem if Path(n).suffix else n, registry.resolve(n, ctx.data_root)) for n in cfg.data]
+    t0 = time.perf_counter()
+    data = prepare(tokenizer, sources, cfg.train.seq_len, valid_fraction=cfg.valid_fraction,
+                   max_examples=cfg.max_examples, seed=ctx.seed)
+    prep_s = time.perf_counter() - t0
+    console.print(f"tune: {data.stats['train_examples']:,} train / {data.stats['valid_examples']:,} valid examples, "
+                  f"{data.stats['train_target_tokens']:,} answer tokens of {data.stats['train_tokens']:,} "
+                  f"({data.stats['truncated']} truncated, {data.stats['dropped']} dropped) in {prep_s:.1f}s")
+    write_json_atomic(ctx.out / "data.json", data.stats | {"prep_s": round(prep_s, 2)})
+    methods: dict[str, Any] = {}
+    for method in cfg.methods:
+        methods[method] = tune_one(method, cfg, ctx, base, tokenizer, data)
+    summary = {"base": str(cfg.base) if cfg.base else "pretrain/hf", "data": data.stats, "chat_template": CHAT_TEMPLATE,
+               "methods": methods}
+    write_json_atomic(ctx.out / "tune.json", summary)
+    counts: dict[str, Any] = {"train_examples": data.stats["train_examples"],
+                              "valid_examples": data.stats["valid_examples"],
+                              "train_target_tokens": data.stats["train_target_tokens"]}
+    for m, r in methods.items():
+        counts |= {f"{m}_val_loss_before": r["val_loss_before"], f"{m}_val_loss_after": r["val_loss_after"],
+                   f"{m}_final_train_loss": r["final_train_loss"], f"{m}_trainable_pct": r["trainable_pct"],
+                   f"{m}_wall_s": r["wall_s"], f"{m}_tokens_per_s": r["tokens_per_s"]}
+    return counts
+
+
+def summary_rows(summary: dict[str, Any]) -> list[list[Any]]:
+    """Rows for the side-by-side table (one per method)."""
+    rows = []
+    for m, r in summary.get("methods", {}).items():
+        rows.append([m, f"{r['trainable_params']:,}", f"{r['trainable_pct']:.2f}%", f"{r['wall_s']:.1f}s",
+                     _fmt(r.get("tokens_per_s"), ".0f"), _fmt(r.get("final_train_loss")),
+                     _fmt(r.get("val_loss_before")), _fmt(r.get("val_loss_after"))])
+    return rows
+
+
+SUMMARY_COLUMNS = ["method", "trainable", "%", "wall", "tok/s", "train loss", "val before", "val after"]
+
+
+def _fmt(x: Any, spec: str = ".4f") -> str:
+    return "—" if x is None else format(x, spec)
