@@ -1,11 +1,94 @@
-"""Placeholder for the dedup / classifier commands (replaced by the dedup work)."""
+"""``kamado corpus dedup`` and ``kamado corpus train-classifier`` (registered by the corpus cli)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 
-def dedup() -> None:
-    """Not built yet."""
-    raise SystemExit("not built yet")
+def dedup(
+    inputs: Annotated[list[Path], typer.Argument(help="Shard files or folders (.jsonl, .jsonl.gz, .zst, .parquet, ...).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: kept/, rejected/, errors.jsonl, stats.json.")],
+    executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
+    workers: Annotated[int, typer.Option(help="Parallel tasks (processes or Ray CPUs).")] = 2,
+    threshold: Annotated[float, typer.Option(help="Character n-gram Jaccard similarity that counts as a duplicate.")] = 0.8,
+    num_perm: Annotated[int, typer.Option("--num-perm", help="MinHash signature length.")] = 128,
+    bands: Annotated[int, typer.Option(help="LSH bands (0: chosen from --threshold).")] = 0,
+    rows: Annotated[int, typer.Option(help="Rows per band (0: chosen with --bands).")] = 0,
+    ngram: Annotated[int, typer.Option(help="Character n-gram size.")] = 5,
+    exact: Annotated[bool, typer.Option("--exact/--no-exact", help="Remove exact copies (normalised text).")] = True,
+    near: Annotated[bool, typer.Option("--near/--no-near", help="Remove near duplicates (MinHash LSH).")] = True,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check LSH candidates on the signatures.")] = True,
+    scheme: Annotated[str, typer.Option(help="oph (one-permutation, fast) or classic (num_perm hash functions).")] = "oph",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Join this Ray cluster (else a local one).")] = None,
+) -> None:
+    """Remove exact and near-duplicate documents; keep the first of each cluster in input order.
+
+    Writes OUT/kept/*.jsonl.gz, OUT/rejected/*.jsonl.gz (each with rejected_by, reason and
+    duplicate_of), OUT/errors.jsonl and OUT/stats.json (input = kept + rejected + errors). The result
+    is the same for every executor and worker count.
+
+    Examples:
+      kamado corpus dedup runs/tiny/corpus/ja_web/kept --out dedup/ja_web
+      kamado corpus dedup shards/ --out dedup --executor ray --workers 8 --threshold 0.7
+    """
+    from kamado.config import KamadoError
+    from kamado.corpus.dedup import run_dedup
+    from kamado.ui import console, table
+
+    if executor not in ("local", "ray"):
+        raise KamadoError(f"--executor must be local or ray, not {executor!r}")
+    if scheme not in ("oph", "classic"):
+        raise KamadoError(f"--scheme must be oph or classic, not {scheme!r}")
+    if not 0.0 < threshold <= 1.0:
+        raise KamadoError(f"--threshold must be in (0, 1], got {threshold}")
+    st = run_dedup(inputs, out, executor=executor, workers=workers, ray_address=ray_address,
+                   threshold=threshold, num_perm=num_perm, bands=bands, rows=rows, ngram=ngram, exact=exact,
+                   near=near, verify=verify, scheme=scheme)
+    mh = st["steps"][1]
+    rows_ = [["input", st["input"]], ["kept", st["kept"]], ["exact duplicates", st["exact_duplicates"]],
+             ["near duplicates", st["near_duplicates"]], ["errors", st["errors"]],
+             ["LSH", f"{mh['bands']}×{mh['rows']} of {mh['num_perm']}, t={mh['threshold']}"],
+             ["throughput", f"{st['mb']:.1f} MB in {st['seconds']:.1f}s ({st['mb_per_s']:.1f} MB/s)"]]
+    console.print(table(f"dedup → {out}", ["", "value"], rows_))
 
 
-def train_classifier() -> None:
-    """Not built yet."""
-    raise SystemExit("not built yet")
+def train_classifier(
+    labelled: Annotated[list[str] | None, typer.Argument(help="JSONL files with text and label (good/bad, 1/0); "
+                                                        "default: the registry's mc4-ja-labeled.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder (weights.npy + config.json).")] = Path("quality-model"),
+    folds: Annotated[int, typer.Option(help="Cross-validation folds for the printed metrics (0: none).")] = 5,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 8,
+    ngrams: Annotated[str, typer.Option(help="Character n-gram sizes, comma separated.")] = "1,2,3",
+    buckets: Annotated[int, typer.Option(help="Hashed feature buckets.")] = 1 << 18,
+    seed: Annotated[int, typer.Option(help="Random seed (fold split, initialisation, order).")] = 0,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder of the shared data sets.")] = None,
+) -> None:
+    """Train the fastText-style quality classifier (hashed character n-grams, linear model).
+
+    Prints cross-validated balanced accuracy, MCC and AUC, then trains on everything and saves the
+    model (NumPy weights and JSON config; no pickles).
+
+    Examples:
+      kamado corpus train-classifier --out models/quality
+      kamado corpus train-classifier labelled.jsonl more.jsonl --out models/quality --folds 10
+    """
+    from kamado.corpus.quality import ClassifierConfig, cross_validate, load_labelled, train
+    from kamado.registry import resolve
+    from kamado.ui import console, table
+
+    paths = [resolve(p, data_root) for p in (labelled or ["mc4-ja-labeled"])]
+    texts, labels = load_labelled(paths)
+    cfg = ClassifierConfig(ngrams=[int(x) for x in ngrams.split(",") if x.strip()], buckets=buckets,
+                           epochs=epochs, seed=seed)
+    rows_ = [["examples", len(texts)], ["bad", int((labels == 1).sum())], ["good", int((labels == 0).sum())]]
+    if folds and folds > 1:
+        cv = cross_validate(texts, labels, cfg, folds=folds)
+        rows_ += [[f"cv balanced accuracy ({folds} folds)", round(cv["balanced_accuracy"], 4)],
+                  ["cv MCC", round(cv["mcc"], 4)], ["cv AUC", round(cv["auc"], 4)]]
+    model = train(texts, labels, cfg)
+    model.save(out)
+    rows_.append(["model", str(out)])
+    console.print(table("quality classifier", ["", "value"], rows_))

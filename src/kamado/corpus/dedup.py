@@ -1,0 +1,404 @@
+"""Exact and near-duplicate (MinHash LSH) removal over document shards, locally or on Ray.
+
+Three phases, each deterministic:
+
+1. **sketch** (parallel, one task per input shard): read the shard, normalise every document
+   (:func:`kamado.corpus.minhash.normalize`), hash it (BLAKE2b-128, for exact dedup) and compute its
+   MinHash signature and LSH band hashes in vectorized batches. Everything is spilled to
+   ``OUT/_work/`` as ``.npy`` files (signatures ``uint32[docs, num_perm]``, band hashes
+   ``uint64[bands, docs]``), so memory stays flat however many documents there are.
+2. **cluster** (driver, vectorized): documents are numbered in input order (shards sorted as
+   :func:`kamado.corpus.io.list_inputs` gives them, then line order). Exact duplicates are grouped by
+   hash; among the remaining documents, one band at a time is loaded and sorted, every document in an
+   LSH bucket is linked to the bucket's first document, candidate links are verified on the
+   signatures (estimated Jaccard ≥ ``threshold − 2σ``, σ = √(t(1−t)/num_perm)), and connected
+   components are found with a vectorized union-find.
+3. **write** (parallel, one task per shard): re-read the shard and write ``kept/`` and ``rejected/``.
+
+**Keep rule**: in every cluster the document that comes first in input order (shard, then line) is
+kept; every other member is rejected with ``rejected_by`` (``exact_dedup`` or ``minhash_dedup``),
+a ``reason`` and ``duplicate_of`` (the id of the kept document; for an exact copy, the id of the first
+document with the same normalised text). Output files and ``stats.json`` are byte-identical for every
+executor and worker count.
+
+LSH bands and rows default to the split that best separates ``threshold − 0.1`` (so pairs at the
+threshold are found with high probability); the signature check then removes false candidates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kamado.config import KamadoError
+from kamado.corpus.io import Document, ReadError, ShardWriter, list_inputs, read_shard
+from kamado.corpus.minhash import LshSpec, band_hashes, lsh_params, min_labels, normalize, signatures
+
+KEEP, EXACT, NEAR = 0, 1, 2
+STEP_NAMES = {EXACT: "exact_dedup", NEAR: "minhash_dedup"}
+
+
+@dataclass(frozen=True)
+class DedupSettings:
+    """What :func:`run_dedup` does; every field can be passed to it as a keyword."""
+
+    exact: bool = True
+    near: bool = True
+    num_perm: int = 128
+    bands: int = 0  # 0: chosen from threshold
+    rows: int = 0
+    threshold: float = 0.8  # Jaccard similarity of character n-gram sets that counts as a duplicate
+    ngram: int = 5
+    seed: int = 0
+    scheme: str = "oph"  # "oph" (one-permutation, fast) or "classic" (num_perm hash functions)
+    verify: bool = True  # check LSH candidates on the signatures
+    batch_chars: int = 2_000_000  # characters hashed per vectorized batch
+    max_bytes: int = 256 * 1024 * 1024  # output shard size
+
+    def lsh(self) -> LshSpec:
+        """The resolved MinHash/LSH spec (bands and rows filled in)."""
+        if self.bands and self.rows:
+            b, r = self.bands, self.rows
+        elif self.bands:
+            b, r = self.bands, self.num_perm // self.bands
+        else:
+            b, r = lsh_params(max(0.05, self.threshold - 0.1), self.num_perm)
+        if b * r > self.num_perm:
+            raise KamadoError(f"bands*rows = {b}*{r} exceeds num_perm = {self.num_perm}")
+        return LshSpec(self.num_perm, b, r, self.threshold, self.ngram, self.seed, self.scheme)
+
+    def verify_cut(self) -> float:
+        """Smallest fraction of equal signature positions for a candidate pair to count."""
+        t = self.threshold
+        return max(0.0, t - 2.0 * math.sqrt(t * (1.0 - t) / self.num_perm))
+
+
+# ---------------------------------------------------------------------------------------------
+# phase 1: sketch one shard
+
+
+def _exact_hashes(texts: list[str]) -> np.ndarray:
+    raw = b"".join(hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts)
+    return np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2) if texts else np.zeros((0, 2), np.uint64)
+
+
+def sketch_shard(idx: int, path: str, work: str, settings: dict) -> dict:
+    """Phase 1 for one shard: ids, exact hashes, signatures and band hashes spilled under ``work``."""
+    s = DedupSettings(**settings)
+    spec = s.lsh()
+    base = Path(work) / f"s{idx:05d}"
+    ids: list[str] = []
+    errors: list[dict] = []
+    exact_parts: list[np.ndarray] = []
+    sig_parts: list[np.ndarray] = []
+    has_parts: list[np.ndarray] = []
+    batch: list[str] = []
+    chars = 0
+    nbytes = 0
+
+    def flush() -> None:
+        nonlocal batch, chars
+        if not batch:
+            return
+        exact_parts.append(_exact_hashes(batch))
+        if s.near:
+            sig, has = signatures(batch, spec.num_perm, spec.ngram, spec.seed, spec.scheme)
+            sig_parts.append(sig)
+            has_parts.append(has)
+        batch, chars = [], 0
+
+    for rec in read_shard(Path(path)):
+        if isinstance(rec, ReadError):
+            errors.append(rec.to_json())
+            continue
+        ids.append(rec.id)
+        nbytes += len(rec.text.encode("utf-8"))
+        t = normalize(rec.text)
+        batch.append(t)
+        chars += len(t)
+        if chars >= s.batch_chars:
+            flush()
+    flush()
+    n = len(ids)
+    with open(f"{base}.ids.jsonl", "w", encoding="utf-8") as f:
+        for i in ids:
+            f.write(json.dumps(i, ensure_ascii=False) + "\n")
+    np.save(f"{base}.exact.npy", np.concatenate(exact_parts) if exact_parts else np.zeros((0, 2), np.uint64))
+    if s.near:
+        sig = np.concatenate(sig_parts) if sig_parts else np.zeros((0, spec.num_perm), np.uint32)
+        np.save(f"{base}.sig.npy", sig)
+        np.save(f"{base}.has.npy", np.concatenate(has_parts) if has_parts else np.zeros(0, bool))
+        np.save(f"{base}.bands.npy", np.ascontiguousarray(band_hashes(sig, spec.bands, spec.rows).T))
+    return {"docs": n, "errors": errors, "bytes": nbytes}
+
+
+# ---------------------------------------------------------------------------------------------
+# phase 2: cluster
+
+
+def _exact_groups(exact: np.ndarray) -> np.ndarray:
+    """For every document, the ordinal of the first document with the same hash (itself if first)."""
+    n = len(exact)
+    rep = np.arange(n, dtype=np.int64)
+    if n == 0:
+        return rep
+    order = np.lexsort((exact[:, 1], exact[:, 0]))  # stable: ties stay in input order
+    e = exact[order]
+    start = np.ones(n, dtype=bool)
+    start[1:] = np.any(e[1:] != e[:-1], axis=1)
+    head = order[np.flatnonzero(start)][np.cumsum(start) - 1]
+    rep[order] = head
+    return rep
+
+
+class _Signatures:
+    """Random access to the spilled signatures by global ordinal (memory-mapped, shard by shard)."""
+
+    def __init__(self, work: Path, offsets: np.ndarray) -> None:
+        self.offsets = offsets
+        self.maps = [np.load(work / f"s{i:05d}.sig.npy", mmap_mode="r") for i in range(len(offsets) - 1)]
+
+    def rows(self, ords: np.ndarray) -> np.ndarray:
+        shard = np.searchsorted(self.offsets, ords, side="right") - 1
+        out = np.empty((len(ords), self.maps[0].shape[1] if self.maps else 0), dtype=np.uint32)
+        for s in np.unique(shard):
+            m = shard == s
+            local = ords[m] - self.offsets[s]
+            order = np.argsort(local)
+            rows = np.asarray(self.maps[s][local[order]])
+            tmp = np.empty_like(rows)
+            tmp[order] = rows
+            out[m] = tmp
+        return out
+
+
+def _near_links(work: Path, offsets: np.ndarray, alive: np.ndarray, s: DedupSettings,
+                spec: LshSpec) -> tuple[np.ndarray, np.ndarray, int]:
+    """Verified candidate links (member, bucket head) over all bands; returns (u, v, candidates)."""
+    nshards = len(offsets) - 1
+    idx = np.flatnonzero(alive)
+    us, vs = [], []
+    band_maps = [np.load(work / f"s{i:05d}.bands.npy", mmap_mode="r") for i in range(nshards)]
+    for b in range(spec.bands):
+        col = np.concatenate([np.asarray(m[b]) for m in band_maps]) if nshards else np.zeros(0, np.uint64)
+        col = col[idx]
+        order = np.argsort(col, kind="stable")
+        sc = col[order]
+        start = np.ones(len(sc), dtype=bool)
+        start[1:] = sc[1:] != sc[:-1]
+        member = ~start
+        if not member.any():
+            continue
+        head_pos = np.flatnonzero(start)[np.cumsum(start) - 1]
+        us.append(idx[order[member]])
+        vs.append(idx[order[head_pos[member]]])
+    if not us:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
+    n = int(offsets[-1])
+    key = np.unique(np.concatenate(us) * n + np.concatenate(vs))
+    u, v = key // n, key % n
+    cands = len(u)
+    if s.verify and cands:
+        sig = _Signatures(work, offsets)
+        cut = s.verify_cut()
+        keep = np.zeros(cands, dtype=bool)
+        step = max(1, 4_000_000 // spec.num_perm)
+        for lo in range(0, cands, step):
+            a, b_ = sig.rows(u[lo : lo + step]), sig.rows(v[lo : lo + step])
+            keep[lo : lo + step] = (a == b_).mean(axis=1) >= cut
+        u, v = u[keep], v[keep]
+    return u, v, cands
+
+
+# ---------------------------------------------------------------------------------------------
+# phase 3: write one shard
+
+
+def write_shard(idx: int, path: str, work: str, out: str, max_bytes: int) -> dict:
+    """Re-read shard ``idx`` and write its kept and rejected documents (prefix ``NNNNN-stem``)."""
+    from kamado.corpus.io import shard_stem
+
+    dec = np.load(Path(work) / f"d{idx:05d}.npy")
+    with open(Path(work) / f"d{idx:05d}.dup.json", encoding="utf-8") as f:
+        dup = json.load(f)
+    prefix = f"{idx:05d}-{shard_stem(Path(path))}"
+    kept = ShardWriter(Path(out) / "kept", prefix, max_bytes)
+    rej = ShardWriter(Path(out) / "rejected", prefix, max_bytes)
+    i = 0
+    counts = {"kept": 0, "rejected": 0}
+    try:
+        for rec in read_shard(Path(path)):
+            if not isinstance(rec, Document):
+                continue
+            code = int(dec[i])
+            if code == KEEP:
+                kept.write(rec.to_json())
+                counts["kept"] += 1
+            else:
+                other = dup[str(i)]
+                row = rec.to_json()
+                row["rejected_by"] = STEP_NAMES[code]
+                row["reason"] = (f"exact copy of {other}" if code == EXACT
+                                 else f"near duplicate of {other} (MinHash LSH)")
+                row["duplicate_of"] = other
+                rej.write(row)
+                counts["rejected"] += 1
+            i += 1
+        if i != len(dec):
+            raise RuntimeError(f"{path}: read {i} documents, sketched {len(dec)}; did the file change?")
+    except BaseException:
+        kept.abort()
+        rej.abort()
+        raise
+    kept.close()
+    rej.close()
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# executors
+
+
+def _map(fn: Callable[..., Any], args: list[tuple], executor: str, workers: int,
+         ray_address: str | None) -> list[Any]:
+    """Run ``fn(*a)`` for every ``a``, results in order: in-process, a process pool, or Ray tasks."""
+    if executor == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            if ray_address or os.environ.get("RAY_ADDRESS"):
+                ray.init(address=ray_address or os.environ["RAY_ADDRESS"], include_dashboard=False,
+                         log_to_driver=False)
+            else:
+                ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
+        remote = ray.remote(num_cpus=1)(fn)
+        return ray.get([remote.remote(*a) for a in args])
+    if executor != "local":
+        raise KamadoError(f"unknown executor {executor!r} (local or ray)")
+    if workers <= 1 or len(args) <= 1:
+        return [fn(*a) for a in args]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(args)), mp_context=mp.get_context("spawn")) as ex:
+        return list(ex.map(fn, *zip(*args, strict=True)))
+
+
+def run_dedup(inputs: list[Path], out: Path, executor: str = "local", workers: int = 2,
+              ray_address: str | None = None, keep_work: bool = False, **kw: Any) -> dict:
+    """Deduplicate the documents of ``inputs`` into ``out`` (kept/, rejected/, errors.jsonl, stats.json).
+
+    ``kw`` are :class:`DedupSettings` fields (``threshold``, ``num_perm``, ``bands``, ``rows``,
+    ``ngram``, ``exact``, ``near``, ``verify``, ``scheme``, ``seed``, ...). Returns the stats dict
+    (also written to ``stats.json``), plus ``seconds`` and ``mb_per_s`` that are not written.
+    """
+    unknown = set(kw) - set(DedupSettings.__dataclass_fields__)
+    if unknown:
+        raise KamadoError(f"unknown dedup settings: {', '.join(sorted(unknown))}")
+    s = DedupSettings(**kw)
+    spec = s.lsh()
+    t0 = time.perf_counter()
+    shards = list_inputs([Path(p) for p in inputs])
+    out = Path(out)
+    for sub in ("kept", "rejected"):
+        if (out / sub).exists():
+            shutil.rmtree(out / sub)
+    work = out / "_work"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    settings = asdict(s)
+
+    from kamado.ui import progress
+
+    with progress("dedup: sketch", total=3) as advance:
+        sk = _map(sketch_shard, [(i, str(p), str(work.resolve()), settings) for i, p in enumerate(shards)],
+                  executor, workers, ray_address)
+        advance(1)
+        docs = np.array([r["docs"] for r in sk], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(docs)]).astype(np.int64)
+        n = int(offsets[-1])
+        exact = (np.concatenate([np.load(work / f"s{i:05d}.exact.npy") for i in range(len(shards))])
+                 if shards else np.zeros((0, 2), np.uint64))
+        rep = _exact_groups(exact) if s.exact else np.arange(n, dtype=np.int64)
+        code = np.where(rep != np.arange(n), EXACT, KEEP).astype(np.int8)
+        dup_of = rep.copy()
+        cands = links = 0
+        if s.near and n:
+            has = np.concatenate([np.load(work / f"s{i:05d}.has.npy") for i in range(len(shards))])
+            alive = (code == KEEP) & has
+            u, v, cands = _near_links(work, offsets, alive, s, spec)
+            links = len(u)
+            labels = min_labels(n, u, v)
+            near = (labels != np.arange(n)) & (code == KEEP)
+            code[near] = NEAR
+            dup_of[near] = labels[near]
+        advance(1)
+        # ids of the documents that others duplicate, for the rejected records
+        need = np.unique(dup_of[code != KEEP])
+        names: dict[int, str] = {}
+        for si in range(len(shards)):
+            lo, hi = offsets[si], offsets[si + 1]
+            want = need[(need >= lo) & (need < hi)] - lo
+            if want.size:
+                wanted = set(want.tolist())
+                with open(work / f"s{si:05d}.ids.jsonl", encoding="utf-8") as f:
+                    for j, line in enumerate(f):
+                        if j in wanted:
+                            names[int(lo + j)] = json.loads(line)
+        for si in range(len(shards)):
+            lo, hi = offsets[si], offsets[si + 1]
+            c = code[lo:hi]
+            np.save(work / f"d{si:05d}.npy", c)
+            rej = np.flatnonzero(c != KEEP)
+            with open(work / f"d{si:05d}.dup.json", "w", encoding="utf-8") as f:
+                json.dump({str(int(j)): names[int(dup_of[lo + j])] for j in rej}, f, ensure_ascii=False)
+        wr = _map(write_shard, [(i, str(p), str(work.resolve()), str(out.resolve()), s.max_bytes)
+                                for i, p in enumerate(shards)], executor, workers, ray_address)
+        advance(1)
+
+    errors = [e for r in sk for e in r["errors"]]
+    with open(out / "errors.jsonl", "w", encoding="utf-8") as f:
+        for e in errors:
+            f.write(json.dumps(e, ensure_ascii=False) + "\n")
+    n_exact = int((code == EXACT).sum())
+    n_near = int((code == NEAR).sum())
+    files = []
+    for i, p in enumerate(shards):
+        files.append({"file": str(p), "input": int(docs[i]) + len(sk[i]["errors"]), "kept": wr[i]["kept"],
+                      "rejected": wr[i]["rejected"], "errors": len(sk[i]["errors"])})
+    stats: dict[str, Any] = {
+        "input": n + len(errors),
+        "kept": sum(f["kept"] for f in files),
+        "rejected": n_exact + n_near,
+        "errors": len(errors),
+        "exact_duplicates": n_exact,
+        "near_duplicates": n_near,
+        "steps": [
+            {"name": "exact_dedup", "input": n, "rejected": n_exact, "enabled": s.exact},
+            {"name": "minhash_dedup", "input": n - n_exact, "rejected": n_near, "enabled": s.near,
+             "num_perm": spec.num_perm, "bands": spec.bands, "rows": spec.rows, "threshold": s.threshold,
+             "ngram": spec.ngram, "scheme": spec.scheme, "verify": s.verify, "candidates": int(cands),
+             "verified_links": int(links)},
+        ],
+        "files": files,
+    }
+    assert stats["input"] == stats["kept"] + stats["rejected"] + stats["errors"], stats
+    with open(out / "stats.json", "w", encoding="utf-8") as f:
+        json.dump(stats, f, ensure_ascii=False, indent=2)
+        f.write("\n")
+    if not keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    secs = time.perf_counter() - t0
+    mb = sum(r["bytes"] for r in sk) / 1e6
+    return {**stats, "seconds": round(secs, 3), "mb": round(mb, 3), "mb_per_s": round(mb / max(secs, 1e-9), 3)}

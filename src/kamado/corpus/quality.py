@@ -1,0 +1,311 @@
+"""A fastText-style quality classifier: hashed character n-grams and a linear model, in NumPy.
+
+Features are the character n-grams (default 1–3) of the NFKC-normalised text, hashed into
+``buckets`` slots (log-count, L2-normalised per document), plus a few hashed length/shape tokens.
+The model is L2-regularised logistic regression trained with full-batch Adam, classes balanced.
+Its score is P(good) in [0, 1]: higher is better. A model folder holds ``weights.npy`` (float32) and
+``config.json``; nothing is pickled.
+
+:class:`QualityStep` scores documents, stores the score in ``doc.meta["quality"]`` and keeps a
+document when its score reaches a threshold (or the threshold that keeps a given top fraction of the
+training-set score distribution).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kamado.config import KamadoError
+from kamado.corpus.minhash import normalize, shingle_hashes
+
+GOOD_LABELS = {"good", "1", "true", "pos", "positive", "keep", "high"}
+BAD_LABELS = {"bad", "0", "false", "neg", "negative", "drop", "low"}
+
+
+@dataclass
+class ClassifierConfig:
+    """Features and training settings of the quality classifier."""
+
+    ngrams: list[int] = field(default_factory=lambda: [1, 2, 3])
+    buckets: int = 1 << 18
+    epochs: int = 8  # passes of full-batch Adam steps, ``steps_per_epoch`` each
+    steps_per_epoch: int = 25
+    lr: float = 0.05
+    l2: float = 1e-4
+    class_ngrams: list[int] = field(default_factory=lambda: [3, 5])  # n-grams of character classes
+    max_chars: int = 4000  # score at most this many characters (head of the document)
+    seed: int = 0
+
+
+def load_labelled(paths: list[Path]) -> tuple[list[str], np.ndarray]:
+    """Texts and labels (1 = good, 0 = bad) from JSONL files of ``{"text", "label"}`` records."""
+    texts: list[str] = []
+    labels: list[int] = []
+    for p in paths:
+        with open(p, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    text, lab = rec["text"], str(rec["label"]).strip().lower()
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise KamadoError(f"{p}:{n}: expected a JSON object with text and label ({e})") from None
+                if lab in GOOD_LABELS:
+                    labels.append(1)
+                elif lab in BAD_LABELS:
+                    labels.append(0)
+                else:
+                    raise KamadoError(f"{p}:{n}: label {rec['label']!r} is neither good nor bad")
+                texts.append(str(text))
+    if not texts or len(set(labels)) < 2:
+        raise KamadoError(f"{', '.join(map(str, paths))}: need labelled examples of both classes")
+    return texts, np.array(labels, dtype=np.int8)
+
+
+def _char_class(c: str) -> str:
+    o = ord(c)
+    if 0x3041 <= o <= 0x309F:
+        return "h"
+    if 0x30A0 <= o <= 0x30FF:
+        return "k"
+    if 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF:
+        return "c"
+    if c.isdigit():
+        return "d"
+    if c.isalpha():
+        return "a"
+    if c.isspace():
+        return " "
+    if c in "。、,.!?！？":
+        return "p"
+    return "s"
+
+
+_CLASS_TABLE = {o: _char_class(chr(o)) for o in range(0x10000)}
+
+
+def _shape_tokens(text: str) -> str:
+    """A few coarse document-shape tokens (length, digits, Latin, kana share) as extra features."""
+    n = len(text)
+    if not n:
+        return "\x01len0"
+    digits = sum(c.isdigit() for c in text) / n
+    latin = sum(c.isascii() and c.isalpha() for c in text) / n
+    kana = sum("\u3040" <= c <= "\u30ff" for c in text) / n
+    punct = sum(c in "。、!?!?." for c in text) / n
+    return " ".join([f"\x01len{int(math.log2(n + 1))}", f"\x01dig{min(9, int(digits * 20))}",
+                     f"\x01lat{min(9, int(latin * 10))}", f"\x01kana{min(9, int(kana * 10))}",
+                     f"\x01pun{min(9, int(punct * 50))}"])
+
+
+def featurize(texts: list[str], cfg: ClassifierConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Sparse rows ``(row, col, val, n)``: hashed n-gram log-counts, L2-normalised per document."""
+    norm = [normalize(t[: cfg.max_chars]) for t in texts]
+    rows, cols = [], []
+    for k, n in enumerate(cfg.ngrams):
+        h, counts = shingle_hashes(norm, n, seed=1000 + k)
+        rows.append(np.repeat(np.arange(len(texts), dtype=np.int64), counts))
+        cols.append((h % np.uint64(cfg.buckets)).astype(np.int64))
+    shape = [_shape_tokens(t) for t in texts]
+    h, counts = shingle_hashes(shape, 4, seed=2000)
+    rows.append(np.repeat(np.arange(len(texts), dtype=np.int64), counts))
+    cols.append((h % np.uint64(cfg.buckets)).astype(np.int64))
+    if cfg.class_ngrams:
+        cls = [t.translate(_CLASS_TABLE) for t in norm]
+        for k, n in enumerate(cfg.class_ngrams):
+            h, counts = shingle_hashes(cls, n, seed=3000 + k)
+            rows.append(np.repeat(np.arange(len(texts), dtype=np.int64), counts))
+            cols.append((h % np.uint64(cfg.buckets)).astype(np.int64))
+    key = np.concatenate(rows) * cfg.buckets + np.concatenate(cols)
+    uk, cnt = np.unique(key, return_counts=True)
+    r, c = uk // cfg.buckets, uk % cfg.buckets
+    v = np.log1p(cnt.astype(np.float64))
+    nrm = np.sqrt(np.bincount(r, v * v, minlength=len(texts)))
+    v = v / np.maximum(nrm[r], 1e-12)
+    return r, c, v, len(texts)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+@dataclass
+class QualityModel:
+    """A trained classifier: ``score(texts)`` gives P(good)."""
+
+    cfg: ClassifierConfig
+    w: np.ndarray
+    b: float
+    meta: dict = field(default_factory=dict)
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        """P(good) for each text (float64)."""
+        if not texts:
+            return np.zeros(0)
+        r, c, v, n = featurize(texts, self.cfg)
+        return _sigmoid(np.bincount(r, v * self.w[c], minlength=n) + self.b)
+
+    def threshold_for_fraction(self, fraction: float) -> float:
+        """Score that keeps about ``fraction`` of documents, from the stored training score quantiles."""
+        qs = self.meta.get("score_quantiles")
+        if not qs:
+            raise KamadoError("this model has no stored score distribution; use a threshold")
+        return float(np.quantile(np.array(qs), 1.0 - fraction))
+
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "weights.npy", self.w.astype(np.float32))
+        with open(folder / "config.json", "w", encoding="utf-8") as f:
+            json.dump({"kind": "kamado-quality-classifier", "version": 1, "config": asdict(self.cfg),
+                       "bias": self.b, "score": "P(good)", **self.meta}, f, indent=2)
+
+    @classmethod
+    def load(cls, folder: Path) -> QualityModel:
+        folder = Path(folder)
+        try:
+            with open(folder / "config.json", encoding="utf-8") as f:
+                meta = json.load(f)
+            w = np.load(folder / "weights.npy", allow_pickle=False).astype(np.float64)
+        except FileNotFoundError as e:
+            raise KamadoError(f"{folder}: not a quality model folder ({e.filename} missing)") from None
+        cfg = ClassifierConfig(**meta.pop("config"))
+        b = float(meta.pop("bias"))
+        if w.shape != (cfg.buckets,):
+            raise KamadoError(f"{folder}/weights.npy: shape {w.shape}, config says ({cfg.buckets},)")
+        return cls(cfg, w, b, meta)
+
+
+def _fit(r: np.ndarray, c: np.ndarray, v: np.ndarray, n: int, y: np.ndarray,
+         cfg: ClassifierConfig) -> tuple[np.ndarray, float]:
+    """Class-balanced L2 logistic regression by full-batch Adam on the sparse rows."""
+    w = np.zeros(cfg.buckets)
+    b = 0.0
+    pos = max(1, int(y.sum()))
+    neg = max(1, n - pos)
+    sw = np.where(y == 1, n / (2 * pos), n / (2 * neg)) / n
+    m_w = np.zeros_like(w)
+    v_w = np.zeros_like(w)
+    m_b = v_b = 0.0
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    steps = cfg.epochs * cfg.steps_per_epoch
+    for t in range(1, steps + 1):
+        p = _sigmoid(np.bincount(r, v * w[c], minlength=n) + b)
+        g_row = (p - y) * sw
+        g_w = np.bincount(c, v * g_row[r], minlength=cfg.buckets) + cfg.l2 * w
+        g_b = float(g_row.sum())
+        m_w = b1 * m_w + (1 - b1) * g_w
+        v_w = b2 * v_w + (1 - b2) * g_w * g_w
+        m_b = b1 * m_b + (1 - b1) * g_b
+        v_b = b2 * v_b + (1 - b2) * g_b * g_b
+        lr = cfg.lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+        w -= lr * m_w / (np.sqrt(v_w) + eps)
+        b -= lr * m_b / (math.sqrt(v_b) + eps)
+    return w, b
+
+
+def train(texts: list[str], labels: np.ndarray, cfg: ClassifierConfig | None = None,
+          meta: dict | None = None) -> QualityModel:
+    """Fit a model on all examples (labels: 1 good, 0 bad)."""
+    cfg = cfg or ClassifierConfig()
+    r, c, v, n = featurize(texts, cfg)
+    y = np.asarray(labels, dtype=np.float64)
+    w, b = _fit(r, c, v, n, y, cfg)
+    model = QualityModel(cfg, w, b, dict(meta or {}))
+    train_scores = _sigmoid(np.bincount(r, v * w[c], minlength=n) + b)
+    model.meta.setdefault("examples", n)
+    model.meta.setdefault("score_quantiles", np.quantile(train_scores, np.linspace(0, 1, 101)).round(6).tolist())
+    return model
+
+
+def group_ids(texts: list[str], threshold: float = 0.5) -> np.ndarray:
+    """Near-duplicate groups (MinHash, character 5-grams): one label per text, for leak-free folds."""
+    from kamado.corpus.minhash import band_hashes, lsh_params, min_labels, signatures
+
+    sig, has = signatures([normalize(t) for t in texts], 128, 5, seed=7)
+    b, r = lsh_params(threshold, 128)
+    bh = band_hashes(sig, b, r)
+    us, vs = [], []
+    for j in range(b):
+        order = np.argsort(bh[:, j], kind="stable")
+        sc = bh[order, j]
+        same = np.flatnonzero((sc[1:] == sc[:-1]))
+        us.append(order[same + 1])
+        vs.append(order[same])
+    u, v = np.concatenate(us), np.concatenate(vs)
+    ok = ((sig[u] == sig[v]).mean(axis=1) >= threshold) & has[u] & has[v]
+    return min_labels(len(texts), u[ok], v[ok])
+
+
+def folds_for(texts: list[str], labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
+    """Fold index per example: near-duplicate groups stay together, classes spread evenly."""
+    groups = group_ids(texts)
+    rng = np.random.default_rng(seed)
+    uniq = np.unique(groups)
+    perm = rng.permutation(len(uniq))
+    fold_of_group = {}
+    counts = np.zeros((folds, 2))
+    for gi in perm:
+        g = uniq[gi]
+        members = labels[groups == g]
+        need = np.bincount(members, minlength=2)
+        f = int(np.argmin((counts + need).max(axis=1) + counts.sum(axis=1) * 1e-3))
+        fold_of_group[g] = f
+        counts[f] += need
+    return np.array([fold_of_group[g] for g in groups])
+
+
+def metrics(y_true_bad: np.ndarray, pred_bad: np.ndarray) -> dict[str, float]:
+    """Balanced accuracy and Matthews correlation of "bad" detection (1 = bad)."""
+    t = np.asarray(y_true_bad, bool)
+    p = np.asarray(pred_bad, bool)
+    tp = float((t & p).sum())
+    tn = float((~t & ~p).sum())
+    fp = float((~t & p).sum())
+    fn = float((t & ~p).sum())
+    tpr = tp / max(1.0, tp + fn)
+    tnr = tn / max(1.0, tn + fp)
+    den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return {"balanced_accuracy": 0.5 * (tpr + tnr), "mcc": (tp * tn - fp * fn) / den if den else 0.0,
+            "recall_bad": tpr, "precision_bad": tp / max(1.0, tp + fp)}
+
+
+def auc(y: np.ndarray, s: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney rank statistic, ties averaged)."""
+    s = np.asarray(s, dtype=np.float64)
+    order = np.argsort(s, kind="stable")
+    ss = s[order]
+    start = np.r_[True, ss[1:] != ss[:-1]]
+    gid = np.cumsum(start) - 1
+    first = np.flatnonzero(start)
+    size = np.diff(np.r_[first, len(ss)])
+    ranks = np.empty(len(s))
+    ranks[order] = first[gid] + (size[gid] + 1) / 2.0
+    pos = np.asarray(y, bool)
+    n1, n0 = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / max(1, n1 * n0))
+
+
+def cross_validate(texts: list[str], labels: np.ndarray, cfg: ClassifierConfig | None = None,
+                   folds: int = 5) -> dict[str, Any]:
+    """Out-of-fold scores (each example scored by a model that never saw it or its near-copies)."""
+    cfg = cfg or ClassifierConfig()
+    fold = folds_for(texts, labels, folds, cfg.seed)
+    oof = np.zeros(len(texts))
+    for f in range(folds):
+        tr = np.flatnonzero(fold != f)
+        te = np.flatnonzero(fold == f)
+        m = train([texts[i] for i in tr], labels[tr], cfg)
+        oof[te] = m.score([texts[i] for i in te])
+    res = metrics(labels == 0, oof < 0.5)
+    res["auc"] = auc(labels == 1, oof)
+    res["scores"] = oof
+    res["folds"] = fold
+    return res
