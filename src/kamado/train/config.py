@@ -32,7 +32,7 @@ class TrainConfig(StrictModel):
     warmup_steps: int = 20
     decay_fraction: float = 0.2  # WSD: last fraction of steps decays
     grad_clip: float = 1.0
-    precision: Literal["fp32", "bf16", "bf16-pure"] = "bf16"
+    precision: Literal["fp32", "bf16", "bf16-autocast", "bf16-pure"] = "bf16"  # see kamado.train.engine
     z_loss: float = 0.0
     activation_checkpointing: bool = False
     compile: bool = False
@@ -44,7 +44,9 @@ class TrainConfig(StrictModel):
     keep_every: int = 0  # also keep every M-th checkpoint (0: none)
     nproc: int = 1  # >1 launches torchrun with FSDP2
     seed: int | None = None  # default: the recipe's seed
-
+    resume: bool = True  # continue from the latest complete checkpoint in the output folder
+    tensorboard: bool = False  # also log to <out>/tensorboard
+    wandb: str | None = None  # also log to this W&B project (offline unless WANDB_MODE says otherwise)
 
 
 class PretrainConfig(StrictModel):

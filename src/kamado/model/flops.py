@@ -1,0 +1,126 @@
+"""Parameter counts, FLOPs per token (PaLM: 6N + 12·L·H·Q·T) and device peaks for MFU: one place for all."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# Dense peak FLOP/s (no sparsity), per device.
+GPU_PEAKS: dict[str, dict[str, float]] = {
+    "A100": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
+    "H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "fp8": 1513e12, "tf32": 378e12, "fp32": 51e12},
+    "H100": {"bf16": 989e12, "fp16": 989e12, "fp8": 1979e12, "tf32": 495e12, "fp32": 67e12},
+    "H200": {"bf16": 989e12, "fp16": 989e12, "fp8": 1979e12, "tf32": 495e12, "fp32": 67e12},
+}
+
+
+@dataclass
+class ModelFlops:
+    params: int  # all parameters
+    embedding: int  # input embedding table (a lookup, no FLOPs)
+    non_embedding: int  # N of the 6N term: everything that is a matmul, lm_head included
+    flops_per_token: float  # training (forward + backward) FLOPs per token at seq_len
+    seq_len: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_flops(config: Any, seq_len: int) -> ModelFlops:
+    """Counts for a LlamaConfig (no model needed); PaLM appendix B: 6N + 12·L·H·Q·T FLOPs per token."""
+    h, v, n_layers = config.hidden_size, config.vocab_size, config.num_hidden_layers
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    hd = getattr(config, "head_dim", None) or h // heads
+    ffn = config.intermediate_size
+    attn = h * heads * hd + 2 * h * kv * hd + heads * hd * h
+    mlp = 3 * h * ffn
+    layer = attn + mlp + 2 * h
+    emb = v * h
+    head = 0 if getattr(config, "tie_word_embeddings", False) else v * h
+    total = emb + n_layers * layer + h + head
+    n = total - (0 if head == 0 else emb)  # tied: the table is the lm_head matmul
+    fpt = 6.0 * n + 12.0 * n_layers * heads * hd * seq_len
+    return ModelFlops(total, emb, n, fpt, seq_len)
+
+
+def count_params(model: Any, trainable_only: bool = False) -> int:
+    """Parameters of an instantiated model (DTensor shards count at their full size)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _cache_file(cache_dir: Path | None) -> Path:
+    base = cache_dir or Path(os.environ.get("KAMADO_CACHE", Path(os.environ.get("XDG_CACHE_HOME",
+                                                                                  Path.home() / ".cache")) / "kamado"))
+    return Path(base) / "peak_flops.json"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def probe_matmul_peak(dtype: str = "bf16", n: int = 1024, seconds: float = 1.0, device: str = "cpu") -> float:
+    """Best observed FLOP/s of an n×n matmul in ``dtype`` (best of several short timed bursts)."""
+    import torch
+
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    a = torch.randn(n, n, device=device).to(dt)
+    b = torch.randn(n, n, device=device).to(dt)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        reps = 4
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+        dt_s = time.perf_counter() - t0
+        best = max(best, reps * 2 * n**3 / dt_s)
+    return best
+
+
+def device_peak(precision: str, device: str = "cpu", cache_dir: Path | None = None) -> tuple[float, str]:
+    """(peak FLOP/s per device, how it was found). GPUs: datasheet table; CPU: a cached matmul probe."""
+    dtype = "fp32" if precision == "fp32" else "fp8" if precision.startswith("fp8") else "bf16"
+    if device.startswith("cuda"):
+        import torch
+
+        name = torch.cuda.get_device_name()
+        for key in ("H100 PCIe", "H100", "H200", "A100"):
+            if key in name and ("PCIe" in key) == ("PCIe" in name):
+                return GPU_PEAKS[key][dtype if dtype != "fp32" else "tf32"], f"{key} datasheet"
+        return probe_matmul_peak(dtype if dtype != "fp8" else "bf16", n=8192, device="cuda"), f"{name} probe"
+    import torch
+
+    key = f"{cpu_name()}|threads={torch.get_num_threads()}|{dtype}"
+    path = _cache_file(cache_dir)
+    cache: dict[str, float] = {}
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        cache = {}
+    if key not in cache:
+        cache[key] = probe_matmul_peak("fp32" if dtype == "fp32" else "bf16")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(cache, indent=1))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return cache[key], f"matmul probe ({path})"

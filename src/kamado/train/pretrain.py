@@ -1,0 +1,111 @@
+"""The pretraining stage: a LLaMA preset trained on the packed ja/en mixture, exported as an HF model.
+
+``run(cfg, ctx)`` reads ``ctx.input("data")`` (packed token shards) and ``ctx.input("tokenizer")``, and
+writes ``ctx.out/metrics.jsonl``, ``ctx.out/checkpoints/``, ``ctx.out/hf/`` and ``ctx.out/pretrain.json``.
+With ``train.nproc > 1`` it relaunches itself under ``torchrun`` (FSDP2, gloo on CPU / NCCL on GPU);
+started by torchrun directly (``torchrun ... -m kamado.train.launch``) it trains as one of the ranks.
+A partial earlier attempt in ``ctx.out`` is resumed from its latest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from kamado.config import KamadoError
+from kamado.stage import StageContext
+from kamado.train.config import PretrainConfig
+
+RESULT = "pretrain.json"
+
+
+def _tokenizer_dir(ctx: StageContext) -> Path:
+    return Path(ctx.input("tokenizer"))
+
+
+def build(cfg: PretrainConfig, ctx: StageContext, rank: int = 0, world_size: int = 1) -> tuple[Any, Any, Any]:
+    """(model, mixture sampler, validation batches) for this rank."""
+    from kamado.data.loader import MixtureSampler, valid_batches
+    from kamado.model.presets import build_model, llama_config, tokenizer_ids
+
+    tcfg = cfg.train
+    pack_dir = Path(ctx.input("data"))
+    pack_json = pack_dir / "pack.json"
+    if not pack_json.is_file():
+        raise KamadoError(f"{pack_dir}: no pack.json (run the data stage / `kamado data pack` first)")
+    pack = json.loads(pack_json.read_text())
+    ids = tokenizer_ids(_tokenizer_dir(ctx))
+    vocab = max(int(ids["vocab_size"]), int(pack.get("vocab_size", 0)))
+    mconf = llama_config(cfg.model.preset, vocab_size=vocab, overrides=cfg.model.overrides,
+                         bos_token_id=ids["bos_token_id"] if ids["bos_token_id"] is not None else pack.get("bos_id"),
+                         eos_token_id=ids["eos_token_id"] if ids["eos_token_id"] is not None else pack.get("eos_id"),
+                         pad_token_id=ids["pad_token_id"])
+    if tcfg.seq_len > mconf.max_position_embeddings:
+        raise KamadoError(f"pretrain.train.seq_len {tcfg.seq_len} exceeds the preset's context "
+                          f"{mconf.max_position_embeddings} (set model.overrides.max_position_embeddings)")
+    seed = int(tcfg.seed if tcfg.seed is not None else ctx.seed)
+    model = build_model(mconf, seed=seed)
+    micro = tcfg.batch_size // (world_size * tcfg.grad_accum)
+    sampler = MixtureSampler(pack_dir, cfg.mixture, seq_len=tcfg.seq_len, micro_batch=micro,
+                             total_steps=tcfg.steps, seed=seed, rank=rank, world_size=world_size,
+                             grad_accum=tcfg.grad_accum)
+    valid = valid_batches(pack_dir, seq_len=tcfg.seq_len, batch_size=micro,
+                          max_batches=max(1, tcfg.eval_batches))
+    return model, sampler, valid
+
+
+def counts(res: dict[str, Any]) -> dict[str, Any]:
+    """Flat manifest counts from a TrainResult dict."""
+    keys = ("params", "trainable_params", "steps", "tokens", "final_loss", "first_val_loss", "val_loss",
+            "tokens_per_s", "tflops", "mfu", "peak_tflops", "wall_s", "world_size", "precision", "resumed_from")
+    out = {k: (round(res[k], 5) if isinstance(res.get(k), float) else res.get(k)) for k in keys}
+    out["hf"] = "hf"
+    out["metrics"] = "metrics.jsonl"
+    return out
+
+
+def run_rank(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
+    """Train in this process (one rank of torchrun, or the only one); rank 0 writes ``pretrain.json``."""
+    from kamado.manifest import write_json_atomic
+    from kamado.train import distributed
+    from kamado.train.engine import train
+
+    d = distributed.setup()
+    tcfg = cfg.train
+    if tcfg.seed is None:
+        tcfg = tcfg.model_copy(update={"seed": ctx.seed})
+        cfg = cfg.model_copy(update={"train": tcfg})
+    model, sampler, valid = build(cfg, ctx, d.rank, d.world_size)
+    res = train(model, sampler, tcfg, ctx.out, valid=valid, hf_export=ctx.out / "hf",
+                tokenizer=_tokenizer_dir(ctx), cache_dir=ctx.cache_dir, description="pretrain",
+                quiet=ctx.quiet or None).to_dict()
+    out = counts(res)
+    if d.is_main:
+        write_json_atomic(ctx.out / RESULT, out | {"extra": res.get("extra", {}), "preset": cfg.model.preset})
+    return out
+
+
+def run(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
+    """The stage: train (relaunching under torchrun for ``nproc > 1``), export HF, return manifest counts."""
+    from kamado.train import distributed
+
+    nproc = cfg.train.nproc
+    if nproc > 1 and not distributed.under_torchrun():
+        spec = ctx.out / ".launch.json"
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        spec.write_text(json.dumps({"stage": "pretrain", "config": cfg.model_dump(mode="json"), "ctx": {
+            "name": ctx.name, "out": str(ctx.out), "inputs": {k: str(v) for k, v in ctx.inputs.items()},
+            "data_root": str(ctx.data_root) if ctx.data_root else None, "seed": ctx.seed,
+            "run_dir": str(ctx.run_dir) if ctx.run_dir else None,
+            "cache_dir": str(ctx.cache_dir) if ctx.cache_dir else None, "quiet": ctx.quiet}}))
+        (ctx.out / RESULT).unlink(missing_ok=True)
+        rc = distributed.launch(nproc, [str(spec)], log_dir=(ctx.cache_dir or ctx.out) / "torchrun")
+        if rc != 0 or not (ctx.out / RESULT).is_file():
+            raise KamadoError(f"torchrun with {nproc} ranks failed (exit {rc}); see the messages above")
+        spec.unlink(missing_ok=True)
+        res = json.loads((ctx.out / RESULT).read_text())
+        res.pop("extra", None)
+        res.pop("preset", None)
+        return res
+    return run_rank(cfg, ctx)
