@@ -182,16 +182,19 @@ class _Signatures:
         return out
 
 
-def _near_links(work: Path, offsets: np.ndarray, alive: np.ndarray, s: DedupSettings,
-                spec: LshSpec) -> tuple[np.ndarray, np.ndarray, int]:
-    """Verified candidate links (member, bucket head) over all bands; returns (u, v, candidates)."""
-    nshards = len(offsets) - 1
+def near_links(n: int, alive: np.ndarray, band: Callable[[int], np.ndarray],
+               sig_rows: Callable[[np.ndarray], np.ndarray], s: DedupSettings,
+               spec: LshSpec) -> tuple[np.ndarray, np.ndarray, int]:
+    """Verified LSH links ``(u, v)`` (a document and the first document of a bucket it shares),
+    and the number of candidate pairs before verification.
+
+    ``band(j)`` gives band ``j``'s hashes for all ``n`` documents; ``sig_rows(ordinals)`` the
+    signatures of some documents. Only ``alive`` documents take part.
+    """
     idx = np.flatnonzero(alive)
     us, vs = [], []
-    band_maps = [np.load(work / f"s{i:05d}.bands.npy", mmap_mode="r") for i in range(nshards)]
     for b in range(spec.bands):
-        col = np.concatenate([np.asarray(m[b]) for m in band_maps]) if nshards else np.zeros(0, np.uint64)
-        col = col[idx]
+        col = np.asarray(band(b))[idx]
         order = np.argsort(col, kind="stable")
         sc = col[order]
         start = np.ones(len(sc), dtype=bool)
@@ -204,20 +207,59 @@ def _near_links(work: Path, offsets: np.ndarray, alive: np.ndarray, s: DedupSett
         vs.append(idx[order[head_pos[member]]])
     if not us:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
-    n = int(offsets[-1])
     key = np.unique(np.concatenate(us) * n + np.concatenate(vs))
     u, v = key // n, key % n
     cands = len(u)
     if s.verify and cands:
-        sig = _Signatures(work, offsets)
         cut = s.verify_cut()
         keep = np.zeros(cands, dtype=bool)
         step = max(1, 4_000_000 // spec.num_perm)
         for lo in range(0, cands, step):
-            a, b_ = sig.rows(u[lo : lo + step]), sig.rows(v[lo : lo + step])
+            a, b_ = sig_rows(u[lo : lo + step]), sig_rows(v[lo : lo + step])
             keep[lo : lo + step] = (a == b_).mean(axis=1) >= cut
         u, v = u[keep], v[keep]
     return u, v, cands
+
+
+def cluster(exact: np.ndarray, has: np.ndarray | None, band: Callable[[int], np.ndarray] | None,
+            sig_rows: Callable[[np.ndarray], np.ndarray] | None, s: DedupSettings) -> dict[str, Any]:
+    """Decisions for ``n`` documents in input order: ``code`` (KEEP/EXACT/NEAR per document),
+    ``dup_of`` (ordinal of the document each one duplicates), ``candidates``, ``links``."""
+    n = len(exact)
+    rep = _exact_groups(exact) if s.exact else np.arange(n, dtype=np.int64)
+    code = np.where(rep != np.arange(n), EXACT, KEEP).astype(np.int8)
+    dup_of = rep.copy()
+    cands = links = 0
+    if s.near and n and band is not None and sig_rows is not None and has is not None:
+        alive = (code == KEEP) & has
+        u, v, cands = near_links(n, alive, band, sig_rows, s, s.lsh())
+        links = len(u)
+        labels = min_labels(n, u, v)
+        near = (labels != np.arange(n)) & (code == KEEP)
+        code[near] = NEAR
+        dup_of[near] = labels[near]
+    return {"code": code, "dup_of": dup_of, "candidates": int(cands), "links": int(links)}
+
+
+def dedup_texts(texts: list[str], **kw: Any) -> dict[str, Any]:
+    """In-memory deduplication of a list of texts (same rules as :func:`run_dedup`); returns
+    :func:`cluster`'s result. For benchmarks, tests and small corpora."""
+    s = DedupSettings(**kw)
+    spec = s.lsh()
+    exact_parts, sig_parts, has_parts = [], [], []
+    for lo in range(0, len(texts), 2000):
+        norm = [normalize(t) for t in texts[lo : lo + 2000]]
+        exact_parts.append(_exact_hashes(norm))
+        if s.near:
+            sig, has = signatures(norm, spec.num_perm, spec.ngram, spec.seed, spec.scheme)
+            sig_parts.append(sig)
+            has_parts.append(has)
+    exact = np.concatenate(exact_parts) if exact_parts else np.zeros((0, 2), np.uint64)
+    if not s.near or not texts:
+        return cluster(exact, None, None, None, s)
+    sig = np.concatenate(sig_parts)
+    bands = np.ascontiguousarray(band_hashes(sig, spec.bands, spec.rows).T)
+    return cluster(exact, np.concatenate(has_parts), lambda j: bands[j], lambda o: sig[o], s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +311,9 @@ def write_shard(idx: int, path: str, work: str, out: str, max_bytes: int) -> dic
 # executors
 
 
+_RAY_STARTED = [False]
+
+
 def _map(fn: Callable[..., Any], args: list[tuple], executor: str, workers: int,
          ray_address: str | None) -> list[Any]:
     """Run ``fn(*a)`` for every ``a``, results in order: in-process, a process pool, or Ray tasks."""
@@ -276,6 +321,7 @@ def _map(fn: Callable[..., Any], args: list[tuple], executor: str, workers: int,
         import ray
 
         if not ray.is_initialized():
+            _RAY_STARTED[0] = True
             if ray_address or os.environ.get("RAY_ADDRESS"):
                 ray.init(address=ray_address or os.environ["RAY_ADDRESS"], include_dashboard=False,
                          log_to_driver=False)
@@ -292,6 +338,52 @@ def _map(fn: Callable[..., Any], args: list[tuple], executor: str, workers: int,
 
     with ProcessPoolExecutor(max_workers=min(workers, len(args)), mp_context=mp.get_context("spawn")) as ex:
         return list(ex.map(fn, *zip(*args, strict=True)))
+
+
+def _run(shards: list[Path], work: Path, out: Path, settings: dict, s: DedupSettings, executor: str,
+         workers: int, ray_address: str | None, advance: Callable[..., None]) -> tuple:
+    """The three phases (see the module docstring)."""
+    sk = _map(sketch_shard, [(i, str(p), str(work.resolve()), settings) for i, p in enumerate(shards)],
+              executor, workers, ray_address)
+    advance(1)
+    docs = np.array([r["docs"] for r in sk], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(docs)]).astype(np.int64)
+    n = int(offsets[-1])
+    exact = (np.concatenate([np.load(work / f"s{i:05d}.exact.npy") for i in range(len(shards))])
+             if shards else np.zeros((0, 2), np.uint64))
+    if s.near and n:
+        has = np.concatenate([np.load(work / f"s{i:05d}.has.npy") for i in range(len(shards))])
+        band_maps = [np.load(work / f"s{i:05d}.bands.npy", mmap_mode="r") for i in range(len(shards))]
+        sigs = _Signatures(work, offsets)
+        res = cluster(exact, has, lambda j: np.concatenate([np.asarray(m[j]) for m in band_maps]),
+                      sigs.rows, s)
+    else:
+        res = cluster(exact, None, None, None, s)
+    code, dup_of, cands, links = res["code"], res["dup_of"], res["candidates"], res["links"]
+    advance(1)
+    # ids of the documents that others duplicate, for the rejected records
+    need = np.unique(dup_of[code != KEEP])
+    names: dict[int, str] = {}
+    for si in range(len(shards)):
+        lo, hi = offsets[si], offsets[si + 1]
+        want = need[(need >= lo) & (need < hi)] - lo
+        if want.size:
+            wanted = set(want.tolist())
+            with open(work / f"s{si:05d}.ids.jsonl", encoding="utf-8") as f:
+                for j, line in enumerate(f):
+                    if j in wanted:
+                        names[int(lo + j)] = json.loads(line)
+    for si in range(len(shards)):
+        lo, hi = offsets[si], offsets[si + 1]
+        c = code[lo:hi]
+        np.save(work / f"d{si:05d}.npy", c)
+        rej = np.flatnonzero(c != KEEP)
+        with open(work / f"d{si:05d}.dup.json", "w", encoding="utf-8") as f:
+            json.dump({str(int(j)): names[int(dup_of[lo + j])] for j in rej}, f, ensure_ascii=False)
+    wr = _map(write_shard, [(i, str(p), str(work.resolve()), str(out.resolve()), s.max_bytes)
+                            for i, p in enumerate(shards)], executor, workers, ray_address)
+    advance(1)
+    return sk, wr, docs, code, cands, links
 
 
 def run_dedup(inputs: list[Path], out: Path, executor: str = "local", workers: int = 2,
@@ -321,51 +413,17 @@ def run_dedup(inputs: list[Path], out: Path, executor: str = "local", workers: i
 
     from kamado.ui import progress
 
-    with progress("dedup: sketch", total=3) as advance:
-        sk = _map(sketch_shard, [(i, str(p), str(work.resolve()), settings) for i, p in enumerate(shards)],
-                  executor, workers, ray_address)
-        advance(1)
-        docs = np.array([r["docs"] for r in sk], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(docs)]).astype(np.int64)
-        n = int(offsets[-1])
-        exact = (np.concatenate([np.load(work / f"s{i:05d}.exact.npy") for i in range(len(shards))])
-                 if shards else np.zeros((0, 2), np.uint64))
-        rep = _exact_groups(exact) if s.exact else np.arange(n, dtype=np.int64)
-        code = np.where(rep != np.arange(n), EXACT, KEEP).astype(np.int8)
-        dup_of = rep.copy()
-        cands = links = 0
-        if s.near and n:
-            has = np.concatenate([np.load(work / f"s{i:05d}.has.npy") for i in range(len(shards))])
-            alive = (code == KEEP) & has
-            u, v, cands = _near_links(work, offsets, alive, s, spec)
-            links = len(u)
-            labels = min_labels(n, u, v)
-            near = (labels != np.arange(n)) & (code == KEEP)
-            code[near] = NEAR
-            dup_of[near] = labels[near]
-        advance(1)
-        # ids of the documents that others duplicate, for the rejected records
-        need = np.unique(dup_of[code != KEEP])
-        names: dict[int, str] = {}
-        for si in range(len(shards)):
-            lo, hi = offsets[si], offsets[si + 1]
-            want = need[(need >= lo) & (need < hi)] - lo
-            if want.size:
-                wanted = set(want.tolist())
-                with open(work / f"s{si:05d}.ids.jsonl", encoding="utf-8") as f:
-                    for j, line in enumerate(f):
-                        if j in wanted:
-                            names[int(lo + j)] = json.loads(line)
-        for si in range(len(shards)):
-            lo, hi = offsets[si], offsets[si + 1]
-            c = code[lo:hi]
-            np.save(work / f"d{si:05d}.npy", c)
-            rej = np.flatnonzero(c != KEEP)
-            with open(work / f"d{si:05d}.dup.json", "w", encoding="utf-8") as f:
-                json.dump({str(int(j)): names[int(dup_of[lo + j])] for j in rej}, f, ensure_ascii=False)
-        wr = _map(write_shard, [(i, str(p), str(work.resolve()), str(out.resolve()), s.max_bytes)
-                                for i, p in enumerate(shards)], executor, workers, ray_address)
-        advance(1)
+    try:
+        with progress("dedup", total=3) as advance:
+            res = _run(shards, work, out, settings, s, executor, workers, ray_address, advance)
+    finally:
+        if _RAY_STARTED[0]:
+            import ray
+
+            ray.shutdown()
+            _RAY_STARTED[0] = False
+    sk, wr, docs, code, cands, links = res
+    n = int(docs.sum())
 
     errors = [e for r in sk for e in r["errors"]]
     with open(out / "errors.jsonl", "w", encoding="utf-8") as f:

@@ -236,7 +236,7 @@ def group_ids(texts: list[str], threshold: float = 0.5) -> np.ndarray:
     for j in range(b):
         order = np.argsort(bh[:, j], kind="stable")
         sc = bh[order, j]
-        same = np.flatnonzero((sc[1:] == sc[:-1]))
+        same = np.flatnonzero(sc[1:] == sc[:-1])
         us.append(order[same + 1])
         vs.append(order[same])
     u, v = np.concatenate(us), np.concatenate(vs)
@@ -309,3 +309,75 @@ def cross_validate(texts: list[str], labels: np.ndarray, cfg: ClassifierConfig |
     res["scores"] = oof
     res["folds"] = fold
     return res
+
+
+# --------------------------------------------------------------------------------- pipeline step
+_LOADED: dict[str, QualityModel] = {}
+
+
+def default_model(labelled: Path, cache: Path | None = None) -> QualityModel:
+    """The classifier trained on ``labelled`` with default settings, cached on disk after the first time."""
+    import hashlib
+    import os
+    import shutil
+
+    digest = hashlib.sha256(Path(labelled).read_bytes()).hexdigest()[:16]
+    base = cache or Path(os.environ.get("KAMADO_CACHE", Path.home() / ".cache" / "kamado"))
+    folder = Path(base) / "quality" / f"{Path(labelled).stem}-{digest}"
+    if (folder / "config.json").is_file():
+        return QualityModel.load(folder)
+    texts, labels = load_labelled([Path(labelled)])
+    model = train(texts, labels, ClassifierConfig(), {"trained_on": str(Path(labelled).name)})
+    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    model.save(tmp)
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return model
+
+
+def _register_steps() -> None:
+    from kamado.corpus.steps import Analysis, Filter, StepParams, fmt, register
+
+    class QualityParams(StepParams):
+        model: str | None = None  # model folder (train-classifier --out); default: trained on mc4-ja-labeled
+        threshold: float | None = 0.5  # keep documents scoring at least this P(good)
+        keep_fraction: float | None = None  # or keep about this top share (training score quantiles)
+
+    @register("quality_classifier")
+    class QualityFilter(Filter):
+        """Score with the quality classifier (``meta.quality`` = P(good)); reject low scores."""
+
+        Params = QualityParams
+
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            p = self.p
+            key = f"{p.model}|{self.env.data_root}"
+            if key not in _LOADED:
+                if p.model:
+                    _LOADED[key] = QualityModel.load(self.env.resolve(p.model))
+                else:
+                    _LOADED[key] = default_model(self.env.resolve("mc4-ja-labeled"))
+            self.model = _LOADED[key]
+            if p.keep_fraction is not None:
+                if not 0.0 < p.keep_fraction <= 1.0:
+                    raise KamadoError(f"step {self.name}: keep_fraction must be in (0, 1]")
+                self.cut = self.model.threshold_for_fraction(p.keep_fraction)
+            else:
+                self.cut = p.threshold if p.threshold is not None else 0.0
+
+        def measure(self, a: Analysis, doc: Any) -> dict[str, Any]:
+            s = round(float(self.model.score([a.text])[0]), 5)
+            if doc is not None and isinstance(getattr(doc, "meta", None), dict):
+                doc.meta["quality"] = s
+            return {"quality": s}
+
+        def decide(self, m: dict[str, Any]) -> str | None:
+            if m["quality"] < self.cut:
+                return f"low_quality: {fmt(m['quality'])} < {fmt(self.cut)}"
+            return None
+
+
+_register_steps()
