@@ -69,7 +69,7 @@ def tune(
 
     out.mkdir(parents=True, exist_ok=True)
     root = data_root or default_data_root()
-    ctx = StageContext(name="tune", out=out, data_root=root, seed=seed, cache_dir=out / ".cache")
+    ctx = StageContext(name="tune", out=out, data_root=root, seed=seed)
     t0 = time.perf_counter()
     counts = run(cfg, ctx)
     write_manifest(out, stage="tune", config=cfg.model_dump(mode="json"), counts=counts,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from kamado.config import StrictModel
-from kamado.train.config import TrainConfig
+from kamado.train.config import OptimizerConfig, TrainConfig
 
 
 class LoraSettings(StrictModel):
@@ -24,9 +24,11 @@ class TuneConfig(StrictModel):
     methods: list[Literal["full", "lora"]] = ["full", "lora"]
     max_examples: int | None = None
     valid_fraction: float = 0.05
-    train: TrainConfig = TrainConfig(steps=100)
+    train: TrainConfig = TrainConfig(steps=100, warmup_steps=5, eval_every=50, ckpt_every=50,
+                                     optimizer=OptimizerConfig(lr=5e-4, min_lr=5e-5, weight_decay=0.0))
     lora: LoraSettings = LoraSettings()
     lora_lr: float = 1e-3
     packing: bool = True  # concatenate short examples into rows of up to train.seq_len tokens
     max_valid_examples: int = 200  # held-out examples used for the before/after validation loss
+    keep_checkpoints: bool = False  # training checkpoints are deleted once the models are exported
     base: str | None = None  # HF model folder to tune instead of the pretrain stage's hf/ (CLI --base)

@@ -18,9 +18,13 @@ def wrap(model: Any, cfg: LoraSettings) -> Any:
     if missing:
         raise KamadoError(f"tune.lora.target_modules: {missing} not found in the model "
                           f"(linear layers: {sorted(n for n in names if n.endswith('proj'))})")
+    import warnings
+
     lcfg = LoraConfig(task_type="CAUSAL_LM", r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                       target_modules=list(cfg.target_modules), bias="none")
-    return get_peft_model(model, lcfg)
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, lcfg)
 
 
 def param_counts(model: Any) -> tuple[int, int]:

@@ -90,10 +90,46 @@ def export_hf(model: Any, tokenizer: Any, out: Path) -> None:
     tmp.rename(out)
 
 
-def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokenizer: Any, data: Any) -> dict:
-    """Train one method into ``ctx.out/<method>`` (resuming), export it, and return its summary."""
+def _fresh_model(method: str, cfg: TuneConfig, base: Path) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
+
+    from kamado.tune import lora as lora_mod
+
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    model.config.use_cache = False
+    return lora_mod.wrap(model, cfg.lora) if method == "lora" else model
+
+
+def restore_fp32(method: str, cfg: TuneConfig, base: Path, ck_root: Path) -> Any:
+    """The trained model in fp32 from the final checkpoint (fp32 master weights of what was trained).
+
+    The engine may train in bf16 (frozen weights rounded to bf16 too); rebuilding from the fp32 base and
+    the checkpoint's trained tensors keeps LoRA's frozen base weights exactly as they were.
+    """
+    import torch
+
+    from kamado.train import checkpoint as ckpt
+
+    last = ckpt.latest(ck_root)
+    if last is None:
+        raise KamadoError(f"{ck_root}: training left no checkpoint")
+    msd, _, _ = ckpt.load(last)
+    model = _fresh_model(method, cfg, base)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                if n not in msd:
+                    raise KamadoError(f"{last}: checkpoint lacks the trained parameter {n}")
+                p.copy_(msd[n].to(torch.float32))
+    return model
+
+
+def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokenizer: Any, data: Any) -> dict:
+    """Train one method into ``ctx.out/<method>`` (resuming), export it, and return its summary."""
+    import shutil
+
+    import torch
 
     from kamado.train.engine import train
     from kamado.tune import lora as lora_mod
@@ -107,10 +143,7 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
     mdir.mkdir(parents=True, exist_ok=True)
     seed = cfg.train.seed if cfg.train.seed is not None else ctx.seed
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
-    model.config.use_cache = False
-    if method == "lora":
-        model = lora_mod.wrap(model, cfg.lora)
+    model = _fresh_model(method, cfg, base)
     trainable, total = lora_mod.param_counts(model)
     tcfg = _train_config(cfg, method)
     if tcfg.seed is None:
@@ -123,21 +156,24 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
     batches = SFTBatches(rows, micro, pad_id, seed)
     console.print(f"tune/{method}: {trainable:,} of {total:,} parameters trainable "
                   f"({100 * trainable / total:.2f}%), {len(rows):,} rows, lr {tcfg.optimizer.lr:g}")
-    t0 = time.perf_counter()
-    result = train(model, batches, tcfg, mdir, valid=valid[: tcfg.eval_batches] or None,
-                   trainable=lora_mod.trainable_names(model) if method == "lora" else None, tokenizer=tokenizer)
-    wall = time.perf_counter() - t0
+    result = train(model, batches, tcfg, mdir, valid=valid or None,
+                   trainable=lora_mod.trainable_names(model) if method == "lora" else None,
+                   cache_dir=ctx.cache_dir, description=f"tune/{method}", quiet=ctx.quiet or None)
+    del model
+    model = restore_fp32(method, cfg, base, mdir / "checkpoints").eval()
     val_after = evaluate_loss(model, valid) if valid else None
     out: dict[str, Any] = {"method": method, "trainable_params": trainable, "total_params": total,
                            "trainable_pct": round(100 * trainable / total, 4), "lr": tcfg.optimizer.lr,
-                           "steps": tcfg.steps, "wall_s": round(wall, 2), "rows": len(rows),
-                           "val_loss_before": _r(val_before), "val_loss_after": _r(val_after),
+                           "steps": tcfg.steps, "wall_s": result.wall_s, "rows": len(rows),
+                           "tokens": result.tokens, "tokens_per_s": result.tokens_per_s, "tflops": result.tflops,
+                           "mfu": result.mfu, "precision": result.precision, "resumed_from": result.resumed_from,
+                           "final_train_loss": _r(result.final_loss), "val_loss_before": _r(val_before),
+                           "val_loss_after": _r(val_after),
+                           "engine_val_loss": _r(result.val_loss), "engine_first_val_loss": _r(result.first_val_loss),
                            "valid_examples": len(data.valid[: cfg.max_valid_examples]),
                            "metrics": f"{method}/metrics.jsonl"}
-    out |= _summarise_metrics(read_metrics(mdir / "metrics.jsonl"))
-    if out["tokens_per_s"] is None and getattr(result, "tokens_per_s", None):
-        out["tokens_per_s"] = round(float(result.tokens_per_s), 1)
-    model.eval()
+    tail = _summarise_metrics(read_metrics(mdir / "metrics.jsonl"))
+    out["final_train_loss_avg10"] = tail["final_train_loss"]
     if method == "lora":
         lora_mod.save_adapter(model, mdir / "adapter", tokenizer)
         merged = lora_mod.merge(model)
@@ -148,6 +184,8 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
     else:
         export_hf(model, tokenizer, mdir / "hf")
         out["hf"] = "full/hf"
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(mdir / "checkpoints", ignore_errors=True)
     write_json_atomic(done, out)
     return out
 
@@ -158,9 +196,12 @@ def _r(x: float | None) -> float | None:
 
 def run(cfg: TuneConfig, ctx: StageContext) -> dict[str, Any]:
     """Prepare the instruction data once, tune each method, write ``tune.json``; returns manifest counts."""
+    from transformers.utils import logging as hf_logging
+
     from kamado.tune.sft import prepare
     from kamado.tune.templates import CHAT_TEMPLATE
 
+    hf_logging.disable_progress_bar()
     base = base_dir(cfg, ctx)
     tokenizer = load_tokenizer(base)
     sources = [(Path(n).stem if Path(n).suffix else n, registry.resolve(n, ctx.data_root)) for n in cfg.data]
