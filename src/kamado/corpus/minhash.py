@@ -21,8 +21,7 @@ collapsed to one space: it never strips diacritics, so が and か, ぱ and は 
 
 from __future__ import annotations
 
-import math
-import re
+import functools
 import unicodedata
 from dataclasses import dataclass
 
@@ -30,13 +29,12 @@ import numpy as np
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _POLY = np.uint64(0x9E3779B97F4A7C15)
-_WS = re.compile(r"\s+")
 EMPTY = np.uint32(0xFFFFFFFF)
 
 
 def normalize(text: str) -> str:
     """Text as compared by deduplication: NFKC, lower case, collapsed whitespace (diacritics kept)."""
-    return _WS.sub(" ", unicodedata.normalize("NFKC", text).lower()).strip()
+    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -190,24 +188,18 @@ def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return _mix64(h)
 
 
+@functools.cache
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """Bands and rows (``bands*rows <= num_perm``) minimising false positives + false negatives
-    around ``threshold`` (equal weights), the rule datasketch uses."""
-    xs = np.linspace(0.0, 1.0, 2001)
-
-    def area(b: int, r: int, lo: float, hi: float, fp: bool) -> float:
-        m = (xs >= lo) & (xs <= hi)
-        p = 1.0 - (1.0 - xs[m] ** r) ** b
-        y = p if fp else 1.0 - p
-        return float(np.trapezoid(y, xs[m])) if m.sum() > 1 else 0.0
-
-    best, best_err = (1, num_perm), math.inf
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            err = 0.5 * area(b, r, 0.0, threshold, True) + 0.5 * area(b, r, threshold, 1.0, False)
-            if err < best_err:
-                best, best_err = (b, r), err
-    return best
+    around ``threshold`` (equal weights, the rule datasketch uses), all pairs at once."""
+    pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], dtype=np.float64)
+    xs = np.linspace(0.0, 1.0, 1001)
+    p = 1.0 - (1.0 - xs[None, :] ** pairs[:, 1:2]) ** pairs[:, 0:1]
+    lo = xs <= threshold
+    dx = xs[1] - xs[0]
+    err = 0.5 * (p[:, lo].sum(axis=1) * dx) + 0.5 * ((1.0 - p[:, ~lo]).sum(axis=1) * dx)
+    b, r = pairs[int(np.argmin(err))]
+    return int(b), int(r)
 
 
 def min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
