@@ -51,11 +51,13 @@ def llama_config(preset: str, *, vocab_size: int | None = None, overrides: dict[
         if v is not None:
             kw[k] = int(v)
     kw |= dict(overrides or {})
-    cfg = LlamaConfig(**kw)
-    if cfg.hidden_size % cfg.num_attention_heads:
-        raise KamadoError(f"model.overrides: hidden_size {cfg.hidden_size} is not a multiple of "
-                          f"num_attention_heads {cfg.num_attention_heads}")
-    return cfg
+    if kw["hidden_size"] % kw["num_attention_heads"]:
+        raise KamadoError(f"model.overrides: hidden_size {kw['hidden_size']} is not a multiple of "
+                          f"num_attention_heads {kw['num_attention_heads']}")
+    try:
+        return LlamaConfig(**kw)
+    except (TypeError, ValueError) as e:
+        raise KamadoError(f"model preset {preset!r} with overrides {overrides or {}}: {e}") from None
 
 
 def build_model(config: LlamaConfig, *, seed: int | None = None, attn: str = "sdpa") -> PreTrainedModel:

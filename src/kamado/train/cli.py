@@ -1,7 +1,112 @@
-"""Placeholder commands, replaced by the package's real ones."""
+"""``kamado pretrain``: train a LLaMA preset on packed token shards (one process, or torchrun + FSDP2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 
-def pretrain() -> None:
-    """Not built yet."""
-    raise SystemExit("not built yet")
+def pretrain(
+    pack: Annotated[Path | None, typer.Option("--pack", help="Packed data folder (pack.json), e.g. runs/tiny/data.")] = None,
+    tokenizer: Annotated[Path | None, typer.Option("--tokenizer", help="Tokenizer folder, e.g. runs/tiny/tokenizer.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: metrics.jsonl, checkpoints/, hf/.")] = Path("runs/pretrain"),
+    preset: Annotated[str | None, typer.Option("--preset", help="Model preset: tiny, small, 125m, 1b, 7b.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps.")] = None,
+    nproc: Annotated[int | None, typer.Option("--nproc", help="Data-parallel ranks (torchrun + FSDP2).")] = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", help="Take the settings from this recipe's "
+                                                "pretrain section.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a pretrain setting: "
+                                                   "train.lr… e.g. train.batch_size=16.")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="fp32, bf16, bf16-autocast, bf16-pure.")] = None,
+    compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the latest complete "
+                                         "checkpoint in --out (default) or start over.")] = True,
+    export: Annotated[bool, typer.Option("--export", help="Only export the latest checkpoint in --out to "
+                                         "--out/hf (Hugging Face format) and stop.")] = False,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the recipe's, else 1234).")] = None,
+) -> None:
+    """Pretrain a LLaMA model on the ja/en token mixture; logs tokens/s and MFU, exports a Hugging Face model.
 
+    Re-running the same command resumes from the latest complete checkpoint in --out.
+
+    Examples:
+      kamado pretrain --pack runs/tiny/data --tokenizer runs/tiny/tokenizer --out runs/pt --preset tiny --steps 300
+      kamado pretrain --pack runs/tiny/data --tokenizer runs/tiny/tokenizer --out runs/pt --nproc 2
+      kamado pretrain --recipe recipes/tiny.yaml --pack runs/tiny/data --tokenizer runs/tiny/tokenizer --out runs/pt
+      kamado pretrain --out runs/pt --tokenizer runs/tiny/tokenizer --export
+    """
+    import json
+    import shutil
+    import time
+
+    from pydantic import ValidationError
+
+    from kamado.config import ConfigError, KamadoError, format_validation_error
+    from kamado.manifest import write_manifest
+    from kamado.recipe import apply_override, load_recipe
+    from kamado.stage import StageContext
+    from kamado.train.config import PretrainConfig
+    from kamado.ui import console, table
+
+    if export:
+        from kamado.train.pretrain import export_checkpoint
+
+        path = export_checkpoint(out, out / "hf", tokenizer=tokenizer)
+        console.print(f"exported {path}")
+        return
+    if pack is None or tokenizer is None:
+        raise KamadoError("--pack and --tokenizer are required (or --export)")
+    for p, what in ((pack, "--pack"), (tokenizer, "--tokenizer")):
+        if not p.is_dir():
+            raise KamadoError(f"{what} {p}: no such folder")
+    run_seed = 1234
+    data: dict = {}
+    if recipe is not None:
+        rec = load_recipe(recipe)
+        run_seed = rec.seed
+        if rec.pretrain is not None:
+            data = rec.pretrain.model_dump(mode="json")
+    for ov in set_ or []:
+        apply_override(data, ov)
+    upd = {"steps": steps, "nproc": nproc, "precision": precision, "seed": seed}
+    data.setdefault("train", {}).update({k: v for k, v in upd.items() if v is not None})
+    if compile_:
+        data["train"]["compile"] = True
+    if not resume:
+        data["train"]["resume"] = False
+    if steps is not None:  # keep evaluation/checkpoints sensible for a short run
+        tr = data["train"]
+        tr.setdefault("eval_every", max(1, min(PretrainConfig().train.eval_every, steps // 4 or 1)))
+        tr.setdefault("warmup_steps", min(PretrainConfig().train.warmup_steps, max(1, steps // 10)))
+    if preset is not None:
+        data.setdefault("model", {})["preset"] = preset
+    try:
+        cfg = PretrainConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError("invalid pretrain settings\n" + format_validation_error(e, "pretrain")) from None
+    if not resume and out.exists():
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    from kamado.train.pretrain import run
+
+    ctx = StageContext(name="pretrain", out=out, inputs={"data": pack, "tokenizer": tokenizer},
+                       seed=run_seed if seed is None else seed, cache_dir=None)
+    t0 = time.perf_counter()
+    counts = run(cfg, ctx)
+    wall = time.perf_counter() - t0
+    write_manifest(out, stage="pretrain", config=cfg.model_dump(mode="json"), counts=counts,
+                   timings={"wall_s": round(wall, 3)})
+    res = json.loads((out / "pretrain.json").read_text()) if (out / "pretrain.json").is_file() else counts
+    rows = [["preset", cfg.model.preset], ["parameters", f"{counts['params']:,}"], ["ranks", counts["world_size"]],
+            ["precision", counts["precision"]], ["steps", counts["steps"]], ["tokens", f"{counts['tokens']:,}"],
+            ["final train loss", f"{counts['final_loss']:.4f}" if counts["final_loss"] is not None else "-"],
+            ["val loss (start → end)", f"{counts['first_val_loss'] or float('nan'):.4f} → {counts['val_loss'] or float('nan'):.4f}"],
+            ["tokens/s (median)", f"{counts['tokens_per_s']:,.0f}"],
+            ["TFLOP/s per device", f"{counts['tflops']:.4f}"],
+            ["MFU", f"{100 * counts['mfu']:.2f}% of {counts['peak_tflops']:.2f} TFLOP/s "
+                    f"({res.get('extra', {}).get('peak', '').split(' (')[0]})"],
+            ["resumed from step", counts["resumed_from"] if counts["resumed_from"] is not None else "-"],
+            ["wall", f"{wall:.1f}s"], ["HF model", str(out / "hf")], ["metrics", str(out / "metrics.jsonl")]]
+    console.print(table("kamado pretrain", ["", "value"], rows))

@@ -266,6 +266,8 @@ def train(
             for p in model.parameters():
                 p.data = p.data.to(torch.bfloat16)
         distributed.shard_model(model, cfg.precision)
+    if d.is_main and mcfg is not None and hasattr(mcfg, "to_json_string") and not hasattr(_unwrap(model), "peft_config"):
+        (out_dir / "model_config.json").write_text(mcfg.to_json_string())  # for export_checkpoint
     prec = _Precision(model, cfg.precision, fsdp=d.enabled)
     opt = adamw(prec.opt_named(), cfg.optimizer)
     model.train()

@@ -109,3 +109,29 @@ def run(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
         res.pop("preset", None)
         return res
     return run_rank(cfg, ctx)
+
+
+def export_checkpoint(run_dir: Path, out: Path, tokenizer: Path | None = None, step: int | None = None) -> Path:
+    """Export a checkpoint of a training folder (latest, or ``step``) as a Hugging Face LLaMA directory."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from kamado.train import checkpoint as ckpt
+    from kamado.train.engine import export_hf
+
+    run_dir = Path(run_dir)
+    cks = dict(ckpt.list_checkpoints(run_dir / "checkpoints"))
+    if not cks:
+        raise KamadoError(f"{run_dir}/checkpoints: no complete checkpoint to export")
+    if step is not None and step not in cks:
+        raise KamadoError(f"no checkpoint at step {step} (have {sorted(cks)})")
+    path = cks[step if step is not None else max(cks)]
+    cfg_file = run_dir / "model_config.json"
+    if not cfg_file.is_file():
+        raise KamadoError(f"{cfg_file}: missing (written by the engine at the start of training)")
+    mconf = AutoConfig.from_pretrained(str(cfg_file))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(mconf)
+    msd, _, _ = ckpt.load(path)
+    model.load_state_dict(msd, strict=False, assign=True)
+    return export_hf(model, out, tokenizer=tokenizer, state=msd)
