@@ -1,5 +1,79 @@
-"""Placeholder command group, replaced by the package's real commands."""
+"""``kamado corpus …``: clean raw text with a Japanese-first filter chain, inspect the result, deduplicate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from kamado.corpus import dedup_cli
+
 app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("clean")
+def clean(
+    inputs: Annotated[list[Path], typer.Argument(help="Shard files or folders (.jsonl[.gz|.zst], .parquet, .txt, WET).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: kept/, rejected/, errors.jsonl, stats.json.")],
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Filter chain: default (ja+en), default-ja, default-en, "
+                                        "or a chain YAML such as recipes/corpus/default-ja.yaml.")] = "default",
+    executor: Annotated[str, typer.Option(help="local (process pool over shards) or ray.")] = "local",
+    workers: Annotated[int, typer.Option(help="Parallel shard workers (processes or Ray CPUs).")] = 2,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Join this Ray cluster (else start a "
+                                                    "local one).")] = None,
+    source: Annotated[str | None, typer.Option(help="Source name written into documents that have none "
+                                               "(default: the file name).")] = None,
+    max_docs: Annotated[int | None, typer.Option("--max-docs", help="Read at most this many input records.")] = None,
+    shard_mb: Annotated[int, typer.Option("--shard-mb", help="Output shard size (uncompressed MB).")] = 256,
+    text_doc_kb: Annotated[int, typer.Option("--text-doc-kb", help="Plain-text inputs: paragraphs grouped into "
+                                             "documents of about this size.")] = 32,
+    overwrite: Annotated[bool, typer.Option(help="Replace an output folder that holds a different job.")] = False,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder of the shared data sets "
+                                                   "(word lists).")] = None,
+) -> None:
+    """Clean documents: normalize, strip personal data and boilerplate, filter, and account for every line.
+
+    Every input line ends up kept, rejected (with the step and reason) or in errors.jsonl (with file and
+    line); stats.json has the totals and per-step counts. Re-running the same command resumes an
+    interrupted job (only unfinished shards are redone); the output does not depend on --executor or
+    --workers.
+
+    Examples:
+      kamado corpus clean ../shared/data/ja_web_noisy --out runs/clean-web
+      kamado corpus clean web/*.jsonl.gz --out runs/clean --recipe recipes/corpus/default-ja.yaml --workers 4
+      kamado corpus clean crawl/ --out runs/clean --executor ray --ray-address auto
+    """
+    from kamado.corpus.config import load_chain
+    from kamado.corpus.executors import clean as run_clean
+    from kamado.corpus.executors import print_summary
+    from kamado.registry import default_data_root
+
+    chain, base = load_chain(recipe, Path.cwd())
+    stats = run_clean(inputs, out, chain, executor=executor, workers=workers, ray_address=ray_address,
+                      data_root=data_root or default_data_root(), base_dir=base, source=source, max_docs=max_docs,
+                      shard_bytes=shard_mb << 20, text_doc_bytes=text_doc_kb * 1000, overwrite=overwrite)
+    print_summary(stats, out)
+
+
+@app.command("inspect")
+def inspect(
+    folder: Annotated[Path, typer.Argument(help="Output folder of `kamado corpus clean`.")],
+    per_reason: Annotated[int, typer.Option("--per-reason", "-n", help="Samples shown per rejection reason.")] = 2,
+    reason: Annotated[str | None, typer.Option(help="Only this step or reason code (e.g. low_hiragana).")] = None,
+    chars: Annotated[int, typer.Option(help="Characters shown per document.")] = 240,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+) -> None:
+    """Show kept and rejected documents side by side, a few per rejection reason, with their measures.
+
+    Examples:
+      kamado corpus inspect runs/clean-web
+      kamado corpus inspect runs/clean-web --reason low_hiragana -n 5
+    """
+    from kamado.corpus.inspect import show
+
+    show(folder, per_reason=per_reason, only=reason, chars=chars, seed=seed)
+
+
+app.command("dedup")(dedup_cli.dedup)
+app.command("train-classifier")(dedup_cli.train_classifier)

@@ -1,0 +1,185 @@
+"""Line and span cleaners: normalization, personal data, boilerplate lines, corpus-wide repeated lines."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Literal
+
+from kamado.config import ConfigError
+from kamado.corpus.normalize import normalize
+from kamado.corpus.steps import Cleaner, Env, StepParams, load_list, register
+
+
+class NormalizeParams(StepParams):
+    nfkc: bool = True
+    mojibake: bool = True
+    control: bool = True
+    whitespace: bool = True
+
+
+@register("normalize")
+class Normalize(Cleaner):
+    """NFKC safe for Japanese, control characters, whitespace, mojibake repair."""
+
+    Params = NormalizeParams
+
+    def clean(self, text: str) -> str:
+        p = self.p
+        return normalize(text, p.nfkc, p.mojibake, p.control, p.whitespace)
+
+
+Action = Literal["mask", "remove", "keep"]
+EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+URL = re.compile(r"(?:https?|ftp)://[^\s<>\"'「」『』（）()、。]+|www\.[A-Za-z0-9\-]+\.[^\s<>\"'「」『』（）()、。]+")
+# each alternative starts with a literal (fast scanning); the look-behinds sit after it
+PHONE = re.compile(r"(?:0(?<![\d\-+]0)|\+81(?<![\d\-+]\+81)[- ]?)\d{1,4}[- ]\d{1,4}[- ]\d{3,4}(?![\d\-])"
+                   r"|0(?<![\d\-+]0)[5789]0\d{8}(?!\d)|\((?<![\d\-+]\()0\d{1,4}\)\d{1,4}-\d{4}(?![\d\-])")
+
+
+class PiiParams(StepParams):
+    email: Action = "mask"
+    url: Action = "remove"
+    phone: Action = "mask"
+    email_mask: str = "<EMAIL>"
+    url_mask: str = "<URL>"
+    phone_mask: str = "<PHONE>"
+
+
+@register("pii")
+class Pii(Cleaner):
+    """E-mail addresses, URLs and phone numbers (Japanese and +81 formats): mask, remove or keep."""
+
+    Params = PiiParams
+
+    def __init__(self, name: str, params: PiiParams, env: Env) -> None:
+        super().__init__(name, params, env)
+        self.rules = []
+        for pat, action, mask, need in ((EMAIL, params.email, params.email_mask, _has_at),
+                                        (URL, params.url, params.url_mask, _has_url),
+                                        (PHONE, params.phone, params.phone_mask, _always)):
+            if action != "keep":
+                self.rules.append((pat, mask if action == "mask" else "", need))
+
+    def clean(self, text: str) -> str:
+        for pat, repl, need in self.rules:
+            if need(text):  # cheap pre-check before the regular expression
+                text = pat.sub(repl, text)
+        return text
+
+
+def _always(text: str) -> bool:
+    return True
+
+
+def _has_at(text: str) -> bool:
+    return "@" in text
+
+
+def _has_url(text: str) -> bool:
+    return "://" in text or "www." in text
+
+
+class BoilerplateParams(StepParams):
+    lines: list[str] = []  # exact lines
+    line_lists: list[str] = []  # files/registry names of exact lines
+    prefixes: list[str] = []
+    prefix_lists: list[str] = []
+    suffixes: list[str] = []
+    suffix_lists: list[str] = []
+    patterns: list[str] = []  # regular expressions searched in lines of at most pattern_max_chars
+    pattern_max_chars: int = 200
+    keywords: list[str] = []  # a short line containing one of these is boilerplate (header/footer)
+    keyword_lists: list[str] = []
+    short_line_chars: int = 30  # what "short" means for prefixes/suffixes/keywords
+    prefix_suffix_any_length: bool = False
+
+
+@register("boilerplate_lines")
+class BoilerplateLines(Cleaner):
+    """Drop lines that are site furniture: exact lines, prefixes/suffixes/keywords on short lines, patterns."""
+
+    Params = BoilerplateParams
+
+    def __init__(self, name: str, params: BoilerplateParams, env: Env) -> None:
+        super().__init__(name, params, env)
+        norm = [normalize(x) for x in params.lines]
+        self.exact = frozenset(norm + load_list(env, params.line_lists))
+        self.prefixes = tuple(dict.fromkeys([normalize(x) for x in params.prefixes] + load_list(env, params.prefix_lists)))
+        self.suffixes = tuple(dict.fromkeys([normalize(x) for x in params.suffixes] + load_list(env, params.suffix_lists)))
+        kws = list(dict.fromkeys([normalize(x) for x in params.keywords] + load_list(env, params.keyword_lists)))
+        self.keywords = re.compile("|".join(re.escape(k) for k in sorted(kws, key=len, reverse=True))) if kws else None
+        try:
+            self.pattern = re.compile("|".join(f"(?:{p})" for p in params.patterns)) if params.patterns else None
+        except re.error as e:
+            raise ConfigError(f"step {name!r}: bad pattern in 'patterns': {e}") from None
+        self.short = params.short_line_chars
+        self.pattern_max = params.pattern_max_chars
+        self.any_len = params.prefix_suffix_any_length
+
+    def is_boilerplate(self, line: str) -> bool:
+        s = line.strip()
+        if not s:
+            return False
+        if s in self.exact:
+            return True
+        short = len(s) <= self.short
+        if (short or self.any_len) and (s.startswith(self.prefixes) or s.endswith(self.suffixes)):
+            return True
+        if short and self.keywords is not None and self.keywords.search(s):
+            return True
+        return self.pattern is not None and len(s) <= self.pattern_max and self.pattern.search(s) is not None
+
+    def clean(self, text: str) -> str:
+        lines = text.split("\n")
+        kept = [ln for ln in lines if not self.is_boilerplate(ln)]
+        return text if len(kept) == len(lines) else "\n".join(kept)
+
+
+_RUBY = re.compile(r"《[^《》\n]{1,30}》")
+_RUBY_BAR = re.compile(r"｜|\|(?=[^|\n]{1,20}《)")
+_NOTE = re.compile(r"［＃[^］\n]*］|※［＃[^］\n]*］")
+
+
+@register("aozora_markup")
+class AozoraMarkup(Cleaner):
+    """Aozora Bunko markup: ruby 《…》, the ｜ ruby start, ［＃…］ editor notes."""
+
+    def clean(self, text: str) -> str:
+        if "《" not in text and "［＃" not in text:
+            return text
+        return _NOTE.sub("", _RUBY.sub("", _RUBY_BAR.sub("", text)))
+
+
+def line_hash(line: str) -> int:
+    """A stable 64-bit hash of a stripped line (the same in every process and on every machine)."""
+    return int.from_bytes(hashlib.blake2b(line.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+class RepeatedParams(StepParams):
+    max_docs: int = 10  # drop a line that occurs in more than this many documents of the corpus
+    min_chars: int = 5  # shorter lines are never counted or dropped
+
+
+@register("repeated_lines")
+class RepeatedLines(Cleaner):
+    """Drop lines that recur across more than ``max_docs`` documents of the whole corpus (CCNet, uzushio).
+
+    Needs a first pass over the corpus (the executor runs it): line hashes are counted once per
+    document after the steps before this one, and the frequent ones are handed to every worker.
+    """
+
+    Params = RepeatedParams
+
+    def doc_hashes(self, text: str) -> set[int]:
+        m = self.p.min_chars
+        return {line_hash(s) for ln in text.split("\n") if len(s := ln.strip()) >= m}
+
+    def clean(self, text: str) -> str:
+        frequent = self.env.repeated
+        if not frequent:
+            return text
+        m = self.p.min_chars
+        lines = text.split("\n")
+        kept = [ln for ln in lines if len(s := ln.strip()) < m or line_hash(s) not in frequent]
+        return text if len(kept) == len(lines) else "\n".join(kept)

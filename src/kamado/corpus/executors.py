@@ -1,0 +1,283 @@
+"""Run a cleaning job over many shards: local (multiprocessing) or Ray; resumable; identical output.
+
+Layout of an output folder::
+
+    kept/part-IIIII-JJJJJ.jsonl.gz       documents that passed (one Document per line)
+    rejected/part-IIIII-JJJJJ.jsonl.gz   documents that did not, with rejected_by and reason
+    errors.jsonl                         unreadable input lines: file, line, error
+    stats.json                           totals, per-step and per-file counts
+    .work/                               plan, per-shard markers (resume), line-hash tables
+
+A job writes ``.work/plan.json`` first; a later call with the same plan resumes (only shards without a
+``done`` marker are redone, their partial files removed); a different plan is refused unless
+``overwrite`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kamado.config import KamadoError
+from kamado.corpus.config import ChainConfig
+from kamado.corpus.io import list_inputs, read_shard
+from kamado.manifest import write_json_atomic
+
+PLAN_VERSION = 1
+
+
+def _run_tasks(fn: Callable[[dict], dict], tasks: list[dict], executor: str, workers: int,
+               ray_address: str | None, label: str, quiet: bool) -> list[dict]:
+    """Run ``fn`` over tasks with the chosen executor; results come back in task order."""
+    from kamado import ui
+
+    if not tasks:
+        return []
+    results: dict[int, dict] = {}
+    ctx = ui.progress(label, total=len(tasks)) if not quiet else _null_progress()
+    with ctx as advance:
+        if executor == "ray":
+            import ray
+
+            started = False
+            if not ray.is_initialized():
+                if ray_address:
+                    ray.init(address=ray_address, log_to_driver=False)
+                else:
+                    ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
+                started = True
+            try:
+                remote = ray.remote(num_cpus=1, max_retries=2)(fn)
+                pending = {remote.remote(t): i for i, t in enumerate(tasks)}
+                while pending:
+                    done, _ = ray.wait(list(pending), num_returns=1)
+                    for ref in done:
+                        i = pending.pop(ref)
+                        results[i] = ray.get(ref)
+                        advance(1)
+            finally:
+                if started:
+                    ray.shutdown()
+        elif workers <= 1 or len(tasks) == 1:
+            for i, t in enumerate(tasks):
+                results[i] = fn(t)
+                advance(1)
+        else:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+                for i, r in pool.imap_unordered(_indexed, [(fn, i, t) for i, t in enumerate(tasks)]):
+                    results[i] = r
+                    advance(1)
+    return [results[i] for i in range(len(tasks))]
+
+
+def _indexed(args: tuple[Callable[[dict], dict], int, dict]) -> tuple[int, dict]:
+    fn, i, t = args
+    return i, fn(t)
+
+
+class _null_progress:
+    def __enter__(self) -> Callable[..., None]:
+        return lambda n=1, **kw: None
+
+    def __exit__(self, *a: Any) -> None:
+        return None
+
+
+def _limits(paths: list[Path], max_docs: int | None, source: str | None, text_doc_bytes: int) -> list[int | None]:
+    """Per-shard record limits so that at most ``max_docs`` input records are read, in shard order."""
+    if max_docs is None:
+        return [None] * len(paths)
+    left = max_docs
+    out: list[int | None] = []
+    for p in paths:
+        if left <= 0:
+            out.append(0)
+            continue
+        n = 0
+        for _ in read_shard(p, source, text_doc_bytes=text_doc_bytes):
+            n += 1
+            if n >= left:
+                break
+        out.append(n if n >= left else None)
+        left -= n
+    return out
+
+
+def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = "local", workers: int = 2,
+          ray_address: str | None = None, data_root: Path | None = None, base_dir: Path | None = None,
+          source: str | None = None, max_docs: int | None = None, shard_bytes: int = 256 << 20,
+          text_doc_bytes: int = 32_000, overwrite: bool = False, quiet: bool = False) -> dict:
+    """Clean every shard of ``inputs`` into ``out``; returns the stats written to ``out/stats.json``."""
+    from kamado.corpus.pipeline import build_steps, clean_shard_task, count_lines_task, repeated_index
+    from kamado.corpus.steps import Env
+
+    if executor not in ("local", "ray"):
+        raise KamadoError(f"--executor {executor!r}: use local or ray")
+    paths = list_inputs([Path(p) for p in inputs])
+    env = Env(data_root, base_dir)
+    build_steps(chain, env)  # validate the chain (and its word lists) before any work starts
+    out = Path(out)
+    work = out / ".work"
+    plan = {"version": PLAN_VERSION, "inputs": [str(p.resolve()) for p in paths], "chain": chain.model_dump(mode="json"),
+            "source": source, "max_docs": max_docs, "shard_bytes": shard_bytes, "text_doc_bytes": text_doc_bytes,
+            "sizes": [p.stat().st_size for p in paths]}
+    plan_file = work / "plan.json"
+    if plan_file.is_file():
+        old = json.loads(plan_file.read_text(encoding="utf-8"))
+        if old != plan:
+            if not overwrite:
+                raise KamadoError(f"{out} holds the output of a different clean job (other inputs or chain); "
+                                  "pass --overwrite to replace it, or choose another --out")
+            shutil.rmtree(out)
+    elif out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise KamadoError(f"{out} is not empty and is not a kamado corpus folder; pass --overwrite or "
+                              "choose another --out")
+        shutil.rmtree(out)
+    work.mkdir(parents=True, exist_ok=True)
+    (out / "kept").mkdir(exist_ok=True)
+    (out / "rejected").mkdir(exist_ok=True)
+    write_json_atomic(plan_file, plan)
+    t0 = time.perf_counter()
+    limits = _limits(paths, max_docs, source, text_doc_bytes)
+    base = {"out": str(out), "chain": chain.model_dump(mode="json"), "data_root": str(data_root) if data_root else None,
+            "base_dir": str(base_dir) if base_dir else None, "source": source, "shard_bytes": shard_bytes,
+            "text_doc_bytes": text_doc_bytes}
+    tasks = [{**base, "index": i, "path": str(p), "limit": lim} for i, (p, lim) in enumerate(zip(paths, limits, strict=True))
+             if lim != 0]
+
+    # pass 1: corpus-wide line counts (only when the chain has a repeated_lines step)
+    rep_file = None
+    if repeated_index(chain) is not None:
+        rep_file = work / "repeated.npy"
+        if not rep_file.is_file():
+            todo = [t for t in tasks if not (work / f"lines-{t['index']:05d}.npy").is_file()]
+            _run_tasks(count_lines_task, todo, executor, workers, ray_address, "counting lines", quiet)
+            _merge_line_counts(work, [t["index"] for t in tasks], chain, rep_file)
+        base["repeated"] = str(rep_file)
+        for t in tasks:
+            t["repeated"] = str(rep_file)
+
+    # pass 2: clean the shards not done yet (partial files of an interrupted attempt are removed first)
+    todo = []
+    for t in tasks:
+        i = t["index"]
+        if (work / f"done-{i:05d}.json").is_file():
+            continue
+        for sub in ("kept", "rejected"):
+            for f in (out / sub).glob(f"part-{i:05d}-*.jsonl.gz"):
+                f.unlink()
+            for f in (out / sub).glob(f".part-{i:05d}-*.tmp"):
+                f.unlink()
+        todo.append(t)
+    _run_tasks(clean_shard_task, todo, executor, workers, ray_address, "cleaning", quiet)
+    stats = _finalize(out, tasks, chain, executor, workers, time.perf_counter() - t0)
+    return stats
+
+
+def _merge_line_counts(work: Path, indices: list[int], chain: ChainConfig, dest: Path) -> None:
+    """Sum per-shard line-hash counts; keep the hashes seen in more than ``max_docs`` documents."""
+    import numpy as np
+
+    k = repeated_index_of(chain)
+    max_docs = int(chain.steps[k].get("max_docs", 10))
+    parts = [np.load(work / f"lines-{i:05d}.npy") for i in indices]
+    parts = [p for p in parts if p.size]
+    if parts:
+        allp = np.concatenate(parts, axis=1)
+        keys, inv = np.unique(allp[0], return_inverse=True)
+        counts = np.bincount(inv, weights=allp[1]).astype(np.int64)
+        frequent = np.sort(keys[counts > max_docs].view(np.uint64))
+    else:
+        frequent = np.zeros(0, dtype=np.uint64)
+    tmp = dest.with_name(".repeated.npy.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, frequent)
+    os.replace(tmp, dest)
+
+
+def repeated_index_of(chain: ChainConfig) -> int:
+    from kamado.corpus.pipeline import repeated_index
+
+    k = repeated_index(chain)
+    assert k is not None
+    return k
+
+
+def _finalize(out: Path, tasks: list[dict], chain: ChainConfig, executor: str, workers: int, wall: float) -> dict:
+    """Merge per-shard results into errors.jsonl and stats.json (in shard order: deterministic)."""
+    work = out / ".work"
+    shards = [json.loads((work / f"done-{t['index']:05d}.json").read_text(encoding="utf-8")) for t in tasks]
+    tmp = out / ".errors.jsonl.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for t in tasks:
+            ef = work / f"errors-{t['index']:05d}.jsonl"
+            if ef.is_file():
+                f.write(ef.read_text(encoding="utf-8"))
+    os.replace(tmp, out / "errors.jsonl")
+    totals = {k: sum(int(s[k]) for s in shards) for k in ("input", "kept", "rejected", "errors", "chars_in",
+                                                           "chars_kept", "bytes")}
+    steps: list[dict] = []
+    for s in shards:
+        for j, st in enumerate(s["steps"]):
+            if j == len(steps):
+                steps.append({k: (dict(v) if isinstance(v, dict) else v) for k, v in st.items()})
+                continue
+            agg = steps[j]
+            for k, v in st.items():
+                if k in ("name", "type", "kind"):
+                    continue
+                if isinstance(v, dict):
+                    for rk, rv in v.items():
+                        agg[k][rk] = agg[k].get(rk, 0) + rv
+                else:
+                    agg[k] = agg[k] + v
+    for st in steps:
+        st["seconds"] = round(st["seconds"], 3)
+    read_step = {"name": "read", "type": "read", "kind": "reader", "docs_in": totals["input"],
+                 "docs_out": totals["input"] - totals["errors"], "rejected": 0, "errors": totals["errors"],
+                 "chars_in": totals["chars_in"], "chars_removed": 0,
+                 "seconds": round(sum(float(s["read_seconds"]) for s in shards), 3), "reasons": {}}
+    cpu = sum(float(s["seconds"]) for s in shards)
+    stats = {
+        **{k: totals[k] for k in ("input", "kept", "rejected", "errors")},
+        "chars_in": totals["chars_in"], "chars_kept": totals["chars_kept"], "bytes_in": totals["bytes"],
+        "chain": chain.name, "executor": executor, "workers": workers,
+        "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
+        "mb_per_s_per_process": round(totals["bytes"] / 1e6 / cpu, 3) if cpu > 0 else None,
+        "steps": [read_step] + steps,
+        "files": [{k: s[k] for k in ("file", "input", "kept", "rejected", "errors")} for s in shards],
+        "kept_files": [f"kept/{n}" for s in shards for n in s["kept_files"]],
+        "rejected_files": [f"rejected/{n}" for s in shards for n in s["rejected_files"]],
+    }
+    if stats["input"] != stats["kept"] + stats["rejected"] + stats["errors"]:  # pragma: no cover - invariant
+        raise KamadoError(f"accounting error in {out}: input {stats['input']} != kept+rejected+errors")
+    write_json_atomic(out / "stats.json", stats)
+    return stats
+
+
+def summary_rows(stats: dict) -> list[list[Any]]:
+    """One row per step for the end-of-command table."""
+    rows = []
+    for st in stats["steps"]:
+        top = sorted(st.get("reasons", {}).items(), key=lambda kv: -kv[1])[:3]
+        rows.append([st["name"], st["docs_in"], st["docs_out"], st["docs_in"] - st["docs_out"],
+                     st["chars_removed"], f"{st['seconds']:.2f}", ", ".join(f"{k} {v}" for k, v in top)])
+    return rows
+
+
+def print_summary(stats: dict, out: Path) -> None:
+    from kamado.ui import console, table
+
+    console.print(table(f"corpus clean → {out}", ["step", "docs in", "docs out", "removed", "chars removed",
+                                                  "seconds", "top reasons"], summary_rows(stats)))
+    console.print(f"input {stats['input']:,} = kept {stats['kept']:,} + rejected {stats['rejected']:,} + "
+                  f"errors {stats['errors']:,}   ({stats['bytes_in'] / 1e6:.1f} MB, "
+                  f"{stats['wall_seconds']:.1f}s wall, {stats['mb_per_s_per_process'] or 0:.2f} MB/s per process)")

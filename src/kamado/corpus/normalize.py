@@ -1,0 +1,134 @@
+"""Text normalization that is safe for Japanese.
+
+NFKC folds half-width kana to full width and full-width ASCII to ASCII, but it would also turn
+…/‥ into dots and ゛゜ into a space plus a combining mark: those are protected. Control and
+zero-width characters are removed, line ends unified, runs of spaces collapsed, and mojibake from
+UTF-8 bytes decoded as cp932 or Latin-1 is repaired when the repair decodes cleanly.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_PROTECT = re.compile("[\u2026\u2025\u309b\u309c]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff\ufffe\ufff9-\ufffb\u202a-\u202e]")
+_NEWLINES = re.compile("\r\n?|[\u2028\u2029\x85\x0b\x0c]")
+_HSPACE = re.compile("[ \t\u00a0\u3000\u2000-\u200a\u202f\u205f]+")
+_EDGE = re.compile(" *\n *")
+_MANY_NL = re.compile("\n{3,}")
+_MOJI_CP932 = re.compile("[縺繧繝蜈螟譁]")  # lead characters of UTF-8 kana/kanji read as cp932
+_MOJI_LATIN1 = re.compile("[\u00e3\u00e2\u00ef\u00e5\u00e6\u00e7\u00e8\u00e9][\u0080-\u00bf]")
+
+
+_UNSTABLE: tuple[re.Pattern[str], re.Pattern[str]] | None = None
+
+
+def _unstable() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Runs of characters NFKC may change (or compose), each with the character before it.
+
+    Built once per process (~0.3 s) from the running Python's Unicode tables.
+    """
+    global _UNSTABLE
+    if _UNSTABLE is None:
+        cps = [c for c in range(0x30000) if not 0xD800 <= c < 0xE000
+               and (not unicodedata.is_normalized("NFKC", chr(c)) or unicodedata.combining(chr(c)))]
+        cps += list(range(0x1100, 0x1200))  # conjoining Hangul jamo compose with each other
+        keep = {ord(c) for c in "\u2026\u2025\u309b\u309c"}
+        cps = sorted(set(cps) - keep)
+        def charclass(points: list[int]) -> str:
+            out: list[str] = []
+            i = 0
+            while i < len(points):
+                j = i
+                while j + 1 < len(points) and points[j + 1] == points[j] + 1:
+                    j += 1
+                a, b = re.escape(chr(points[i])), re.escape(chr(points[j]))
+                out.append(a if i == j else f"{a}-{b}")
+                i = j + 1
+            return "".join(out)
+
+        # BMP classes compile to a bitmap (fast); the few astral ranges are a separate, rarely used pass
+        bmp = charclass([c for c in cps if c < 0x10000])
+        astral = charclass([c for c in cps if c >= 0x10000])
+        _UNSTABLE = (re.compile(f"[{bmp}]+"), re.compile(f"[{astral}]+"))
+    return _UNSTABLE
+
+
+def _sub_runs(pat: re.Pattern[str], text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    nfkc = unicodedata.normalize
+    for m in pat.finditer(text):
+        s, e = m.span()
+        if s > pos and (unicodedata.combining(text[s]) or "\u1160" <= text[s] <= "\u11ff"):
+            s -= 1  # a combining mark composes with the character before it
+        out.append(text[pos:s])
+        out.append(nfkc("NFKC", text[s:e]))
+        pos = e
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def nfkc_ja(text: str) -> str:
+    """NFKC, except for the characters it would damage in Japanese text (…‥゛゜ are kept).
+
+    Only the runs that can change are normalized (plain NFKC of a whole text is slow in CPython).
+    """
+    if text.isascii() or unicodedata.is_normalized("NFKC", text) and not _PROTECT.search(text):
+        return text
+    bmp, astral = _unstable()
+    text = _sub_runs(bmp, text)
+    if len(text.encode("utf-16-le", "surrogatepass")) > 2 * len(text):  # astral characters present
+        text = _sub_runs(astral, text)
+    return text
+
+
+def fix_mojibake(text: str) -> str:
+    """Undo UTF-8 decoded as cp932 or Latin-1/cp1252, when the whole text round-trips cleanly."""
+    if text.isascii():
+        return text
+    if "縺" in text or "繧" in text or "繝" in text:
+        n = len(_MOJI_CP932.findall(text))
+    else:
+        n = 0
+    if n >= 3 and n * 8 >= len(text):
+        try:
+            return text.encode("cp932").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+    if ("\u00e3" in text or "\u00e2" in text or "\u00ef" in text or "\u00e5" in text or "\u00e6" in text
+            or "\u00e7" in text or "\u00e8" in text or "\u00e9" in text) and _MOJI_LATIN1.search(text):
+        for enc in ("cp1252", "latin-1"):
+            try:
+                fixed = text.encode(enc).decode("utf-8")
+            except (UnicodeEncodeError, UnicodeDecodeError):
+                continue
+            return fixed
+    return text
+
+
+def normalize(text: str, nfkc: bool = True, mojibake: bool = True, control: bool = True,
+              whitespace: bool = True) -> str:
+    """The default normalization (each part can be switched off); cheap substring checks skip the
+    regular expressions that have nothing to do."""
+    if mojibake and not text.isascii():
+        text = fix_mojibake(text)
+    if (whitespace or control) and ("\r" in text or "\u2028" in text or "\u2029" in text or "\x85" in text
+                                    or "\x0b" in text or "\x0c" in text):
+        text = _NEWLINES.sub("\n", text)
+    if control:
+        text = _CONTROL.sub("", text)
+    if nfkc:
+        text = nfkc_ja(text)
+    if whitespace:
+        if "  " in text or "\t" in text or "\u00a0" in text or "\u3000" in text or "\u2009" in text:
+            text = _HSPACE.sub(" ", text)
+        if " \n" in text or "\n " in text:
+            text = _EDGE.sub("\n", text)
+        if "\n\n\n" in text:
+            text = _MANY_NL.sub("\n\n", text)
+        text = text.strip()
+    return text

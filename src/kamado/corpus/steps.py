@@ -1,0 +1,167 @@
+"""The building blocks of a filter chain: cleaners (rewrite text) and filters (measure, then decide).
+
+Every step has a ``name`` (unique in the chain, used in ``rejected_by`` and ``stats.json``), a
+``type`` (the registered class) and typed parameters validated by a pydantic model, so a typo in a
+chain YAML names the step and the key. A filter first *measures* (numbers stored in the document's
+``meta.measures``), then *decides* from those numbers alone: thresholds can be re-tuned from stored
+measurements without recomputing them (see :func:`kamado.corpus.pipeline.redecide`).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from kamado.config import KamadoError, StrictModel
+from kamado.corpus import ja
+
+
+class StepParams(StrictModel):
+    """Parameters every step accepts."""
+
+    lang: str | None = None  # apply only to documents whose detected language is this one
+
+
+class Analysis:
+    """Lazily computed views of one text, shared by the filters of a chain (reset when text changes)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @cached_property
+    def cps(self) -> np.ndarray:
+        return ja.codepoints(self.text)
+
+    @cached_property
+    def classes(self) -> np.ndarray:
+        return ja.char_classes(self.cps)
+
+    @cached_property
+    def counts(self) -> np.ndarray:
+        if self.cps.size == 0:
+            return np.zeros(ja.N_CLASSES, dtype=np.int64)
+        return np.bincount(self.classes, minlength=ja.N_CLASSES)
+
+    @cached_property
+    def n_nonspace(self) -> int:
+        return int(self.cps.size - self.counts[ja.SPACE])
+
+    @cached_property
+    def lines(self) -> list[str]:
+        return self.text.split("\n")
+
+    @cached_property
+    def nonempty_lines(self) -> list[str]:
+        return [ln for ln in self.lines if ln.strip()]
+
+    @cached_property
+    def words(self) -> list[str]:
+        return self.text.split()
+
+
+class Env:
+    """What steps need from outside: the data root (for word lists) and the chain file's folder."""
+
+    def __init__(self, data_root: Path | str | None = None, base_dir: Path | str | None = None,
+                 repeated: Any = None) -> None:
+        self.data_root = Path(data_root) if data_root else None
+        self.base_dir = Path(base_dir) if base_dir else None
+        self.repeated = repeated  # corpus-wide frequent line hashes (set by the executor)
+
+    def resolve(self, name: str) -> Path:
+        from kamado import registry
+
+        root = self.data_root
+        if root is None and (name in registry.registry() or name.startswith("data:")):
+            root = registry.data_root()
+        return registry.resolve(name, root, self.base_dir)
+
+
+def load_list(env: Env, names: list[str], paragraphs: bool = False) -> list[str]:
+    """Entries of word/line lists (registry names, ``data:`` paths or files): one per line, deduplicated,
+    NFKC-normalized like the text they are matched against; ``#`` comments and blank lines skipped."""
+    from kamado.corpus.normalize import normalize
+
+    out: dict[str, None] = {}
+    for name in names:
+        p = env.resolve(name)
+        for line in p.read_text(encoding="utf-8").split("\n"):
+            s = normalize(line)
+            if s and not s.startswith("#"):
+                out[s] = None
+    return list(out)
+
+
+class Step:
+    """Base of cleaners and filters."""
+
+    kind: ClassVar[str] = "step"
+    Params: ClassVar[type[StepParams]] = StepParams
+
+    def __init__(self, name: str, params: StepParams, env: Env) -> None:
+        self.name = name
+        self.p = params
+        self.env = env
+        self.only_lang = params.lang
+
+    def describe(self) -> str:
+        return self.name
+
+
+class Cleaner(Step):
+    """Rewrites the text (never rejects); the pipeline accounts for the characters it removes."""
+
+    kind: ClassVar[str] = "cleaner"
+
+    def clean(self, text: str) -> str:
+        raise NotImplementedError
+
+
+class Filter(Step):
+    """Measures numbers about a text, then decides from them alone (``None`` = keep, else a reason)."""
+
+    kind: ClassVar[str] = "filter"
+
+    def measure(self, a: Analysis, doc: Any) -> dict[str, float | int | str]:
+        raise NotImplementedError
+
+    def decide(self, m: dict[str, Any]) -> str | None:
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, type[Step]] = {}
+
+
+def register(type_name: str):
+    """Class decorator: make a step available to chain files under ``type_name``."""
+
+    def deco(cls: type[Step]) -> type[Step]:
+        REGISTRY[type_name] = cls
+        cls.type_name = type_name  # type: ignore[attr-defined]
+        return cls
+
+    return deco
+
+
+def step_class(type_name: str) -> type[Step]:
+    import importlib
+
+    from kamado.corpus import clean, filters  # noqa: F401  (registers the steps)
+
+    if type_name not in REGISTRY:  # steps defined by the model-based modules register on import
+        for mod in ("kamado.corpus.quality", "kamado.corpus.perplexity"):
+            try:
+                importlib.import_module(mod)
+            except ImportError:
+                pass
+    if type_name not in REGISTRY:
+        raise KamadoError(f"unknown step type {type_name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[type_name]
+
+
+def fmt(x: float) -> str:
+    """Compact number for reason strings."""
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
