@@ -1,0 +1,131 @@
+"""`run_dedup` / `kamado corpus dedup` on real shard files: accounting, the keep rule, rejected records, and
+byte-identical output for 1 and 2 local workers and a real local Ray cluster."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from kamado.corpus.dedup import run_dedup
+from kamado.corpus.dedup_cli import dedup as dedup_cmd
+from kamado.corpus.io import read_documents
+
+
+@pytest.fixture(scope="module")
+def shards(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three shards (plain, gzip, and one with broken lines) with exact and near copies across shards."""
+    rng = random.Random(5)
+    paras: list[str] = []
+    with gzip.open(data_root / "ja_text" / "jaquad_train_wikipedia_paragraphs.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            paras += [p for p in json.loads(line)["text"].split("\n\n") if len(p) >= 300]
+            if len(paras) >= 240:
+                break
+    paras = list(dict.fromkeys(paras))[:240]
+    docs = [{"id": f"p{i}", "text": t, "source": "wiki"} for i, t in enumerate(paras)]
+    for k, i in enumerate(rng.sample(range(240), 12)):
+        docs.append({"id": f"exact{k}-of-p{i}", "text": paras[i], "source": "wiki"})
+    for k, i in enumerate(rng.sample(range(240), 12)):
+        t = list(paras[i])
+        for _ in range(len(t) // 100):
+            t[rng.randrange(len(t))] = "の"
+        docs.append({"id": f"near{k}-of-p{i}", "text": "".join(t), "source": "wiki"})
+    rng.shuffle(docs)
+    root = tmp_path_factory.mktemp("dedup_in")
+    parts = [docs[:90], docs[90:180], docs[180:]]
+    with open(root / "a.jsonl", "w", encoding="utf-8") as f:
+        for d in parts[0]:
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    with gzip.open(root / "b.jsonl.gz", "wt", encoding="utf-8") as f:
+        for d in parts[1]:
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    with open(root / "c.jsonl", "w", encoding="utf-8") as f:
+        for j, d in enumerate(parts[2]):
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+            if j == 3:
+                f.write('{"id": "broken", "text": \n')
+            if j == 7:
+                f.write('{"id": "notext"}\n')
+    return root
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _check(out: Path, n_docs: int) -> tuple[set[str], list[dict]]:
+    stats = json.loads((out / "stats.json").read_text())
+    kept = list(read_documents(sorted((out / "kept").glob("*.jsonl.gz"))))
+    rej = list(read_documents(sorted((out / "rejected").glob("*.jsonl.gz"))))
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert stats["input"] == stats["kept"] + stats["rejected"] + stats["errors"] == n_docs + 2
+    assert (stats["kept"], stats["rejected"], stats["errors"]) == (len(kept), len(rej), len(errors))
+    assert {(e["file"].rsplit("/", 1)[-1], e["line"]) for e in errors} == {("c.jsonl", 5), ("c.jsonl", 10)}
+    for f in stats["files"]:
+        assert f["input"] == f["kept"] + f["rejected"] + f["errors"]
+    assert [s["name"] for s in stats["steps"]] == ["exact_dedup", "minhash_dedup"]
+    return {d["id"] for d in kept}, rej
+
+
+def test_local_workers_find_copies_and_agree_byte_for_byte(shards: Path, tmp_path: Path) -> None:
+    one = run_dedup([shards], tmp_path / "w1", workers=1)
+    run_dedup([shards / "a.jsonl", shards], tmp_path / "w2", workers=2)  # a repeated input is read once
+    f1, f2 = _files(tmp_path / "w1"), _files(tmp_path / "w2")
+    assert f1.keys() == f2.keys()
+    assert all(f1[k] == f2[k] for k in f1 if k != "stats.json")  # stats name the inputs as given
+    kept, rej = _check(tmp_path / "w1", 264)
+    assert one["exact_duplicates"] == 12 and one["near_duplicates"] == 12
+    by_id = {r["id"]: r for r in rej}
+    texts = {d["id"]: d["text"] for d in read_documents(sorted((tmp_path / "w1").rglob("*.jsonl.gz")))}
+    for r in rej:
+        assert r["rejected_by"] in ("exact_dedup", "minhash_dedup")
+        assert r["duplicate_of"] in r["reason"]
+    # keep rule: the first document of a cluster in input order (shard a, b, c; then line) is kept
+    order = [json.loads(line)["id"] for line in open(shards / "a.jsonl", encoding="utf-8")]
+    order += [json.loads(line)["id"] for line in gzip.open(shards / "b.jsonl.gz", "rt", encoding="utf-8")]
+    order += [json.loads(line).get("id") for line in open(shards / "c.jsonl", encoding="utf-8")
+              if line.strip().endswith("}")]
+    pos = {i: k for k, i in enumerate(order) if i}
+    clusters: dict[str, list[str]] = {}
+    for i in pos:
+        if i in texts:
+            clusters.setdefault(i.split("-of-")[-1], []).append(i)
+    assert len(clusters) == 240
+    for members in clusters.values():
+        first, *rest = sorted(members, key=pos.__getitem__)
+        assert first in kept, members
+        for m in rest:
+            r = by_id[m]
+            if r["rejected_by"] == "minhash_dedup":
+                assert r["duplicate_of"] == first and not m.startswith("exact")
+            else:  # an exact copy names the earlier document with the same text
+                other = r["duplicate_of"]
+                assert other in members and pos[other] < pos[m] and texts[other] == texts[m]
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_identical_output(shards: Path, tmp_path: Path) -> None:
+    run_dedup([shards], tmp_path / "local", workers=2)
+    run_dedup([shards], tmp_path / "ray", executor="ray", workers=2)
+    assert _files(tmp_path / "local") == _files(tmp_path / "ray")
+    _check(tmp_path / "ray", 264)
+
+
+def test_cli_dedup_and_user_errors(shards: Path, tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command()(dedup_cmd)
+    app.command("other")(lambda: None)
+    r = CliRunner().invoke(app, ["dedup", str(shards), "--out", str(tmp_path / "o"), "--workers", "1",
+                                 "--threshold", "0.7", "--no-exact"])
+    assert r.exit_code == 0, r.output
+    stats = json.loads((tmp_path / "o" / "stats.json").read_text())
+    assert stats["exact_duplicates"] == 0 and stats["near_duplicates"] == 24  # exact copies found as near
+    assert stats["steps"][1]["threshold"] == 0.7
+    r = CliRunner().invoke(app, ["dedup", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "no such file" in str(r.exception)
