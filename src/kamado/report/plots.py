@@ -1,0 +1,173 @@
+"""Matplotlib figures rendered to inline base64 PNG (Agg backend; no files, no display)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+@dataclass
+class Series:
+    """One line: label, x values, y values; ``points`` draws markers (e.g. sparse validation losses)."""
+
+    label: str
+    x: Sequence[float]
+    y: Sequence[float]
+    points: bool = False
+    dashed: bool = False
+    color: str | None = None
+
+
+@dataclass
+class Panel:
+    """One subplot."""
+
+    title: str
+    series: list[Series]
+    xlabel: str = "step"
+    ylabel: str = ""
+    logy: bool = False
+    ylim: tuple[float, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def smooth(y: Sequence[float], window: int) -> list[float]:
+    """Trailing moving average (NaN-free inputs)."""
+    out, acc = [], 0.0
+    for i, v in enumerate(y):
+        acc += v
+        if i >= window:
+            acc -= y[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def _clean(s: Series) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for x, y in zip(s.x, s.y, strict=False):
+        if isinstance(y, int | float) and isinstance(x, int | float) and math.isfinite(y):
+            xs.append(float(x))
+            ys.append(float(y))
+    return xs, ys
+
+
+def panels_png(panels: Sequence[Panel], width: float = 5.2, height: float = 3.2, smooth_over: int = 60) -> str | None:
+    """Panels side by side as one PNG (base64); None when no panel has data.
+
+    Dense line series (more than ``smooth_over`` points) are drawn faint with a moving average on top.
+    """
+    panels = [p for p in panels if any(_clean(s)[0] for s in p.series)]
+    if not panels:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
+    for ax, p in zip(axes[0], panels, strict=True):
+        for i, s in enumerate(p.series):
+            xs, ys = _clean(s)
+            if not xs:
+                continue
+            color = s.color or PALETTE[i % len(PALETTE)]
+            ls = "--" if s.dashed else "-"
+            if s.points:
+                ax.plot(xs, ys, marker="o", ms=4, ls=ls, lw=1.2, color=color, label=s.label)
+            elif len(xs) > smooth_over:
+                w = max(2, len(xs) // 40)
+                ax.plot(xs, ys, lw=0.6, alpha=0.3, color=color)
+                ax.plot(xs, smooth(ys, w), lw=1.5, ls=ls, color=color, label=f"{s.label} (avg {w})")
+            else:
+                ax.plot(xs, ys, lw=1.5, ls=ls, color=color, label=s.label)
+        if p.logy:
+            ax.set_yscale("log")
+        if p.ylim:
+            ax.set_ylim(*p.ylim)
+        if p.xlabel == "step":
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(p.title, fontsize=10)
+        ax.set_xlabel(p.xlabel, fontsize=9)
+        ax.set_ylabel(p.ylabel, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+        if any(s.label for s in p.series):
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig, plt)
+
+
+def bars_png(categories: Sequence[str], groups: dict[str, Sequence[float]], title: str, ylabel: str = "",
+             width: float = 6.4, height: float = 3.2, logy: bool = False) -> str | None:
+    """Grouped bars: one group per category, one bar per entry of ``groups``; None without data."""
+    if not categories or not groups:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(width, height))
+    n = len(groups)
+    w = 0.8 / n
+    for i, (name, vals) in enumerate(groups.items()):
+        xs = [j + (i - (n - 1) / 2) * w for j in range(len(categories))]
+        ys = [v if isinstance(v, int | float) and math.isfinite(v) else 0.0 for v in vals]
+        ax.bar(xs, ys, width=w, label=name, color=PALETTE[i % len(PALETTE)])
+    ax.set_xticks(range(len(categories)))
+    ax.set_xticklabels(categories, fontsize=8, rotation=20 if len(categories) > 4 else 0, ha="right"
+                       if len(categories) > 4 else "center")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.tick_params(labelsize=8)
+    if n > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig, plt)
+
+
+def metric_bars_png(metrics: Sequence[tuple[str, str, bool]], models: Sequence[str],
+                    values: dict[tuple[str, str], Sequence[float | None]], per_row: int = 4) -> str | None:
+    """One small bar chart per (task, metric, lower_is_better), one bar per model; own y-scale each."""
+    if not metrics or not models:
+        return None
+    plt = _pyplot()
+    rows = math.ceil(len(metrics) / per_row)
+    cols = min(per_row, len(metrics))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    for k, (task, met, lower) in enumerate(metrics):
+        ax = axes[k // cols][k % cols]
+        vals = values.get((task, met)) or []
+        for i, (name, v) in enumerate(zip(models, vals, strict=False)):
+            if isinstance(v, int | float) and math.isfinite(v):
+                ax.bar(i, v, color=PALETTE[i % len(PALETTE)], label=name)
+                ax.annotate(f"{v:.3g}", (i, v), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(models)))
+        ax.set_xticklabels(models, fontsize=7, rotation=20, ha="right")
+        ax.set_title(f"{task}: {met} ({'lower' if lower else 'higher'} is better)", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.margins(y=0.15)
+    for k in range(len(metrics), rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    fig.tight_layout()
+    return _png(fig, plt)
+
+
+def _png(fig: Any, plt: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
