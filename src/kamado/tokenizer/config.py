@@ -13,7 +13,13 @@ class TokenizerConfig(StrictModel):
     vocab_size: int = 8000
     model_type: Literal["unigram", "bpe"] = "unigram"
     sample_chars: int = 20_000_000  # characters drawn from the corpus for training
-    weights: dict[str, float] | None = None  # per-source sampling weights; None = by size
+    weights: dict[str, float] | None = None  # per-source (or per-language) sampling weights; None = by size
     character_coverage: float = 0.9995
     byte_fallback: bool = True
     split_digits: bool = True
+    heldout_every: int = 50  # one line in N (by hash) is held out of training, for chars/token statistics
+    heldout_chars: int = 300_000  # at most this many held-out characters per language
+    max_sentences: int = 0  # SentencePiece input_sentence_size (0: every sampled line)
+    seed_pieces: int = 1_000_000  # SentencePiece seed_sentencepiece_size
+    sub_iterations: int = 2  # SentencePiece num_sub_iterations (EM steps per pruning round)
+    num_threads: int = 0  # 0: all cores (at most 16)

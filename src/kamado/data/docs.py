@@ -1,0 +1,121 @@
+"""Where the tokenizer and the packer read documents from: corpus folders, shards, registry names.
+
+An input is one of
+- a corpus stage folder (holds ``sources.json``: ``[{"name", "lang", "kept"}]``, kept paths relative to it),
+- a shard file or a folder of shards (``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``, Parquet, plain text),
+- a data-set name from the registry (``aozora``) or ``data:REL`` under the data root,
+- ``NAME=PATH``: every document under PATH belongs to source NAME, whatever its ``source`` field says.
+
+Documents keep their own ``source`` field when they have one; otherwise the source is the registry
+name, or the file's stem. The language is the document's ``lang``, else the source's, else guessed
+from the script (kana/kanji share).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kamado.config import KamadoError
+
+_JA = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+
+
+def guess_lang(text: str) -> str:
+    """``ja`` when at least 10% of the first 2,000 characters are kana or kanji, else ``en``."""
+    head = text[:2000]
+    if not head:
+        return "en"
+    return "ja" if len(_JA.findall(head)) >= 0.1 * len(head) else "en"
+
+
+@dataclass
+class InputSpec:
+    """One resolved input: its shard files, and the source name / language to use for its documents."""
+
+    label: str
+    files: list[Path]
+    source: str | None = None  # default source name for documents without a ``source`` field
+    force_source: bool = False  # NAME=PATH: override the documents' own ``source``
+    lang: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def resolve_inputs(inputs: list[str], data_root: Path | None = None) -> list[InputSpec]:
+    """Resolve CLI/stage inputs (see module doc) into shard lists; a missing input is a clear error."""
+    from kamado import registry
+    from kamado.corpus.io import list_inputs
+
+    specs: list[InputSpec] = []
+    for raw in inputs:
+        raw = str(raw)
+        name = None
+        if "=" in raw and not Path(raw).exists():
+            name, raw = raw.split("=", 1)
+        reg = raw in registry.registry()
+        p = registry.resolve(raw, data_root)
+        if p.is_dir() and (p / "sources.json").is_file():
+            specs += corpus_sources(p, only=None if name is None else [name])
+            continue
+        files = list_inputs([p])
+        specs.append(InputSpec(label=raw, files=files, source=name or (raw if reg else None),
+                               force_source=name is not None))
+    if not specs:
+        raise KamadoError("no inputs given")
+    return specs
+
+
+def corpus_sources(corpus_dir: Path, only: list[str] | None = None) -> list[InputSpec]:
+    """The kept shards of each source of a corpus stage folder (from its ``sources.json``)."""
+    from kamado.corpus.io import list_inputs
+
+    sj = Path(corpus_dir) / "sources.json"
+    try:
+        entries = json.loads(sj.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise KamadoError(f"{sj}: cannot read the corpus source list: {e}") from None
+    if isinstance(entries, dict):  # tolerate {"sources": [...]}
+        entries = entries.get("sources", [])
+    specs = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or "name" not in e or "kept" not in e:
+            raise KamadoError(f"{sj}: entry {i} needs 'name' and 'kept' (got {e!r})")
+        if only and e["name"] not in only:
+            continue
+        kept = Path(corpus_dir) / e["kept"]
+        if not kept.exists():
+            raise KamadoError(f"{sj}: source {e['name']!r}: kept shards {kept} are missing")
+        files = list_inputs([kept]) if kept.is_file() or any(kept.iterdir()) else []
+        specs.append(InputSpec(label=f"{corpus_dir.name}:{e['name']}", files=files, source=e["name"],
+                               force_source=True, lang=e.get("lang")))
+    return specs
+
+
+@dataclass
+class Doc:
+    """The fields of a document the tokenizer and the packer need."""
+
+    text: str
+    source: str
+    lang: str
+
+
+def iter_docs(spec: InputSpec, errors: list[str] | None = None) -> Iterator[Doc]:
+    """Documents of one input in file order; unreadable records are skipped (noted in ``errors``)."""
+    from kamado.corpus.io import ReadError, read_shard, shard_stem
+
+    for f in spec.files:
+        default = spec.source or shard_stem(f)
+        for rec in read_shard(f, source=default):
+            if isinstance(rec, ReadError):
+                if errors is not None and rec.error != "blank line":
+                    errors.append(f"{rec.file}:{rec.line}: {rec.error}")
+                continue
+            if not rec.text:
+                continue
+            src = default if spec.force_source else rec.source
+            lang = rec.lang or spec.lang or guess_lang(rec.text)
+            yield Doc(rec.text, src, lang)

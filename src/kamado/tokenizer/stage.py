@@ -1,0 +1,19 @@
+"""The tokenizer stage: SentencePiece on a weighted sample of the corpus stage's kept documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kamado.stage import StageContext
+from kamado.tokenizer.config import TokenizerConfig
+
+
+def run(cfg: TokenizerConfig, ctx: StageContext) -> dict[str, Any]:
+    """Train into ``ctx.out`` (the HF tokenizer folder itself); returns vocab size and chars/token per language."""
+    from kamado.data.docs import corpus_sources
+    from kamado.tokenizer.train import train_tokenizer
+    from kamado.ui import console
+
+    specs = corpus_sources(ctx.input("corpus"))
+    log = None if ctx.quiet else (lambda m: console.print(f"  {m}"))
+    return train_tokenizer(specs, cfg, ctx.out, seed=ctx.seed, log=log)
