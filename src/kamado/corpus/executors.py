@@ -31,50 +31,71 @@ from kamado.manifest import write_json_atomic
 PLAN_VERSION = 1
 
 
-def _run_tasks(fn: Callable[[dict], dict], tasks: list[dict], executor: str, workers: int,
-               ray_address: str | None, label: str, quiet: bool) -> list[dict]:
-    """Run ``fn`` over tasks with the chosen executor; results come back in task order."""
-    from kamado import ui
+class Runner:
+    """Runs task functions over shards: in this process, a spawn process pool, or Ray (started once,
+    shut down on close when this runner started it). Results come back in task order."""
 
-    if not tasks:
-        return []
-    results: dict[int, dict] = {}
-    ctx = ui.progress(label, total=len(tasks)) if not quiet else _null_progress()
-    with ctx as advance:
-        if executor == "ray":
+    def __init__(self, executor: str, workers: int, ray_address: str | None, n_tasks: int) -> None:
+        self.executor = executor
+        self.workers = max(1, workers)
+        self.ray_address = ray_address
+        self.n_tasks = n_tasks
+        self.pool: Any = None
+        self.ray_started = False
+
+    def _ensure(self) -> None:
+        if self.executor == "ray":
             import ray
 
-            started = False
             if not ray.is_initialized():
-                if ray_address:
-                    ray.init(address=ray_address, log_to_driver=False)
+                if self.ray_address:
+                    ray.init(address=self.ray_address, log_to_driver=False)
                 else:
-                    ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
-                started = True
-            try:
+                    ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+                self.ray_started = True
+        elif self.pool is None and self.workers > 1 and self.n_tasks > 1:
+            import multiprocessing as mp
+
+            self.pool = mp.get_context("spawn").Pool(min(self.workers, self.n_tasks))
+
+    def map(self, fn: Callable[[dict], dict], tasks: list[dict], label: str, quiet: bool) -> list[dict]:
+        from kamado import ui
+
+        if not tasks:
+            return []
+        self._ensure()
+        results: dict[int, dict] = {}
+        with (ui.progress(label, total=len(tasks)) if not quiet else _null_progress()) as advance:
+            if self.executor == "ray":
+                import ray
+
                 remote = ray.remote(num_cpus=1, max_retries=2)(fn)
                 pending = {remote.remote(t): i for i, t in enumerate(tasks)}
                 while pending:
                     done, _ = ray.wait(list(pending), num_returns=1)
                     for ref in done:
-                        i = pending.pop(ref)
-                        results[i] = ray.get(ref)
+                        results[pending.pop(ref)] = ray.get(ref)
                         advance(1)
-            finally:
-                if started:
-                    ray.shutdown()
-        elif workers <= 1 or len(tasks) == 1:
-            for i, t in enumerate(tasks):
-                results[i] = fn(t)
-                advance(1)
-        else:
-            import multiprocessing as mp
-
-            with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
-                for i, r in pool.imap_unordered(_indexed, [(fn, i, t) for i, t in enumerate(tasks)]):
+            elif self.pool is None:
+                for i, t in enumerate(tasks):
+                    results[i] = fn(t)
+                    advance(1)
+            else:
+                for i, r in self.pool.imap_unordered(_indexed, [(fn, i, t) for i, t in enumerate(tasks)]):
                     results[i] = r
                     advance(1)
-    return [results[i] for i in range(len(tasks))]
+        return [results[i] for i in range(len(tasks))]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
+            self.pool = None
+        if self.ray_started:
+            import ray
+
+            ray.shutdown()
+            self.ray_started = False
 
 
 def _indexed(args: tuple[Callable[[dict], dict], int, dict]) -> tuple[int, dict]:
@@ -115,7 +136,7 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
           source: str | None = None, max_docs: int | None = None, shard_bytes: int = 256 << 20,
           text_doc_bytes: int = 32_000, overwrite: bool = False, quiet: bool = False) -> dict:
     """Clean every shard of ``inputs`` into ``out``; returns the stats written to ``out/stats.json``."""
-    from kamado.corpus.pipeline import build_steps, clean_shard_task, count_lines_task, repeated_index
+    from kamado.corpus.pipeline import build_steps
     from kamado.corpus.steps import Env
 
     if executor not in ("local", "ray"):
@@ -153,13 +174,24 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
     tasks = [{**base, "index": i, "path": str(p), "limit": lim} for i, (p, lim) in enumerate(zip(paths, limits, strict=True))
              if lim != 0]
 
+    runner = Runner(executor, workers, ray_address, len(tasks))
+    try:
+        return _clean_passes(runner, tasks, out, work, chain, base, executor, workers, quiet, t0)
+    finally:
+        runner.close()
+
+
+def _clean_passes(runner: Runner, tasks: list[dict], out: Path, work: Path, chain: ChainConfig, base: dict,
+                  executor: str, workers: int, quiet: bool, t0: float) -> dict:
+    from kamado.corpus.pipeline import clean_shard_task, count_lines_task, repeated_index
+
     # pass 1: corpus-wide line counts (only when the chain has a repeated_lines step)
     rep_file = None
     if repeated_index(chain) is not None:
         rep_file = work / "repeated.npy"
         if not rep_file.is_file():
             todo = [t for t in tasks if not (work / f"lines-{t['index']:05d}.npy").is_file()]
-            _run_tasks(count_lines_task, todo, executor, workers, ray_address, "counting lines", quiet)
+            runner.map(count_lines_task, todo, "counting lines", quiet)
             _merge_line_counts(work, [t["index"] for t in tasks], chain, rep_file)
         base["repeated"] = str(rep_file)
         for t in tasks:
@@ -177,7 +209,7 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
             for f in (out / sub).glob(f".part-{i:05d}-*.tmp"):
                 f.unlink()
         todo.append(t)
-    _run_tasks(clean_shard_task, todo, executor, workers, ray_address, "cleaning", quiet)
+    runner.map(clean_shard_task, todo, "cleaning", quiet)
     stats = _finalize(out, tasks, chain, executor, workers, time.perf_counter() - t0)
     return stats
 
@@ -223,7 +255,7 @@ def _finalize(out: Path, tasks: list[dict], chain: ChainConfig, executor: str, w
                 f.write(ef.read_text(encoding="utf-8"))
     os.replace(tmp, out / "errors.jsonl")
     totals = {k: sum(int(s[k]) for s in shards) for k in ("input", "kept", "rejected", "errors", "chars_in",
-                                                           "chars_kept", "bytes")}
+                                                           "chars_kept", "bytes", "text_bytes")}
     steps: list[dict] = []
     for s in shards:
         for j, st in enumerate(s["steps"]):
@@ -249,9 +281,10 @@ def _finalize(out: Path, tasks: list[dict], chain: ChainConfig, executor: str, w
     stats = {
         **{k: totals[k] for k in ("input", "kept", "rejected", "errors")},
         "chars_in": totals["chars_in"], "chars_kept": totals["chars_kept"], "bytes_in": totals["bytes"],
+        "text_bytes_in": totals["text_bytes"],
         "chain": chain.name, "executor": executor, "workers": workers,
         "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
-        "mb_per_s_per_process": round(totals["bytes"] / 1e6 / cpu, 3) if cpu > 0 else None,
+        "mb_per_s_per_process": round(totals["text_bytes"] / 1e6 / cpu, 3) if cpu > 0 else None,
         "steps": [read_step] + steps,
         "files": [{k: s[k] for k in ("file", "input", "kept", "rejected", "errors")} for s in shards],
         "kept_files": [f"kept/{n}" for s in shards for n in s["kept_files"]],
@@ -279,5 +312,5 @@ def print_summary(stats: dict, out: Path) -> None:
     console.print(table(f"corpus clean → {out}", ["step", "docs in", "docs out", "removed", "chars removed",
                                                   "seconds", "top reasons"], summary_rows(stats)))
     console.print(f"input {stats['input']:,} = kept {stats['kept']:,} + rejected {stats['rejected']:,} + "
-                  f"errors {stats['errors']:,}   ({stats['bytes_in'] / 1e6:.1f} MB, "
+                  f"errors {stats['errors']:,}   ({stats['text_bytes_in'] / 1e6:.1f} MB of text, "
                   f"{stats['wall_seconds']:.1f}s wall, {stats['mb_per_s_per_process'] or 0:.2f} MB/s per process)")

@@ -251,7 +251,7 @@ def clean_shard_task(task: dict) -> dict:
     work = out / ".work"
     err_tmp = work / f".errors-{idx:05d}.jsonl.tmp"
     n_in = n_kept = n_rej = n_err = 0
-    chars_in = chars_kept = 0
+    chars_in = chars_kept = text_bytes = 0
     t_read = 0.0
     try:
         with open(err_tmp, "w", encoding="utf-8") as errf:
@@ -268,6 +268,7 @@ def clean_shard_task(task: dict) -> dict:
                     errf.write(dumps(rec.to_json()) + "\n")
                     continue
                 chars_in += len(rec.text)
+                text_bytes += len(rec.text.encode("utf-8", "surrogatepass"))
                 doc, by, reason = pipe.process(rec)
                 if by is None:
                     n_kept += 1
@@ -285,7 +286,7 @@ def clean_shard_task(task: dict) -> dict:
     os.replace(err_tmp, work / f"errors-{idx:05d}.jsonl")
     result = {
         "index": idx, "file": task["path"], "source": task.get("source"), "input": n_in, "kept": n_kept,
-        "rejected": n_rej, "errors": n_err, "chars_in": chars_in, "chars_kept": chars_kept,
+        "rejected": n_rej, "errors": n_err, "chars_in": chars_in, "chars_kept": chars_kept, "text_bytes": text_bytes,
         "bytes": os.path.getsize(task["path"]), "read_seconds": round(t_read, 4),
         "seconds": round(time.perf_counter() - t_start, 4),
         "kept_files": [p.name for p in kept_paths], "rejected_files": [p.name for p in rej_paths],

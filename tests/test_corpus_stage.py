@@ -1,0 +1,45 @@
+"""The corpus stage of `kamado run`: per-source cleaning, max_docs, dedup, sources.json."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from kamado.corpus.config import CorpusConfig
+from kamado.corpus.stage import run
+from kamado.stage import StageContext
+
+
+def test_corpus_stage(tmp_path: Path, data_root: Path) -> None:
+    cfg = CorpusConfig.model_validate({
+        "sources": [
+            {"name": "ja_web", "lang": "ja", "inputs": ["mc4-ja-labeled", "fineweb2-ja"], "max_docs": 500},
+            {"name": "en", "lang": "en", "inputs": ["alice", "gutenberg-frankenstein"]},
+        ],
+        "chain": "default", "dedup": True, "workers": 2,
+    })
+    out = tmp_path / "corpus"
+    out.mkdir()
+    ctx = StageContext(name="corpus", out=out, data_root=data_root, quiet=True)
+    counts = run(cfg, ctx)
+    assert counts["ja_web.input"] == 500  # max_docs: all from the first file (1266 records)
+    assert counts["ja_web.chain"] == "default-ja" and counts["en.chain"] == "default-en"
+    for name in ("ja_web", "en"):
+        assert counts[f"{name}.input"] == counts[f"{name}.kept"] + counts[f"{name}.rejected"] + counts[f"{name}.errors"]
+        assert counts[f"{name}.final_docs"] == counts[f"{name}.kept"] - counts[f"{name}.dedup_removed"]
+    assert counts["input"] == counts["ja_web.input"] + counts["en.input"]
+    listing = json.loads((out / "sources.json").read_text())
+    assert [(s["name"], s["lang"]) for s in listing] == [("ja_web", "ja"), ("en", "en")]
+    for s in listing:
+        kept = Path(s["kept"])
+        assert not kept.is_absolute()
+        docs = [json.loads(ln) for p in sorted((out / kept).glob("*.jsonl.gz"))
+                for ln in gzip.open(p, "rt", encoding="utf-8").read().split("\n") if ln]
+        assert len(docs) == counts[f"{s['name']}.final_docs"] > 0
+        assert set(docs[0]) >= {"id", "text", "source", "lang", "meta"}
+        assert {d["lang"] for d in docs} == {s["lang"]}
+    # a second call on the finished folder reuses the work and reports the same counts
+    again = run(cfg, ctx)
+    assert {k: v for k, v in again.items() if not k.endswith("seconds")} == \
+        {k: v for k, v in counts.items() if not k.endswith("seconds")}
