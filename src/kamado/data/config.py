@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import model_validator
+
 from kamado.config import StrictModel
 
 
@@ -11,6 +15,9 @@ class PackConfig(StrictModel):
     workers: int = 2
     append_eos: bool = True
     valid_fraction: float = 0.01  # documents held out per source for validation loss
+    prepend_bos: bool = False  # also start every document with BOS
+    executor: Literal["local", "ray"] = "local"  # local: multiprocessing; ray: a Ray pool (cluster)
+    batch_chars: int = 1_000_000  # characters per tokenization job sent to a worker
 
 
 class MixtureStage(StrictModel):
@@ -21,8 +28,24 @@ class MixtureStage(StrictModel):
 
 
 class MixtureConfig(StrictModel):
-    """Per-source token shares, optionally changing by training progress."""
+    """Per-source token shares, optionally changing by training progress.
+
+    Weight keys are source names of the pack (``ja_web``) or languages (``ja``: split among the
+    language's sources by size); shares are of tokens, since every sample is a ``seq_len`` window.
+    """
 
     weights: dict[str, float] | None = None  # used when no stages are given; None = by size
     stages: list[MixtureStage] | None = None
     max_epochs: float = 10.0  # warn (plan) / stop repeating a source beyond this many epochs
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> MixtureConfig:
+        if self.stages:
+            starts = [s.start for s in self.stages]
+            if starts[0] != 0.0:
+                raise ValueError(f"stages: the first stage must start at 0.0 (got {starts[0]})")
+            if any(b <= a for a, b in zip(starts, starts[1:], strict=False)) or starts[-1] >= 1.0:
+                raise ValueError(f"stages: starts must increase and stay below 1.0 (got {starts})")
+        if self.max_epochs <= 0:
+            raise ValueError("max_epochs must be positive")
+        return self
