@@ -17,8 +17,7 @@ def report(
 ) -> None:
     """Write a self-contained HTML report (inline plots) from the files of a run folder.
 
-    Every number comes from the run's artifacts: manifests, corpus stats, pack token counts,
-    pretraining metrics (loss, val loss, tokens/s, MFU), tuning curves (full vs LoRA) and eval results.
+    Every number comes from the run's artifacts: manifests, corpus stats, pack token counts, pretraining metrics (loss, val loss, tokens/s, MFU), tuning curves (full vs LoRA) and eval results.
 
     Examples:
       kamado report runs/tiny

@@ -166,9 +166,9 @@ def corpus_section(run: Run) -> str:
     else:
         body += H.note("no stats.json with document accounting found under corpus/")
     if reasons:
-        reasons.sort(key=lambda r: (r[0], -(r[3] or 0)))
-        body += "<h3>Rejections by step / reason</h3>" + H.table(["source", "step", "input", "rejected", "share"],
-                                                                 reasons)
+        body += "<h3>Steps: rejections and reasons</h3>" + H.table(
+            ["source", "step", "docs in", "rejected", "share", "chars removed", "top reasons"], reasons,
+            text_cols=(1, 6))
     counts = _scalars((run.manifests.get("corpus") or {}).get("counts"))
     if counts:
         body += H.details("corpus manifest counts", H.kv_table(counts))
@@ -189,22 +189,29 @@ def _per_source(st: dict[str, Any], where: str) -> list[tuple[str, dict[str, Any
 
 
 def _reasons(rec: dict[str, Any]) -> list[list[Any]]:
-    """Rows (step, input, rejected, share) from ``steps`` lists or ``rejected_by``/``reasons`` mappings."""
+    """Rows (step, input, rejected, share, chars removed, top reasons) from a stats.json ``steps`` list,
+    or from ``rejected_by``/``reasons`` mappings."""
     rows = []
     steps = rec.get("steps")
     if isinstance(steps, list):
         for s in steps:
-            if isinstance(s, dict) and s.get("name") is not None:
-                i, r = _num(s.get("input")), _num(s.get("rejected"))
-                rows.append([s["name"], s.get("input"), s.get("rejected"),
-                             f"{100 * r / i:.2f}%" if i and r is not None else None])
+            if not isinstance(s, dict) or s.get("name") is None:
+                continue
+            i = _num(s.get("input", s.get("docs_in")))
+            r = _num(s.get("rejected"))
+            reasons = s.get("reasons") if isinstance(s.get("reasons"), dict) else {}
+            top = sorted(((k, v) for k, v in reasons.items() if _num(v)), key=lambda kv: -kv[1])[:5]
+            rows.append([s["name"], s.get("input", s.get("docs_in")), s.get("rejected"),
+                         f"{100 * r / i:.2f}%" if i and r is not None else None, s.get("chars_removed"),
+                         ", ".join(f"{k}={v:,}" for k, v in top)])
     for key in ("rejected_by", "reasons", "rejections"):
         m = rec.get(key)
         if isinstance(m, dict):
             tot = sum(v for v in m.values() if _num(v) is not None) or 0
             for name, v in m.items():
                 n = v if _num(v) is not None else (v.get("rejected") if isinstance(v, dict) else None)
-                rows.append([name, None, n, f"{100 * n / tot:.1f}% of rejections" if tot and _num(n) else None])
+                rows.append([name, None, n, f"{100 * n / tot:.1f}% of rejections" if tot and _num(n) else None,
+                             None, ""])
     return rows
 
 

@@ -22,14 +22,15 @@ def tune(
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate of full fine-tuning.")] = None,
     lora_lr: Annotated[float | None, typer.Option("--lora-lr", help="Learning rate of LoRA.")] = None,
     lora_r: Annotated[int | None, typer.Option("--lora-r", help="LoRA rank.")] = None,
-    precision: Annotated[str | None, typer.Option("--precision", help="fp32, bf16 or bf16-pure.")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="fp32, bf16, bf16-autocast or bf16-pure.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the order and the init.")] = 1234,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder of the shared data sets.")] = None,
 ) -> None:
     """Instruction-tune a model with full fine-tuning and LoRA, and compare them side by side.
 
-    Writes OUT/full/hf, OUT/lora/adapter, OUT/lora/hf (merged), each method's metrics.jsonl, and
-    OUT/tune.json. Loss is taken on the assistant answers only. Re-running resumes unfinished work.
+    Writes OUT/full/hf, OUT/lora/adapter, OUT/lora/hf (merged), OUT/<method>/metrics.jsonl and OUT/tune.json.
+
+    Loss is taken on the assistant answers only. Re-running the same command resumes unfinished work.
 
     Examples:
       kamado tune --base runs/tiny/pretrain/hf --data dolly-ja --method both --out runs/tune-demo --steps 60

@@ -13,7 +13,7 @@ class LoraSettings(StrictModel):
 
     r: int = 8
     alpha: int = 16
-    dropout: float = 0.05
+    dropout: float = 0.0  # PEFT's dropout copies each adapted input: ~1.7x slower steps on CPU at tiny sizes
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 

@@ -32,13 +32,14 @@ def base_dir(cfg: TuneConfig, ctx: StageContext) -> Path:
     return base
 
 
-def load_tokenizer(base: Path) -> Any:
-    """The base model's tokenizer with kamado's chat template installed."""
+def load_tokenizer(base: Path, fallback: Path | None = None) -> Any:
+    """The base model's tokenizer (or ``fallback``'s when the model folder has none), with the chat template."""
     from transformers import AutoTokenizer
 
     from kamado.tune.templates import set_chat_template
 
-    return set_chat_template(AutoTokenizer.from_pretrained(str(base)))
+    src = base if (base / "tokenizer_config.json").is_file() or fallback is None else fallback
+    return set_chat_template(AutoTokenizer.from_pretrained(str(src)))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -203,7 +204,7 @@ def run(cfg: TuneConfig, ctx: StageContext) -> dict[str, Any]:
 
     hf_logging.disable_progress_bar()
     base = base_dir(cfg, ctx)
-    tokenizer = load_tokenizer(base)
+    tokenizer = load_tokenizer(base, ctx.inputs.get("tokenizer"))
     sources = [(Path(n).stem if Path(n).suffix else n, registry.resolve(n, ctx.data_root)) for n in cfg.data]
     t0 = time.perf_counter()
     data = prepare(tokenizer, sources, cfg.train.seq_len, valid_fraction=cfg.valid_fraction,
