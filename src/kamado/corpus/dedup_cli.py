@@ -56,9 +56,9 @@ def dedup(
 
 
 def train_classifier(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder (weights.npy + config.json).")],
     labelled: Annotated[list[str] | None, typer.Argument(help="JSONL files with text and label (good/bad, 1/0); "
                                                         "default: the registry's mc4-ja-labeled.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder (weights.npy + config.json).")] = Path("quality-model"),
     folds: Annotated[int, typer.Option(help="Cross-validation folds for the printed metrics (0: none).")] = 5,
     epochs: Annotated[int, typer.Option(help="Training epochs.")] = 8,
     ngrams: Annotated[str, typer.Option(help="Character n-gram sizes, comma separated.")] = "1,2,3",
@@ -75,7 +75,7 @@ def train_classifier(
       kamado corpus train-classifier --out models/quality
       kamado corpus train-classifier labelled.jsonl more.jsonl --out models/quality --folds 10
     """
-    from kamado.corpus.quality import ClassifierConfig, cross_validate, load_labelled, train
+    from kamado.corpus.quality import ClassifierConfig, load_labelled, train_with_cv
     from kamado.registry import resolve
     from kamado.ui import console, table
 
@@ -83,12 +83,11 @@ def train_classifier(
     texts, labels = load_labelled(paths)
     cfg = ClassifierConfig(ngrams=[int(x) for x in ngrams.split(",") if x.strip()], buckets=buckets,
                            epochs=epochs, seed=seed)
-    rows_ = [["examples", len(texts)], ["bad", int((labels == 1).sum())], ["good", int((labels == 0).sum())]]
-    if folds and folds > 1:
-        cv = cross_validate(texts, labels, cfg, folds=folds)
+    rows_ = [["examples", len(texts)], ["good", int((labels == 1).sum())], ["bad", int((labels == 0).sum())]]
+    model, cv = train_with_cv(texts, labels, cfg, folds, {"trained_on": [p.name for p in paths]})
+    if cv is not None:
         rows_ += [[f"cv balanced accuracy ({folds} folds)", round(cv["balanced_accuracy"], 4)],
-                  ["cv MCC", round(cv["mcc"], 4)], ["cv AUC", round(cv["auc"], 4)]]
-    model = train(texts, labels, cfg)
+                  ["cv MCC (bad detection)", round(cv["mcc"], 4)], ["cv AUC", round(cv["auc"], 4)]]
     model.save(out)
     rows_.append(["model", str(out)])
     console.print(table("quality classifier", ["", "value"], rows_))

@@ -38,7 +38,7 @@ class ClassifierConfig:
     steps_per_epoch: int = 25
     lr: float = 0.05
     l2: float = 1e-4
-    class_ngrams: list[int] = field(default_factory=lambda: [3, 5])  # n-grams of character classes
+    class_ngrams: list[int] = field(default_factory=list)  # n-grams of character classes (off: no gain)
     max_chars: int = 4000  # score at most this many characters (head of the document)
     seed: int = 0
 
@@ -185,30 +185,39 @@ class QualityModel:
 
 def _fit(r: np.ndarray, c: np.ndarray, v: np.ndarray, n: int, y: np.ndarray,
          cfg: ClassifierConfig) -> tuple[np.ndarray, float]:
-    """Class-balanced L2 logistic regression by full-batch Adam on the sparse rows."""
-    w = np.zeros(cfg.buckets)
+    """Class-balanced L2 logistic regression by full-batch Adam on the sparse rows (only the buckets
+    that occur are optimised; float32 arithmetic)."""
+    used, cc = np.unique(c, return_inverse=True)
+    f = len(used)
+    v32 = v.astype(np.float32)
+    w = np.zeros(f, np.float32)
     b = 0.0
     pos = max(1, int(y.sum()))
     neg = max(1, n - pos)
-    sw = np.where(y == 1, n / (2 * pos), n / (2 * neg)) / n
+    sw = (np.where(y == 1, n / (2 * pos), n / (2 * neg)) / n).astype(np.float32)
+    yf = y.astype(np.float32)
     m_w = np.zeros_like(w)
     v_w = np.zeros_like(w)
     m_b = v_b = 0.0
     b1, b2, eps = 0.9, 0.999, 1e-8
     steps = cfg.epochs * cfg.steps_per_epoch
     for t in range(1, steps + 1):
-        p = _sigmoid(np.bincount(r, v * w[c], minlength=n) + b)
-        g_row = (p - y) * sw
-        g_w = np.bincount(c, v * g_row[r], minlength=cfg.buckets) + cfg.l2 * w
+        z = np.bincount(r, v32 * w[cc], minlength=n).astype(np.float32) + np.float32(b)
+        g_row = (_sigmoid(z) - yf) * sw
+        g_w = np.bincount(cc, v32 * g_row[r], minlength=f).astype(np.float32) + np.float32(cfg.l2) * w
         g_b = float(g_row.sum())
-        m_w = b1 * m_w + (1 - b1) * g_w
-        v_w = b2 * v_w + (1 - b2) * g_w * g_w
+        m_w *= b1
+        m_w += (1 - b1) * g_w
+        v_w *= b2
+        v_w += (1 - b2) * g_w * g_w
         m_b = b1 * m_b + (1 - b1) * g_b
         v_b = b2 * v_b + (1 - b2) * g_b * g_b
         lr = cfg.lr * math.sqrt(1 - b2**t) / (1 - b1**t)
-        w -= lr * m_w / (np.sqrt(v_w) + eps)
+        w -= np.float32(lr) * m_w / (np.sqrt(v_w) + np.float32(eps))
         b -= lr * m_b / (math.sqrt(v_b) + eps)
-    return w, b
+    full = np.zeros(cfg.buckets)
+    full[used] = w
+    return full, b
 
 
 def train(texts: list[str], labels: np.ndarray, cfg: ClassifierConfig | None = None,
@@ -311,6 +320,21 @@ def cross_validate(texts: list[str], labels: np.ndarray, cfg: ClassifierConfig |
     return res
 
 
+def train_with_cv(texts: list[str], labels: np.ndarray, cfg: ClassifierConfig | None = None, folds: int = 5,
+                  meta: dict | None = None) -> tuple[QualityModel, dict[str, Any] | None]:
+    """Cross-validate (when ``folds > 1``), then train on everything. The stored score quantiles (used
+    by ``keep_fraction``) come from the out-of-fold scores, which look like scores of unseen text."""
+    cfg = cfg or ClassifierConfig()
+    meta = dict(meta or {})
+    cv = None
+    if folds and folds > 1:
+        cv = cross_validate(texts, labels, cfg, folds)
+        meta["cv"] = {"folds": folds, **{k: round(float(cv[k]), 4)
+                                          for k in ("balanced_accuracy", "mcc", "auc", "recall_bad", "precision_bad")}}
+        meta["score_quantiles"] = np.quantile(cv["scores"], np.linspace(0, 1, 101)).round(6).tolist()
+    return train(texts, labels, cfg, meta), cv
+
+
 # --------------------------------------------------------------------------------- pipeline step
 _LOADED: dict[str, QualityModel] = {}
 
@@ -327,7 +351,7 @@ def default_model(labelled: Path, cache: Path | None = None) -> QualityModel:
     if (folder / "config.json").is_file():
         return QualityModel.load(folder)
     texts, labels = load_labelled([Path(labelled)])
-    model = train(texts, labels, ClassifierConfig(), {"trained_on": str(Path(labelled).name)})
+    model, _ = train_with_cv(texts, labels, ClassifierConfig(), 5, {"trained_on": str(Path(labelled).name)})
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     model.save(tmp)
     try:
