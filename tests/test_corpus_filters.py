@@ -50,7 +50,8 @@ def _steps(*specs: dict, root: Path | None = None) -> list:
 
 
 def test_pii_and_boilerplate(data_root: Path) -> None:
-    pii, bp = _steps({"type": "pii"}, default_chain("default-ja").steps[4], root=data_root)
+    bp_spec = next(s for s in default_chain("default-ja").steps if s.get("name") == "boilerplate")
+    pii, bp = _steps({"type": "pii"}, bp_spec, root=data_root)
     text = "連絡はa.b@example.co.jpか090-1234-5678へ。詳細は https://x.jp/a?b=1 を参照。ID 2019-08-18"
     assert pii.clean(text) == "連絡は<EMAIL>か<PHONE>へ。詳細は  を参照。ID 2019-08-18"
     page = "本文の段落です。とても大事な内容が書かれています。\nコメント送信\nページの先頭へ\n関連記事\nCopyright © 2020 Foo Inc.\nカテゴリー: 日記\n本文の続き。"

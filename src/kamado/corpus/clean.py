@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
+import bisect
 import re
+import zlib
 from typing import Literal
 
 from kamado.config import ConfigError
@@ -110,7 +111,8 @@ class BoilerplateLines(Cleaner):
         kws = list(dict.fromkeys([normalize(x) for x in params.keywords] + load_list(env, params.keyword_lists)))
         self.keywords = re.compile("|".join(re.escape(k) for k in sorted(kws, key=len, reverse=True))) if kws else None
         try:
-            self.pattern = re.compile("|".join(f"(?:{p})" for p in params.patterns)) if params.patterns else None
+            self.pattern = (re.compile("|".join(f"(?:{p})" for p in params.patterns), re.MULTILINE)
+                            if params.patterns else None)
         except re.error as e:
             raise ConfigError(f"step {name!r}: bad pattern in 'patterns': {e}") from None
         self.short = params.short_line_chars
@@ -118,22 +120,52 @@ class BoilerplateLines(Cleaner):
         self.any_len = params.prefix_suffix_any_length
 
     def is_boilerplate(self, line: str) -> bool:
-        s = line.strip()
-        if not s:
-            return False
-        if s in self.exact:
-            return True
-        short = len(s) <= self.short
-        if (short or self.any_len) and (s.startswith(self.prefixes) or s.endswith(self.suffixes)):
-            return True
-        if short and self.keywords is not None and self.keywords.search(s):
-            return True
-        return self.pattern is not None and len(s) <= self.pattern_max and self.pattern.search(s) is not None
+        """One line on its own (the same rules as :meth:`clean`)."""
+        return self._flags([line.strip()])[0]
+
+    def _flags(self, stripped: list[str]) -> list[bool]:
+        exact, short, pmax = self.exact, self.short, self.pattern_max
+        flags = [bool(s) and s in exact for s in stripped]
+        short_idx = [i for i, s in enumerate(stripped) if 0 < len(s) <= short and not flags[i]]
+        pre, suf = self.prefixes, self.suffixes
+        if self.any_len:
+            for i, s in enumerate(stripped):
+                if s and (s.startswith(pre) or s.endswith(suf)):
+                    flags[i] = True
+        else:
+            for i in short_idx:
+                s = stripped[i]
+                if s.startswith(pre) or s.endswith(suf):
+                    flags[i] = True
+        # regular expressions run once over the joined candidate lines, not once per line
+        if self.keywords is not None and short_idx:
+            self._mark(self.keywords, [i for i in short_idx if not flags[i]], stripped, flags)
+        if self.pattern is not None:
+            self._mark(self.pattern, [i for i, s in enumerate(stripped) if s and len(s) <= pmax and not flags[i]],
+                       stripped, flags)
+        return flags
+
+    @staticmethod
+    def _mark(pat: re.Pattern[str], idx: list[int], stripped: list[str], flags: list[bool]) -> None:
+        if not idx:
+            return
+        joined = "\n".join(stripped[i] for i in idx)
+        if pat.search(joined) is None:
+            return
+        starts = []
+        pos = 0
+        for i in idx:
+            starts.append(pos)
+            pos += len(stripped[i]) + 1
+        for m in pat.finditer(joined):
+            flags[idx[bisect.bisect_right(starts, m.start()) - 1]] = True
 
     def clean(self, text: str) -> str:
         lines = text.split("\n")
-        kept = [ln for ln in lines if not self.is_boilerplate(ln)]
-        return text if len(kept) == len(lines) else "\n".join(kept)
+        flags = self._flags([ln.strip() for ln in lines])
+        if not any(flags):
+            return text
+        return "\n".join(ln for ln, f in zip(lines, flags, strict=True) if not f)
 
 
 _RUBY = re.compile(r"《[^《》\n]{1,30}》")
@@ -152,8 +184,10 @@ class AozoraMarkup(Cleaner):
 
 
 def line_hash(line: str) -> int:
-    """A stable 64-bit hash of a stripped line (the same in every process and on every machine)."""
-    return int.from_bytes(hashlib.blake2b(line.encode("utf-8"), digest_size=8).digest(), "little")
+    """A stable 64-bit hash of a stripped line (the same in every process and on every machine):
+    CRC-32 and Adler-32 side by side (C speed; collisions only ever merge two lines' counts)."""
+    b = line.encode("utf-8", "surrogatepass")
+    return (zlib.crc32(b) << 32) | zlib.adler32(b)
 
 
 class RepeatedParams(StepParams):

@@ -68,10 +68,12 @@ BOILERPLATE_JA: dict[str, Any] = {
 STEPS_JA: list[dict[str, Any]] = [
     {"type": "length", "name": "too_long", "max_chars": 1_000_000},
     {"type": "normalize"},
+    # lines seen in more than max_docs documents of the whole corpus (counted in a first pass over
+    # everything, after the steps before this one: keep it early so that pass stays cheap)
+    {"type": "repeated_lines", "max_docs": 10, "min_chars": 5},
     {"type": "aozora_markup"},
     {"type": "pii", "email": "mask", "url": "remove", "phone": "mask"},
     BOILERPLATE_JA,
-    {"type": "repeated_lines", "max_docs": 10, "min_chars": 5},
     {"type": "length", "min_chars": 100, "max_chars": 500_000},
     {"type": "language", "accept": ["ja"], "min_score": 0.5},
     {"type": "script", "min_japanese": 0.5, "min_hiragana": 0.2, "max_katakana": 0.5, "max_kanji": 0.75,
@@ -89,7 +91,7 @@ STEPS_JA: list[dict[str, Any]] = [
     {"type": "repetition", "unit": "char", "max_dup_lines": 0.3, "max_dup_line_chars": 0.2,
      "max_dup_paragraphs": 0.3, "max_dup_paragraph_chars": 0.2,
      "top_ngram": {2: 0.2, 3: 0.18, 4: 0.16},
-     "dup_ngram": {10: 0.15, 15: 0.125, 20: 0.10}, "max_units": 20_000},
+     "dup_ngram": {10: 0.15, 15: 0.125, 20: 0.10}, "max_units": 10_000},
 ]
 
 BOILERPLATE_EN: dict[str, Any] = {
@@ -105,9 +107,9 @@ BOILERPLATE_EN: dict[str, Any] = {
 STEPS_EN: list[dict[str, Any]] = [
     {"type": "length", "name": "too_long", "max_chars": 1_000_000},
     {"type": "normalize"},
+    {"type": "repeated_lines", "max_docs": 10, "min_chars": 10},
     {"type": "pii", "email": "mask", "url": "remove", "phone": "mask"},
     BOILERPLATE_EN,
-    {"type": "repeated_lines", "max_docs": 10, "min_chars": 10},
     {"type": "length", "min_chars": 200, "max_chars": 500_000},
     {"type": "language", "accept": ["en"], "min_score": 0.65},
     {"type": "words", "min_words": 50, "max_words": 100_000, "min_mean_word_len": 3, "max_mean_word_len": 10,

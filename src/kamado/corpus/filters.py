@@ -190,20 +190,42 @@ class Sentences(Filter):
 _P = np.uint64(0x100000001B3)
 
 
+class NgramHashes:
+    """Polynomial hashes of all n-grams of ``ids``, built by composing shorter ones
+    (h[a+b](i) = h[a](i) * P**b + h[b](i + a)), memoized, for all positions or for chosen ones."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = ids
+        self.L = ids.size
+        self.cache: dict[int, np.ndarray] = {1: ids}
+
+    @staticmethod
+    def _pow(b: int) -> np.uint64:
+        return np.uint64(pow(int(_P), b, 1 << 64))
+
+    def _split(self, n: int) -> tuple[int, int]:
+        known = [k for k in self.cache if k < n]
+        a = max(known) if known else 1
+        return (a, n - a) if n - a in self.cache or n - a <= a else (n // 2, n - n // 2)
+
+    def full(self, n: int) -> np.ndarray:
+        if n not in self.cache:
+            m = self.L - n + 1
+            a, b = self._split(n)
+            self.cache[n] = self.full(a)[:m] * self._pow(b) + self.full(b)[a:a + m]
+        return self.cache[n]
+
+    def at(self, n: int, idx: np.ndarray) -> np.ndarray:
+        if n in self.cache:
+            return self.cache[n][idx]
+        a, b = self._split(n)
+        return self.at(a, idx) * self._pow(b) + self.at(b, idx + a)
+
+
 def _ngram_hashes(ids: np.ndarray, n: int, at: np.ndarray | None = None) -> np.ndarray:
     """Rolling hash of the n-gram starting at every position (or at positions ``at``)."""
-    m = ids.size - n + 1
-    if at is None:
-        h = ids[:m].copy()
-        for k in range(1, n):
-            h *= _P
-            h += ids[k:k + m]
-        return h
-    h = ids[at].copy()
-    for k in range(1, n):
-        h *= _P
-        h += ids[at + k]
-    return h
+    h = NgramHashes(ids)
+    return h.full(n) if at is None else h.at(n, at)
 
 
 _POS_BITS = np.uint64(20)
@@ -231,13 +253,20 @@ def _coverage(rep: np.ndarray, n: int, L: int, weights: np.ndarray | None) -> fl
     return float(covered.sum()) if weights is None else float(weights[covered].sum())
 
 
-def top_ngram_fraction(ids: np.ndarray, weights: np.ndarray | None, n: int) -> float:
+def top_ngram_fraction(ids: np.ndarray, weights: np.ndarray | None, n: int, hashes: NgramHashes | None = None) -> float:
     """Gopher: occurrences of the most frequent n-gram times its length, over the total."""
     L = ids.size
     if L < n:
         return 0.0
     m = L - n + 1
-    pos, first, sizes = _groups(_ngram_hashes(ids, n), np.arange(m))
+    hashes = hashes or NgramHashes(ids)
+    if weights is None:  # characters: only the largest count is needed, no positions
+        s = np.sort(hashes.full(n))
+        b = np.flatnonzero(s[1:] != s[:-1])
+        runs = np.diff(np.concatenate(([-1], b, [s.size - 1])))
+        count = int(runs.max())
+        return count * n / L if count > 1 else 0.0
+    pos, first, sizes = _groups(hashes.full(n), np.arange(m))
     g = int(np.argmax(sizes))
     count = int(sizes[g])
     if count < 2:
@@ -248,7 +277,8 @@ def top_ngram_fraction(ids: np.ndarray, weights: np.ndarray | None, n: int) -> f
     return count * float(weights[p0:p0 + n].sum()) / float(weights.sum())
 
 
-def dup_ngram_fractions(ids: np.ndarray, weights: np.ndarray | None, ns: list[int]) -> dict[int, float]:
+def dup_ngram_fractions(ids: np.ndarray, weights: np.ndarray | None, ns: list[int],
+                        hashes: NgramHashes | None = None) -> dict[int, float]:
     """Gopher: the share of the text covered by repeated occurrences (not the first) of n-grams, for
     each n in ascending order. Every repeat of a longer n-gram starts where a shorter one repeats, so
     longer n only look at the positions the shorter n flagged (usually a small subset)."""
@@ -256,6 +286,7 @@ def dup_ngram_fractions(ids: np.ndarray, weights: np.ndarray | None, ns: list[in
     out: dict[int, float] = {}
     total = float(L) if weights is None else float(weights.sum())
     cand: np.ndarray | None = None
+    hashes = hashes or NgramHashes(ids)
     for n in sorted(ns):
         if L < n or total == 0 or (cand is not None and cand.size == 0):
             out[n] = 0.0
@@ -267,9 +298,24 @@ def dup_ngram_fractions(ids: np.ndarray, weights: np.ndarray | None, ns: list[in
             out[n] = 0.0
             cand = at
             continue
-        pos, first, sizes = _groups(_ngram_hashes(ids, n, None if cand is None else at), at)
-        out[n] = _coverage(pos[~first], n, L, weights) / total
-        multi = np.repeat(sizes > 1, sizes)
+        key = ((hashes.full(n) if cand is None else hashes.at(n, at)) << _POS_BITS) | at.astype(np.uint64)
+        srt = np.sort(key)
+        hi = srt >> _POS_BITS
+        same = hi[1:] == hi[:-1]  # element k+1 repeats element k's n-gram
+        pos = (srt & _POS_MASK).astype(np.int64)
+        rep = pos[1:][same]  # later occurrences (positions ascend within a group)
+        if rep.size == 0:
+            out[n] = 0.0
+            cand = rep
+            continue
+        if weights is None:  # union of [r, r + n) over sorted starts: n + sum(min(gap, n))
+            r = np.sort(rep)
+            out[n] = (n + float(np.minimum(np.diff(r), n).sum())) / total
+        else:
+            out[n] = _coverage(rep, n, L, weights) / total
+        multi = np.zeros(pos.size, dtype=bool)
+        multi[1:] = same
+        multi[:-1] |= same
         cand = np.sort(pos[multi])
     return out
 
@@ -316,9 +362,11 @@ class Repetition(Filter):
     def measure(self, a: Analysis, doc: Any) -> dict[str, Any]:
         p = self.p
         lines = [ln.strip() for ln in a.nonempty_lines]
-        paras = [x.strip() for x in _PARA.split(a.text) if x.strip()]
         dl, dlc = _dup_fraction(lines)
-        dp, dpc = _dup_fraction(paras)
+        if "\n\n" in a.text or "\n \n" in a.text:
+            dp, dpc = _dup_fraction([x.strip() for x in _PARA.split(a.text) if x.strip()])
+        else:
+            dp = dpc = 0.0  # one paragraph
         m: dict[str, Any] = {"dup_lines": round(dl, 4), "dup_line_chars": round(dlc, 4),
                              "dup_paragraphs": round(dp, 4), "dup_paragraph_chars": round(dpc, 4)}
         if p.unit == "char":
@@ -333,9 +381,10 @@ class Repetition(Filter):
         if ids.size >= 1 << 20:
             ids = ids[: (1 << 20) - 1]
             weights = None if weights is None else weights[: ids.size]
+        hashes = NgramHashes(ids)
         for n in sorted(p.top_ngram):
-            m[f"top_{n}gram"] = round(top_ngram_fraction(ids, weights, n), 4)
-        for n, v in dup_ngram_fractions(ids, weights, sorted(p.dup_ngram)).items():
+            m[f"top_{n}gram"] = round(top_ngram_fraction(ids, weights, n, hashes), 4)
+        for n, v in dup_ngram_fractions(ids, weights, sorted(p.dup_ngram), hashes).items():
             m[f"dup_{n}gram"] = round(v, 4)
         return m
 
@@ -418,19 +467,40 @@ def _key3(c0: int, c1: int, c2: int) -> int:
     return ((c0 * 0x01000193) ^ (c1 << 11) ^ (c2 * 0x2545F491)) & 0xFFFFFFFF
 
 
+# Every matcher of a process owns one bit in these shared tables, so one gather per text serves all the
+# NG-word steps of a chain (each then extracts its own bit).
+_SHARED_T2 = np.zeros(1 << _BITS, dtype=np.uint8)
+_SHARED_T3 = np.zeros(1 << _BITS, dtype=np.uint8)
+_SHARED_T1 = np.zeros(0x10000, dtype=np.uint8)
+_SHARED_BITS = [0]
+
+
 class _Lowered:
     """The lower-cased text, its code points and hashed 2-/3-character prefix slots (shared by matchers)."""
+
+    _mask: np.ndarray | None = None
+    _mask1: np.ndarray | None = None
+
+    def masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per position: the bits of the matchers whose words may start there (2+ chars / 1 char)."""
+        if self._mask is None:
+            m = np.zeros(self.cps.size, dtype=np.uint8)
+            if self.slot2.size:
+                m[: self.slot2.size] |= _SHARED_T2[self.slot2]
+            if self.slot3.size:
+                m[: self.slot3.size] |= _SHARED_T3[self.slot3]
+            self._mask = m
+            self._mask1 = _SHARED_T1[self.cps]
+        assert self._mask1 is not None
+        return self._mask, self._mask1
 
     def __init__(self, text: str, cps: np.ndarray | None) -> None:
         if cps is None:
             cps = ja.codepoints(text)
-        self.text = text
-        if cps.size and bool(((cps >= 65) & (cps <= 90)).any() or ((cps >= 0xC0) & (cps <= 0x52F)).any()):
-            low = text.lower()
-            if len(low) == len(text):
-                self.text = low
-                cps = ja.codepoints(low)
-        c = cps.astype(np.uint32) if cps.size == 0 or int(cps.max()) < 0x10000 else np.minimum(cps, 0xFFFF)
+        self.text = text  # original case: matches are verified case-insensitively for Latin words
+        c = cps if cps.size == 0 or int(cps.max()) < 0x10000 else np.minimum(cps, 0xFFFF)
+        upper = (c - np.uint32(65)) < np.uint32(26)  # ASCII A-Z (wrapping subtraction)
+        c = c + (upper.astype(np.uint32) << np.uint32(5))  # folded to a-z for the prefix keys
         self.cps = c
         self.slot2 = _slots((c[:-1] << np.uint32(16)) | c[1:]) if c.size >= 2 else np.zeros(0, np.uint32)
         if c.size >= 3:
@@ -478,41 +548,72 @@ class WordMatcher:
                 lst.sort(key=len, reverse=True)
         self.t2, self.t3, self.t1 = t2, t3, single
         self.empty = not self.info
+        self.cased = frozenset(w for w in self.info if w.upper() != w)  # words with letters that have case
+        self.bit = 0
+        if _SHARED_BITS[0] < 8:
+            self.bit = np.uint8(1 << _SHARED_BITS[0])
+            _SHARED_BITS[0] += 1
+            _SHARED_T2[t2] |= self.bit
+            _SHARED_T3[t3] |= self.bit
+            _SHARED_T1[single] |= self.bit
 
     def find(self, text: str, cps: np.ndarray | None = None, lowered: _Lowered | None = None) -> list[tuple[int, int]]:
         """(start, end exclusive) of every accepted match (the longest accepted word per position)."""
         if self.empty or not text:
             return []
         lw = lowered or _Lowered(text, cps)
-        low, c = lw.text, lw.cps
+        text, c = lw.text, lw.cps
         cand: dict[int, list[str]] = {}
-        if self.by3 and lw.slot3.size:
+        if self.bit:  # shared tables: one gather for all matchers, then this matcher's bit
+            m2, m1 = lw.masks()
+            idx = np.flatnonzero(m2 & self.bit)
+            if idx.size:
+                cp = np.append(c, np.zeros(2, dtype=c.dtype))  # room for the 3-character key at the end
+                c0, c1, c2 = cp[idx], cp[idx + 1], cp[idx + 2]
+                k2 = ((c0 << np.uint32(16)) | c1).tolist()
+                k3 = ((c0 * np.uint32(0x01000193)) ^ (c1 << np.uint32(11)) ^ (c2 * np.uint32(0x2545F491))).tolist()
+                by2, by3 = self.by2, self.by3
+                for i, a2, a3 in zip(idx.tolist(), k2, k3, strict=True):
+                    lst = by3.get(a3)
+                    if lst:
+                        cand[i] = list(lst)
+                    lst = by2.get(a2)
+                    if lst:
+                        cand.setdefault(i, []).extend(lst)
+            if self.single:
+                for i in np.flatnonzero(m1 & self.bit).tolist():
+                    cand.setdefault(i, []).extend(self.single.get(text[i].lower(), []))
+        elif self.by3 and lw.slot3.size:
             for i in np.flatnonzero(self.t3[lw.slot3]).tolist():
                 lst = self.by3.get(_key3(int(c[i]), int(c[i + 1]), int(c[i + 2])))
                 if lst:
                     cand[i] = list(lst)
-        if self.by2 and lw.slot2.size:
+        if not self.bit and self.by2 and lw.slot2.size:
             for i in np.flatnonzero(self.t2[lw.slot2]).tolist():
                 lst = self.by2.get(_key2(int(c[i]), int(c[i + 1])))
                 if lst:
                     cand.setdefault(i, []).extend(lst)
-        if self.single:
+        if not self.bit and self.single:
             for i in np.flatnonzero(self.t1[c]).tolist():
-                cand.setdefault(i, []).extend(self.single[low[i]])
+                cand.setdefault(i, []).extend(self.single.get(text[i].lower(), []))
         out: list[tuple[int, int]] = []
-        n = len(low)
+        n = len(text)
+        cased = self.cased
         for i in sorted(cand):
             for w in cand[i]:
-                if not low.startswith(w, i):
+                if w in cased:
+                    if text[i:i + len(w)].lower() != w:
+                        continue
+                elif not text.startswith(w, i):
                     continue
                 end = i + len(w)
                 kata_s, kata_e, word_s, word_e = self.info[w]
                 if i > 0:
-                    prev = low[i - 1]
+                    prev = text[i - 1]
                     if (kata_s and ja.is_katakana(prev)) or (word_s and ja.is_word_char(prev)):
                         continue
                 if end < n:
-                    nxt = low[end]
+                    nxt = text[end]
                     if (kata_e and ja.is_katakana(nxt)) or (word_e and ja.is_word_char(nxt)):
                         continue
                 out.append((i, end))

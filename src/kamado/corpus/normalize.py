@@ -119,10 +119,12 @@ def normalize(text: str, nfkc: bool = True, mojibake: bool = True, control: bool
     if (whitespace or control) and ("\r" in text or "\u2028" in text or "\u2029" in text or "\x85" in text
                                     or "\x0b" in text or "\x0c" in text):
         text = _NEWLINES.sub("\n", text)
-    if control:
-        text = _CONTROL.sub("", text)
     if nfkc:
         text = nfkc_ja(text)
+    # control and format characters: a C-level isprintable() check spares the regular expression
+    # (after NFKC, the only non-printables left in ordinary text are line breaks and tabs)
+    if control and not text.replace("\n", " ").replace("\t", " ").isprintable():
+        text = _CONTROL.sub("", text)
     if whitespace:
         if "  " in text or "\t" in text or "\u00a0" in text or "\u3000" in text or "\u2009" in text:
             text = _HSPACE.sub(" ", text)

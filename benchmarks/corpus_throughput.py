@@ -1,0 +1,250 @@
+"""Corpus cleaning throughput per process: kamado's default Japanese chain vs HojiChar vs datatrove.
+
+All Japanese text and web text of the data root (Aozora, Wikipedia paragraphs, mC4, FineWeb-2, the
+kakaku page, raw Aozora samples) is loaded, then repeated with light perturbation (a character
+swapped per paragraph) until it reaches ``--mb`` MB of UTF-8 text. The corpus is cut into chunks and
+the contenders run on each chunk in rotating order (A B C, B C A, …) in this one process; the table
+reports the median MB/s per process (MB of text per CPU second of this process, so other jobs on a
+shared machine disturb it less than wall time) over chunks and the ratio to HojiChar.
+
+* kamado: ``default-ja`` (both passes: corpus-wide line counting, then the full chain), in memory.
+* HojiChar: its core Japanese document filters (normalizer, AcceptJapanese, length, adult /
+  discrimination / violence NG words, BBS, ads, rare 句点, header/footer tags, PII mask, character
+  repetition, ellipsis), composed with ``hojichar.Compose``.
+* datatrove: GopherRepetition + GopherQuality + C4Quality + FineWebQuality with ``language=ja``.
+  Its Japanese word tokenizer is spaCy + SudachiPy; when those are not installed a regex
+  script-run splitter stands in (far faster than a morphological analyser, so datatrove's real
+  speed is lower). datatrove is slow: it gets ``--datatrove-share`` of each chunk, and says so.
+
+Run: ``.venv/bin/python benchmarks/corpus_throughput.py [--mb 30] [--chunks 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def load_corpus(root: Path, target_mb: float, seed: int = 0) -> list[str]:
+    from kamado.corpus.io import Document, list_inputs, read_shard
+
+    files = list_inputs([root / "ja_text", root / "ja_web_noisy"])
+    files = [f for f in files if "/lists/" not in str(f)]
+    base = [d.text for f in files for d in read_shard(f) if isinstance(d, Document) and d.text]
+    rng = random.Random(seed)
+    random_order = list(base)
+    rng.shuffle(random_order)
+    docs: list[str] = []
+    size = 0
+    copy = 0
+    while size < target_mb * 1e6:
+        for t in random_order:
+            if copy:
+                paras = t.split("\n")
+                for i in range(len(paras)):
+                    if len(paras[i]) > 4:
+                        j = rng.randrange(len(paras[i]))
+                        paras[i] = paras[i][:j] + paras[i][j:j + 1] * 2 + paras[i][j + 1:]
+                t = "\n".join(paras)
+            docs.append(t)
+            size += len(t.encode())
+            if size >= target_mb * 1e6:
+                break
+        copy += 1
+    rng.shuffle(docs)
+    return docs
+
+
+class ScriptRunTokenizer:
+    """Stand-in Japanese word splitter for datatrove: runs of one script (kanji, hiragana, katakana,
+    Latin/digits), punctuation alone. Much faster than SudachiPy."""
+
+    _WORD = re.compile(r"[\u4e00-\u9fff\u3005]+|[\u3041-\u309f]+|[\u30a0-\u30ff]+|[A-Za-z0-9]+|\S")
+    _SENT = re.compile(r"[^。！？!?\n]+[。！？!?]*")
+
+    def __init__(self) -> None:
+        from datatrove.utils.word_tokenizers import WordTokenizer
+
+        class _Tok(WordTokenizer):
+            def word_tokenize(s, text: str) -> list[str]:  # noqa: N805
+                return self._WORD.findall(text)
+
+            def sent_tokenize(s, text: str) -> list[str]:  # noqa: N805
+                return [x.strip() for x in self._SENT.findall(text) if x.strip()]
+
+            def span_tokenize(s, text: str) -> list[tuple[int, int]]:  # noqa: N805
+                return [m.span() for m in self._SENT.finditer(text)]
+
+        self.tok = _Tok("ja")
+
+
+def make_kamado(root: Path):
+    import numpy as np
+
+    from kamado.corpus.clean import line_hash  # noqa: F401
+    from kamado.corpus.config import default_chain
+    from kamado.corpus.io import Document
+    from kamado.corpus.pipeline import Pipeline, build_steps, repeated_index
+    from kamado.corpus.steps import Analysis, Cleaner, Env
+
+    chain = default_chain("default-ja")
+    env = Env(root)
+    k = repeated_index(chain)
+    prefix = build_steps(chain, env, upto=k)
+    rep_step = build_steps(chain, env, upto=k + 1)[k]
+    pipe = Pipeline(chain, env)
+
+    def run(texts: list[str]) -> int:
+        counts: dict[int, int] = {}
+        for t in texts:  # pass 1: line hashes after the cleaners before repeated_lines
+            ok = True
+            for st in prefix:
+                if isinstance(st, Cleaner):
+                    t = st.clean(t)
+                else:
+                    m = st.measure(Analysis(t), None)
+                    if st.decide(m) is not None:
+                        ok = False
+                        break
+            if ok:
+                for h in rep_step.doc_hashes(t):
+                    counts[h] = counts.get(h, 0) + 1
+        max_docs = chain.steps[k]["max_docs"]
+        env.repeated = set(h for h, c in counts.items() if c > max_docs)
+        pipe.steps[k].env.repeated = env.repeated
+        kept = 0
+        for i, t in enumerate(texts):  # pass 2: the whole chain
+            _, by, _ = pipe.process(Document(id=str(i), text=t, source="bench"))
+            kept += by is None
+        np.asarray(0)
+        return kept
+
+    return run
+
+
+def make_hojichar():
+    from hojichar import Compose, Document
+    from hojichar.filters import document_filters as F
+
+    filters = [F.DocumentNormalizer(), F.AcceptJapanese(), F.DocumentLengthFilter(min_doc_len=100, max_doc_len=500_000),
+               F.DiscardAdultContentJa(), F.DiscardDiscriminationContentJa(), F.DiscardViolenceContentJa(),
+               F.DiscardBBSComments(), F.DiscardAds(), F.DiscardRareKuten(), F.HeaderFooterTagsRemover(),
+               F.MaskPersonalInformation(), F.CharRepetitionRatioFilter(), F.DiscardTooManyEndingEllipsis()]
+    comp = Compose(filters)
+
+    def run(texts: list[str]) -> int:
+        kept = 0
+        for t in texts:
+            d = comp.apply(Document(t))
+            kept += not d.is_rejected
+        return kept
+
+    return run
+
+
+def make_datatrove():
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
+
+    try:
+        import spacy  # noqa: F401
+        import sudachipy  # noqa: F401
+
+        lang, note = "jpn", "spaCy+SudachiPy"
+    except ImportError:
+        lang, note = ScriptRunTokenizer().tok, "regex script-run splitter (spaCy/SudachiPy not installed)"
+    filters = [GopherRepetitionFilter(language=lang), GopherQualityFilter(language=lang),
+               C4QualityFilter(language=lang, filter_no_terminal_punct=False), FineWebQualityFilter(language=lang)]
+
+    def run(texts: list[str]) -> int:
+        kept = 0
+        for i, t in enumerate(texts):
+            d = Document(text=t, id=str(i))
+            ok = True
+            for f in filters:
+                r = f.filter(d)
+                if r is False or (isinstance(r, tuple) and r[0] is False):
+                    ok = False
+                    break
+            kept += ok
+        return kept
+
+    return run, note
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, default=30.0, help="MB of UTF-8 text in the benchmark corpus")
+    ap.add_argument("--chunks", type=int, default=6, help="chunks; contenders alternate per chunk")
+    ap.add_argument("--datatrove-share", type=float, default=0.02, help="share of each chunk datatrove gets")
+    ap.add_argument("--no-datatrove", action="store_true")
+    ap.add_argument("--data-root", type=Path, default=None)
+    args = ap.parse_args()
+
+    from kamado.registry import data_root
+
+    root = data_root(args.data_root)
+    t0 = time.perf_counter()
+    docs = load_corpus(root, args.mb)
+    total_mb = sum(len(t.encode()) for t in docs) / 1e6
+    print(f"corpus: {len(docs):,} documents, {total_mb:.1f} MB of Japanese text (loaded in {time.perf_counter() - t0:.1f}s)")
+
+    contenders = {"kamado default-ja": make_kamado(root), "HojiChar core ja": make_hojichar()}
+    note = ""
+    if not args.no_datatrove:
+        dt, note = make_datatrove()
+        contenders["datatrove Gopher+C4+FineWeb"] = dt
+    warm = [d for d in docs[:50] if len(d) < 20_000][:10] + ["This is an English text, to load the detector."]
+    for fn in contenders.values():  # one-time setup (dictionaries, models) is not timed
+        fn(warm)
+    names = list(contenders)
+    n = args.chunks
+    chunks = [docs[i::n] for i in range(n)]
+    speeds: dict[str, list[float]] = {k: [] for k in names}
+    kept: dict[str, int] = {k: 0 for k in names}
+    seen: dict[str, float] = {k: 0.0 for k in names}
+    for ci, chunk in enumerate(chunks):
+        order = names[ci % len(names):] + names[: ci % len(names)]
+        for name in order:
+            part = chunk
+            if name.startswith("datatrove"):  # the first documents of the chunk up to its byte share
+                budget, part = args.datatrove_share * sum(len(t.encode()) for t in chunk), []
+                for t in chunk:
+                    if part and sum(len(x.encode()) for x in part) + len(t.encode()) > budget:
+                        continue
+                    part.append(t)
+            mb = sum(len(t.encode()) for t in part) / 1e6
+            t = time.process_time()  # CPU seconds of this process: robust to other jobs on the machine
+            k = contenders[name](part)
+            dt_s = time.process_time() - t
+            speeds[name].append(mb / dt_s)
+            kept[name] += k
+            seen[name] += mb
+            print(f"  chunk {ci + 1}/{n} {name:30s} {mb:6.2f} MB {dt_s:7.2f}s {mb / dt_s:6.2f} MB/s", flush=True)
+    ref = statistics.median(speeds["HojiChar core ja"])
+    print()
+    print("| contender | MB processed | median MB/s per process | vs HojiChar | docs kept |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        med = statistics.median(speeds[name])
+        label = name + (f" ({args.datatrove_share:.0%} sample; {note})" if name.startswith("datatrove") else "")
+        print(f"| {label} | {seen[name]:.1f} | {med:.2f} | {med / ref:.2f}x | {kept[name]:,} |")
+    print(f"\n(medians over {n} chunks run in rotating order in one process, MB of UTF-8 text per CPU second; "
+          f"other jobs on the machine still make absolute numbers noisy, the ratios are the result)")
+
+
+if __name__ == "__main__":
+    main()
