@@ -268,12 +268,10 @@ def dedup_texts(texts: list[str], **kw: Any) -> dict[str, Any]:
 
 def write_shard(idx: int, path: str, work: str, out: str, max_bytes: int) -> dict:
     """Re-read shard ``idx`` and write its kept and rejected documents (prefix ``NNNNN-stem``)."""
-    from kamado.corpus.io import shard_stem
-
     dec = np.load(Path(work) / f"d{idx:05d}.npy")
     with open(Path(work) / f"d{idx:05d}.dup.json", encoding="utf-8") as f:
         dup = json.load(f)
-    prefix = f"{idx:05d}-{shard_stem(Path(path))}"
+    prefix = f"part-{idx:05d}"
     kept = ShardWriter(Path(out) / "kept", prefix, max_bytes)
     rej = ShardWriter(Path(out) / "rejected", prefix, max_bytes)
     i = 0
@@ -304,7 +302,7 @@ def write_shard(idx: int, path: str, work: str, out: str, max_bytes: int) -> dic
         raise
     kept.close()
     rej.close()
-    return counts
+    return {**counts, "kept_files": [p.name for p in kept.paths], "rejected_files": [p.name for p in rej.paths]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,13 +441,18 @@ def run_dedup(inputs: list[Path], out: Path, executor: str = "local", workers: i
         "exact_duplicates": n_exact,
         "near_duplicates": n_near,
         "steps": [
-            {"name": "exact_dedup", "input": n, "rejected": n_exact, "enabled": s.exact},
-            {"name": "minhash_dedup", "input": n - n_exact, "rejected": n_near, "enabled": s.near,
+            {"name": "exact_dedup", "type": "exact_dedup", "kind": "dedup", "docs_in": n, "docs_out": n - n_exact,
+             "rejected": n_exact, "reasons": {"exact_copy": n_exact} if n_exact else {}, "enabled": s.exact},
+            {"name": "minhash_dedup", "type": "minhash_dedup", "kind": "dedup", "docs_in": n - n_exact,
+             "docs_out": n - n_exact - n_near, "rejected": n_near,
+             "reasons": {"near_duplicate": n_near} if n_near else {}, "enabled": s.near,
              "num_perm": spec.num_perm, "bands": spec.bands, "rows": spec.rows, "threshold": s.threshold,
              "ngram": spec.ngram, "scheme": spec.scheme, "verify": s.verify, "candidates": int(cands),
              "verified_links": int(links)},
         ],
         "files": files,
+        "kept_files": [f"kept/{name}" for r in wr for name in r["kept_files"]],
+        "rejected_files": [f"rejected/{name}" for r in wr for name in r["rejected_files"]],
     }
     assert stats["input"] == stats["kept"] + stats["rejected"] + stats["errors"], stats
     with open(out / "stats.json", "w", encoding="utf-8") as f:
