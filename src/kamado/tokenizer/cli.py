@@ -86,10 +86,11 @@ def stats_cmd(
 ) -> None:
     """Characters per token, byte-fallback and unknown-token rates per language; side by side for two tokenizers.
 
-    Without --text, the held-out sample saved at training time is not available, so give text explicitly.
+    Text comes from documents with a ``text`` field or plain text files (``kamado tokenizer train`` itself
+    reports the same figures on text it held out of training).
 
     Examples:
-      kamado tokenizer stats tok8k --text jsts --text arc-easy
+      kamado tokenizer stats tok8k --text fineweb2-ja --text gutenberg-holmes
       kamado tokenizer stats tok8k tok32k --text ja-wikipedia --text wikitext2
     """
     from collections import defaultdict

@@ -151,8 +151,9 @@ def train_sentencepiece(lines: list[str], cfg: TokenizerConfig, seed: int = 1234
     except RuntimeError as e:
         msg = str(e)
         if "Vocabulary size" in msg or "vocab_size" in msg:
-            raise KamadoError(f"SentencePiece cannot build {cfg.vocab_size} pieces from this sample ({msg.strip()}); "
-                              "lower --vocab-size or give more text") from None
+            raise KamadoError(f"SentencePiece cannot build a {cfg.vocab_size}-piece {cfg.model_type} vocabulary from "
+                              f"this sample: {msg.strip().split(')', 1)[-1].strip()} (a smaller vocabulary needs less "
+                              "text; BPE needs room for every covered character)") from None
         raise KamadoError(f"SentencePiece training failed: {msg.strip()}") from None
     return round_scores(buf.getvalue())
 
