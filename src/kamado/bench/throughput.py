@@ -31,7 +31,7 @@ def measure(preset: str, precision: str, *, seq_len: int = 256, batch: int = 8, 
     if base:
         base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=base) as tmp:
-        res = train(model, src, cfg, Path(tmp), cache_dir=scratch, quiet=True)
+        res = train(model, src, cfg, Path(tmp), quiet=True)  # peak cached in the user cache
         recs = [r for r in read_jsonl(Path(tmp) / "metrics.jsonl") if "step_s" in r][warmup:]
     tps = statistics.median(r["tokens_per_s"] for r in recs)
     mf = model_flops(mconf, seq_len)

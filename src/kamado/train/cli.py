@@ -26,6 +26,8 @@ def pretrain(
     export: Annotated[bool, typer.Option("--export", help="Only export the latest checkpoint in --out to "
                                          "--out/hf (Hugging Face format) and stop.")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the recipe's, else 1234).")] = None,
+    write_spec: Annotated[bool, typer.Option("--write-spec", help="Only write OUT/launch.json for "
+                                             "`torchrun -m kamado.train.launch` (Slurm: scripts/slurm/).")] = False,
 ) -> None:
     """Pretrain a LLaMA model on the ja/en token mixture; logs tokens/s and MFU, exports a Hugging Face model.
 
@@ -36,6 +38,7 @@ def pretrain(
       kamado pretrain --pack runs/tiny/data --tokenizer runs/tiny/tokenizer --out runs/pt --nproc 2
       kamado pretrain --recipe recipes/tiny.yaml --pack runs/tiny/data --tokenizer runs/tiny/tokenizer --out runs/pt
       kamado pretrain --out runs/pt --tokenizer runs/tiny/tokenizer --export
+      kamado pretrain --pack D --tokenizer T --out runs/7b --preset 7b --nproc 8 --write-spec  # then sbatch
     """
     import json
     import shutil
@@ -90,9 +93,16 @@ def pretrain(
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     from kamado.train.pretrain import run
+    from kamado.train.pretrain import write_spec as _write_spec
 
     ctx = StageContext(name="pretrain", out=out, inputs={"data": pack, "tokenizer": tokenizer},
                        seed=run_seed if seed is None else seed, cache_dir=None)
+    if write_spec:
+        path = _write_spec(cfg, ctx, out / "launch.json")
+        console.print(f"wrote {path}; launch each node with:\n  torchrun --nnodes N --nproc-per-node G "
+                      f"--rdzv-backend c10d --rdzv-endpoint HEAD:29500 -m kamado.train.launch {path}\n"
+                      f"or: sbatch --nodes N scripts/slurm/pretrain.sbatch {path}")
+        return
     t0 = time.perf_counter()
     counts = run(cfg, ctx)
     wall = time.perf_counter() - t0

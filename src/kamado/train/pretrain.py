@@ -86,19 +86,25 @@ def run_rank(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
     return out
 
 
+def write_spec(cfg: PretrainConfig, ctx: StageContext, path: Path) -> Path:
+    """The JSON that every torchrun rank reads (``python -m kamado.train.launch PATH``); for Slurm too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"stage": "pretrain", "config": cfg.model_dump(mode="json"), "ctx": {
+        "name": ctx.name, "out": str(Path(ctx.out).resolve()),
+        "inputs": {k: str(Path(v).resolve()) for k, v in ctx.inputs.items()},
+        "data_root": str(ctx.data_root) if ctx.data_root else None, "seed": ctx.seed,
+        "run_dir": str(ctx.run_dir) if ctx.run_dir else None,
+        "cache_dir": str(ctx.cache_dir) if ctx.cache_dir else None, "quiet": ctx.quiet}}, indent=1))
+    return path
+
+
 def run(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
     """The stage: train (relaunching under torchrun for ``nproc > 1``), export HF, return manifest counts."""
     from kamado.train import distributed
 
     nproc = cfg.train.nproc
     if nproc > 1 and not distributed.under_torchrun():
-        spec = ctx.out / ".launch.json"
-        ctx.out.mkdir(parents=True, exist_ok=True)
-        spec.write_text(json.dumps({"stage": "pretrain", "config": cfg.model_dump(mode="json"), "ctx": {
-            "name": ctx.name, "out": str(ctx.out), "inputs": {k: str(v) for k, v in ctx.inputs.items()},
-            "data_root": str(ctx.data_root) if ctx.data_root else None, "seed": ctx.seed,
-            "run_dir": str(ctx.run_dir) if ctx.run_dir else None,
-            "cache_dir": str(ctx.cache_dir) if ctx.cache_dir else None, "quiet": ctx.quiet}}))
+        spec = write_spec(cfg, ctx, ctx.out / ".launch.json")
         (ctx.out / RESULT).unlink(missing_ok=True)
         rc = distributed.launch(nproc, [str(spec)], log_dir=(ctx.cache_dir or ctx.out) / "torchrun")
         if rc != 0 or not (ctx.out / RESULT).is_file():
