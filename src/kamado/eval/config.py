@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import field_validator
+
 from kamado.config import StrictModel
 
 
 class EvalConfig(StrictModel):
-    """Which task suites to run on which models, and how many examples of each."""
+    """Which task suites to run on which models, and how many examples of each.
+
+    ``tasks`` takes task and suite names (``kamado eval --help`` lists them). ``models`` names the run's
+    models: ``pretrain``, ``tune/full``, ``tune/lora`` (missing ones are skipped). ``ppl_sources`` are
+    ``pack`` (the pack's validation split) and/or data-root text sets such as ``wikitext2``,
+    ``jsquad-valid``.
+    """
 
     tasks: list[str] = ["perplexity", "jcommonsenseqa"]
     limit: int | None = 200  # examples per task (None: all)
     models: list[str] = ["pretrain", "tune/full", "tune/lora"]
     batch_size: int = 16
+    fewshot: dict[str, int] = {}  # per-task number of demonstrations (default: the task's own)
+    ppl_sources: list[str] = ["pack"]
+    ppl_max_tokens: int = 20000  # per source
+    ppl_window: int = 512
+    max_new_tokens: int = 32  # generation tasks (JSQuAD)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: list[str]) -> list[str]:
+        from kamado.config import KamadoError
+        from kamado.eval.tasks import expand
+
+        try:
+            expand(v)
+        except KamadoError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("limit")
+    @classmethod
+    def _positive_limit(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("limit must be at least 1 (or null for all examples)")
+        return v

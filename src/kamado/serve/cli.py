@@ -1,7 +1,53 @@
-"""Placeholder commands, replaced by the package's real ones."""
+"""``kamado serve``: an OpenAI-compatible HTTP server for a model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 
-def serve() -> None:
-    """Not built yet."""
-    raise SystemExit("not built yet")
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="Hugging Face model folder (config.json + tokenizer).")],
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
+    name: Annotated[str | None, typer.Option(help="Model id in the API (default: the folder's name).")] = None,
+    dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = "float32",
+    max_tokens: Annotated[int, typer.Option(help="Default max_tokens when a request gives none.")] = 256,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
+    log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve a model over the OpenAI API: GET /v1/models, POST /v1/chat/completions, POST /v1/completions.
 
+    Chat requests use the tokenizer's chat template (a simple instruction/response template when it has
+    none). Supports temperature, top_p, max_tokens, stop, seed and stream. Ctrl-C stops it.
+
+    Examples:
+      kamado serve runs/tiny/tune/full/hf --port 8000
+      curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+        -d '{"model": "full", "messages": [{"role": "user", "content": "日本の首都は？"}], "max_tokens": 32}'
+    """
+    from kamado.config import KamadoError
+
+    if dtype not in ("float32", "bfloat16"):
+        raise KamadoError(f"--dtype {dtype!r}: expected float32 or bfloat16")
+    import torch
+
+    from kamado.serve.server import ModelServer, make_server
+
+    if threads:
+        torch.set_num_threads(threads)
+    ms = ModelServer(model_dir, name, dtype=dtype, default_max_tokens=max_tokens)
+    try:
+        srv = make_server(ms, host, port, log=log)
+    except OSError as e:
+        raise KamadoError(f"cannot listen on {host}:{port}: {e}") from None
+    h, p = srv.server_address[:2]
+    print(f"kamado serve: model {ms.name!r} at http://{h}:{p}/v1", flush=True)
+    try:
+        srv.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.server_close()

@@ -1,0 +1,117 @@
+"""Metrics with standard errors: accuracy, MC2, correlation, exact match and character F1."""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+
+
+def mean_stderr(xs: Sequence[float]) -> tuple[float, float]:
+    """Mean and its standard error (sample standard deviation / sqrt(n), as lm-eval reports)."""
+    n = len(xs)
+    if n == 0:
+        return float("nan"), float("nan")
+    m = sum(xs) / n
+    if n < 2:
+        return m, float("nan")
+    var = sum((x - m) ** 2 for x in xs) / (n - 1)
+    return m, math.sqrt(var / n)
+
+
+def ratio_stderr(num: Sequence[float], den: Sequence[float]) -> tuple[float, float]:
+    """``sum(num) / sum(den)`` and its standard error by the delta method over units (documents)."""
+    n = len(num)
+    sn, sd = sum(num), sum(den)
+    if n == 0 or sd == 0:
+        return float("nan"), float("nan")
+    r = sn / sd
+    if n < 2:
+        return r, float("nan")
+    dbar = sd / n
+    var = sum((a - r * b) ** 2 for a, b in zip(num, den, strict=True)) / (n - 1)
+    return r, math.sqrt(var / n) / dbar
+
+
+def argmax(xs: Sequence[float]) -> int:
+    """Index of the largest value (first on ties)."""
+    return max(range(len(xs)), key=lambda i: (xs[i], -i))
+
+
+def mc2(logliks: Sequence[float], true_idx: Sequence[int]) -> float:
+    """TruthfulQA MC2: normalised probability mass on the true answers."""
+    mx = max(logliks)
+    p = [math.exp(x - mx) for x in logliks]
+    return sum(p[i] for i in true_idx) / sum(p)
+
+
+def _ranks(xs: Sequence[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    r = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return r
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation (nan when a side is constant)."""
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    return pearson(_ranks(x), _ranks(y))
+
+
+def corr_stderr(r: float, n: int) -> float:
+    """Approximate standard error of a correlation coefficient."""
+    if n < 3 or math.isnan(r):
+        return float("nan")
+    return math.sqrt(max(0.0, 1 - r * r) / (n - 2))
+
+
+def normalize_answer_ja(s: str) -> str:
+    """JSQuAD-style normalisation: NFKC, drop whitespace and punctuation."""
+    s = unicodedata.normalize("NFKC", s)
+    s = re.sub(r"\s+", "", s)
+    return "".join(ch for ch in s if not unicodedata.category(ch).startswith("P"))
+
+
+def exact_match(pred: str, answers: Sequence[str]) -> float:
+    """1.0 when the normalised prediction equals a normalised answer."""
+    p = normalize_answer_ja(pred)
+    return float(any(p == normalize_answer_ja(a) for a in answers))
+
+
+def char_f1(pred: str, answers: Sequence[str]) -> float:
+    """Best character-level F1 against the answers (JGLUE's JSQuAD metric)."""
+    p = normalize_answer_ja(pred)
+    best = 0.0
+    for a in answers:
+        g = normalize_answer_ja(a)
+        common = Counter(p) & Counter(g)
+        same = sum(common.values())
+        if not p or not g:
+            f = float(p == g)
+        elif same == 0:
+            f = 0.0
+        else:
+            prec, rec = same / len(p), same / len(g)
+            f = 2 * prec * rec / (prec + rec)
+        best = max(best, f)
+    return best

@@ -1,0 +1,165 @@
+"""Perplexity on held-out text, per token and per character, reported per language.
+
+Sources are the pack's validation split (``pack`` or a pack folder: token arrays plus their document
+index, tokens as the run's tokenizer made them) or text sets from the data root. Token perplexity is only
+comparable between models that share a tokenizer; character perplexity and bits per character are
+comparable across tokenizers.
+
+Default held-out text outside a run: ``wikitext2`` (WikiText-2 validation, English) and ``jsquad-valid``
+(the Wikipedia passages of JSQuAD validation, Japanese; their articles were removed from the
+``ja-wikipedia`` pretraining text, so they are held out).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kamado.config import KamadoError
+from kamado.eval.metrics import ratio_stderr
+
+DEFAULT_TEXT_SOURCES = ["jsquad-valid", "wikitext2"]
+
+
+@dataclass
+class Doc:
+    """One held-out document: its tokens, its character count and language."""
+
+    source: str
+    lang: str
+    tokens: list[int]
+    chars: int
+
+
+def guess_lang(text: str) -> str:
+    """``ja`` when kana/kanji make up a fair share of the letters, else ``en``."""
+    sample = text[:2000]
+    cjk = len(re.findall(r"[\u3040-\u30ff\u4e00-\u9fff]", sample))
+    letters = len(re.findall(r"\w", sample)) or 1
+    return "ja" if cjk / letters > 0.2 else "en"
+
+
+def _texts_of(name: str, path: Path) -> list[str]:
+    """Documents of a text set: wikitext articles, JSQuAD passages, JSONL ``text`` fields, text paragraphs."""
+    if path.suffix == ".json" and "jsquad" in (name + path.name):
+        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+        seen: dict[str, None] = {}
+        for art in data:
+            for para in art["paragraphs"]:
+                seen.setdefault(para["context"].split(" [SEP] ", 1)[-1], None)
+        return list(seen)
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            return [t for t in (json.loads(x).get("text", "") for x in f if x.strip()) if t.strip()]
+    text = path.read_text(encoding="utf-8")
+    if "wikitext" in str(path) or re.search(r"^ = [^=].* = $", text, flags=re.M):
+        parts = re.split(r"\n(?= = [^=].* = \n)", text)
+        return [p.strip("\n") for p in parts if p.strip()]
+    return [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
+def text_docs(names: list[str], tokenizer: Any, root: Path | None, *, max_tokens: int, limit: int | None,
+              seed: int) -> list[Doc]:
+    """Tokenised documents of registry text sets (or files), sampled by seed up to a token budget each."""
+    from kamado.registry import resolve
+
+    out: list[Doc] = []
+    for name in names:
+        path = resolve(name, root)
+        texts = _texts_of(name, path)
+        random.Random(f"{seed}:ppl:{name}").shuffle(texts)
+        if limit is not None:
+            texts = texts[:limit]
+        used = 0
+        for t in texts:
+            if used >= max_tokens:
+                break
+            ids = tokenizer(t, add_special_tokens=False)["input_ids"]
+            if used + len(ids) > max_tokens:  # cut the last document at a token boundary
+                ids = ids[: max_tokens - used]
+                t = tokenizer.decode(ids, skip_special_tokens=True)
+            if not ids:
+                continue
+            used += len(ids)
+            out.append(Doc(name, guess_lang(t), ids, len(t)))
+    return out
+
+
+def pack_docs(pack_dir: Path, tokenizer: Any, *, max_tokens: int, limit: int | None, seed: int) -> list[Doc]:
+    """Documents of a pack's validation split (per source, sampled by seed up to a token budget each)."""
+    import numpy as np
+
+    meta_path = pack_dir / "pack.json"
+    if not meta_path.is_file():
+        raise KamadoError(f"{pack_dir}: no pack.json (is this a `kamado data pack` folder?)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    dtype = np.dtype(meta.get("dtype", "uint16"))
+    out: list[Doc] = []
+    for name, src in meta.get("sources", {}).items():
+        rel = src.get("valid")
+        if not rel or not (pack_dir / rel).is_file():
+            continue
+        arr = np.memmap(pack_dir / rel, dtype=dtype, mode="r")
+        if len(arr) == 0:
+            continue
+        idx_path = pack_dir / (rel[: -len(".bin")] + ".idx.npy" if rel.endswith(".bin") else rel + ".idx.npy")
+        if idx_path.is_file():
+            starts = [int(x) for x in np.load(idx_path)]
+        else:
+            starts = list(range(0, len(arr), 2048))
+        bounds = [(s, e) for s, e in zip(starts, [*starts[1:], len(arr)], strict=True) if e > s]
+        random.Random(f"{seed}:ppl:{name}").shuffle(bounds)
+        if limit is not None:
+            bounds = bounds[:limit]
+        used = 0
+        lang = src.get("lang") or "unk"
+        for s, e in bounds:
+            if used >= max_tokens:
+                break
+            e = min(e, s + max_tokens - used)
+            ids = [int(x) for x in arr[s:e]]
+            used += len(ids)
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            out.append(Doc(name, lang, ids, len(text)))
+    return out
+
+
+def evaluate_perplexity(model: Any, tokenizer: Any, docs: list[Doc], *, window: int = 512, batch_size: int = 8,
+                        progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], list[dict]]:
+    """Metrics per language (``token_ppl_ja``, ``char_ppl_ja``, ``bpc_ja``, ...) and per-document details."""
+    from kamado.eval.scorer import score_token_streams
+
+    bos = tokenizer.bos_token_id
+    res = score_token_streams(model, [d.tokens for d in docs], bos=bos, window=window, batch_size=batch_size,
+                              progress=progress)
+    details = [{"source": d.source, "lang": d.lang, "tokens": r.ntokens, "chars": d.chars, "nll": r.nll}
+               for d, r in zip(docs, res, strict=True)]
+    metrics: dict[str, Any] = {}
+    groups: dict[str, list[dict]] = {}
+    for x in details:
+        if x["tokens"]:
+            groups.setdefault(x["lang"], []).append(x)
+    for key, rows in [*sorted(groups.items()), ("all", [x for x in details if x["tokens"]])]:
+        if not rows:
+            continue
+        sfx = "" if key == "all" else f"_{key}"
+        nll = [x["nll"] for x in rows]
+        m_tok, se_tok = ratio_stderr(nll, [x["tokens"] for x in rows])
+        m_chr, se_chr = ratio_stderr(nll, [x["chars"] for x in rows])
+        metrics[f"token_ppl{sfx}"] = math.exp(m_tok)
+        metrics[f"token_ppl{sfx}_stderr"] = math.exp(m_tok) * se_tok  # delta method
+        metrics[f"char_ppl{sfx}"] = math.exp(m_chr)
+        metrics[f"bpc{sfx}"] = m_chr / math.log(2)
+        metrics[f"bpc{sfx}_stderr"] = se_chr / math.log(2)
+        metrics[f"tokens{sfx}"] = sum(x["tokens"] for x in rows)
+        metrics[f"chars{sfx}"] = sum(x["chars"] for x in rows)
+    metrics["n"] = len([x for x in details if x["tokens"]])
+    return metrics, details

@@ -1,0 +1,301 @@
+"""Task registry: real evaluation sets from the data root, their prompts, and suites of tasks.
+
+Multiple-choice tasks are scored by log-likelihood of each choice (``acc``) and by log-likelihood per
+character of the choice (``acc_norm``, as lm-eval does). Japanese tasks (JGLUE) use Japanese prompts with
+k-shot examples drawn from the train split when the data root has one (else from the same split, never the
+example itself); English tasks use lm-eval's prompts. The evaluated subset (``limit``) and the few-shot
+examples are sampled deterministically from the seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from kamado.config import KamadoError
+
+Kind = Literal["mc", "truthfulqa", "regression", "generation", "perplexity"]
+
+# lm-eval's TruthfulQA prompt (Lin et al. 2021): six fixed QA pairs
+TRUTHFULQA_PROMPT = (
+    "Q: What is human life expectancy in the United States?\n"
+    "A: Human life expectancy in the United States is 78 years.\n\n"
+    "Q: Who was president of the United States in 1955?\n"
+    "A: Dwight D. Eisenhower was president of the United States in 1955.\n\n"
+    "Q: Which party did he belong to?\n"
+    "A: He belonged to the Republican Party.\n\n"
+    "Q: What is the square root of banana?\n"
+    "A: I have no comment.\n\n"
+    "Q: How does a telescope work?\n"
+    "A: Telescopes use lenses or mirrors to focus light and make objects appear closer.\n\n"
+    "Q: Where were the 1992 Olympics held?\n"
+    "A: The 1992 Olympics were held in Barcelona, Spain."
+)
+
+JNLI_LABELS = {"entailment": "含意", "contradiction": "矛盾", "neutral": "中立"}
+
+
+@dataclass
+class Example:
+    """One evaluation item with its full prompt."""
+
+    id: str
+    context: str  # prompt (few-shot demonstrations + query)
+    query: str  # the query alone (for detail files)
+    choices: list[str] = field(default_factory=list)
+    gold: Any = None  # index (mc), list of true indices (mc2), float (regression), answers (generation)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task: where its data is, how one document becomes a prompt, and how it is scored."""
+
+    name: str
+    lang: str
+    kind: Kind
+    dataset: str | None = None  # registry name of the evaluated split
+    fewshot_dataset: str | None = None  # registry name of the train split (few-shot pool)
+    shots: int = 0
+    description: str = ""
+    load: Callable[[Path], list[dict]] | None = None
+    query: Callable[[dict], str] | None = None
+    choices: Callable[[dict], list[str]] | None = None
+    gold: Callable[[dict], Any] | None = None
+    answer: Callable[[dict], str] | None = None  # the text of the right answer, for demonstrations
+    doc_id: Callable[[dict, int], str] | None = None
+    group: Callable[[dict], str] | None = None  # demonstrations never share a group with the query
+    stop: tuple[str, ...] = ("\n",)
+    separator: str = "\n\n"
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _resolve(name: str, root: Path | None) -> Path:
+    from kamado.registry import resolve
+
+    return resolve(name, root)
+
+
+# --- JGLUE -------------------------------------------------------------------------------------------
+
+def _jcqa_choices(d: dict) -> list[str]:
+    return [d[f"choice{i}"] for i in range(5)]
+
+
+def _jcqa_query(d: dict) -> str:
+    return f"質問：{d['question']}\n選択肢：{'、'.join(_jcqa_choices(d))}\n答え："
+
+
+def _jnli_query(d: dict) -> str:
+    return f"前提：{d['sentence1']}\n仮説：{d['sentence2']}\n関係（含意・矛盾・中立）："
+
+
+def _jsts_query(d: dict) -> str:
+    return f"文1：{d['sentence1']}\n文2：{d['sentence2']}\n類似度（0〜5）："
+
+
+def _jsquad_load(path: Path) -> list[dict]:
+    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    docs = []
+    for art in data:
+        for para in art["paragraphs"]:
+            for qa in para["qas"]:
+                if qa.get("is_impossible"):
+                    continue
+                docs.append({"id": qa["id"], "title": art["title"], "context": para["context"],
+                             "question": qa["question"], "answers": [a["text"] for a in qa["answers"]]})
+    return docs
+
+
+def _jsquad_query(d: dict) -> str:
+    ctx = d["context"].split(" [SEP] ", 1)[-1]
+    return f"文脈：{ctx}\n質問：{d['question']}\n答え："
+
+
+# --- English -----------------------------------------------------------------------------------------
+
+def _arc_gold(d: dict) -> int:
+    labels = d["choices"]["label"]
+    return labels.index(d["answerKey"])
+
+
+def _hellaswag_query(d: dict) -> str:
+    return f"{d['activity_label']}: {d['ctx']}"
+
+
+def _tqa_load(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+TASKS: dict[str, Task] = {}
+
+
+def _add(t: Task) -> None:
+    TASKS[t.name] = t
+
+
+_add(Task(
+    "jcommonsenseqa", "ja", "mc", "jcommonsenseqa", "jcommonsenseqa-train", shots=3,
+    description="以下の質問に対して、選択肢の中から最も適切な答えを選んでください。\n\n",
+    load=_jsonl, query=_jcqa_query, choices=_jcqa_choices, gold=lambda d: int(d["label"]),
+    answer=lambda d: _jcqa_choices(d)[int(d["label"])], doc_id=lambda d, i: str(d.get("q_id", i)),
+))
+_add(Task(
+    "jnli", "ja", "mc", "jnli", None, shots=3,
+    description="前提と仮説の関係を、含意・矛盾・中立の中から答えてください。\n\n",
+    load=_jsonl, query=_jnli_query, choices=lambda d: list(JNLI_LABELS.values()),
+    gold=lambda d: list(JNLI_LABELS).index(d["label"]), answer=lambda d: JNLI_LABELS[d["label"]],
+    doc_id=lambda d, i: str(d.get("sentence_pair_id", i)), group=lambda d: d.get("yjcaptions_id", ""),
+))
+_add(Task(
+    "jsts", "ja", "regression", "jsts", "jsts-train", shots=3,
+    description="2つの文の意味がどれくらい似ているかを、0（全く違う）から5（同じ）の整数で答えてください。\n\n",
+    load=_jsonl, query=_jsts_query, choices=lambda d: [str(i) for i in range(6)],
+    gold=lambda d: float(d["label"]), answer=lambda d: str(round(float(d["label"]))),
+    doc_id=lambda d, i: str(d.get("sentence_pair_id", i)),
+))
+_add(Task(
+    "jsquad", "ja", "generation", "jsquad-valid", None, shots=1,
+    description="文脈をもとに、質問に対する答えを文脈の中から抜き出してください。\n\n",
+    load=_jsquad_load, query=_jsquad_query, gold=lambda d: d["answers"], answer=lambda d: d["answers"][0],
+    doc_id=lambda d, i: d["id"], group=lambda d: d["title"],
+))
+_add(Task(
+    "arc-easy", "en", "mc", "arc-easy", "arc-easy-train", shots=0,
+    load=_jsonl, query=lambda d: f"Question: {d['question']}\nAnswer:",
+    choices=lambda d: [" " + c for c in d["choices"]["text"]], gold=_arc_gold,
+    answer=lambda d: " " + d["choices"]["text"][_arc_gold(d)], doc_id=lambda d, i: d["id"],
+))
+_add(Task(
+    "arc-challenge", "en", "mc", "arc-challenge", "arc-challenge-train", shots=0,
+    load=_jsonl, query=lambda d: f"Question: {d['question']}\nAnswer:",
+    choices=lambda d: [" " + c for c in d["choices"]["text"]], gold=_arc_gold,
+    answer=lambda d: " " + d["choices"]["text"][_arc_gold(d)], doc_id=lambda d, i: d["id"],
+))
+_add(Task(
+    "hellaswag", "en", "mc", "hellaswag", None, shots=0,
+    load=_jsonl, query=_hellaswag_query, choices=lambda d: [" " + e for e in d["endings"]],
+    gold=lambda d: int(d["label"]), answer=lambda d: " " + d["endings"][int(d["label"])],
+    doc_id=lambda d, i: str(d.get("idx", i)),
+))
+_add(Task(
+    "truthfulqa-mc", "en", "truthfulqa", "truthfulqa-mc", None, shots=0,
+    load=_tqa_load, query=lambda d: f"Q: {d['question']}\nA:",
+    doc_id=lambda d, i: str(i),
+))
+_add(Task("perplexity", "multi", "perplexity"))
+
+SUITES: dict[str, list[str]] = {
+    "jglue": ["jcommonsenseqa", "jnli", "jsts", "jsquad"],
+    "en": ["arc-easy", "arc-challenge", "hellaswag", "truthfulqa-mc"],
+    "quick": ["perplexity", "jcommonsenseqa"],
+    "mc": ["jcommonsenseqa", "jnli", "arc-easy", "arc-challenge", "hellaswag", "truthfulqa-mc"],
+}
+SUITES["all"] = ["perplexity", *SUITES["jglue"], *SUITES["en"]]
+ALIASES = {"jsquad-valid": "jsquad", "truthfulqa": "truthfulqa-mc", "arc_easy": "arc-easy",
+           "arc_challenge": "arc-challenge", "ppl": "perplexity"}
+
+
+def expand(names: list[str] | str) -> list[str]:
+    """Task names from names, suite names and comma lists; unknown names are a clear error."""
+    if isinstance(names, str):
+        names = [names]
+    out: list[str] = []
+    for raw in names:
+        for n in (x.strip() for x in raw.split(",")):
+            if not n:
+                continue
+            n = ALIASES.get(n, n)
+            if n in SUITES:
+                out += [t for t in SUITES[n] if t not in out]
+            elif n in TASKS:
+                if n not in out:
+                    out.append(n)
+            else:
+                raise KamadoError(f"unknown eval task {n!r}; tasks: {', '.join(TASKS)}; suites: {', '.join(SUITES)}")
+    return out
+
+
+def sample_indices(n: int, limit: int | None, seed: int, task: str) -> list[int]:
+    """The evaluated subset: all of it, or ``limit`` indices drawn deterministically from the seed."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted(random.Random(f"{seed}:{task}:subset").sample(range(n), limit))
+
+
+def build_examples(task: Task, root: Path | None, *, limit: int | None, seed: int,
+                   shots: int | None = None) -> tuple[list[Example], int]:
+    """The task's evaluated examples with their prompts; also returns the full split size."""
+    if task.kind == "perplexity":
+        raise KamadoError("perplexity has no examples; use kamado.eval.perplexity")
+    assert task.load is not None and task.query is not None and task.dataset is not None
+    docs = task.load(_resolve(task.dataset, root))
+    k = task.shots if shots is None else shots
+    pool: list[dict] | None = None
+    if k > 0 and task.fewshot_dataset:
+        pool = task.load(_resolve(task.fewshot_dataset, root))
+    idx = sample_indices(len(docs), limit, seed, task.name)
+    out = []
+    for i in idx:
+        d = docs[i]
+        did = task.doc_id(d, i) if task.doc_id else str(i)
+        demos = _demos(task, d, i, docs, pool, k, seed) if k > 0 else []
+        ctx = task.description + "".join(task.query(x) + task.answer(x) + task.separator for x in demos)  # type: ignore[misc]
+        if task.kind == "truthfulqa":
+            ctx = TRUTHFULQA_PROMPT + "\n\n"
+        q = task.query(d)
+        ex = Example(did, ctx + q, q)
+        if task.kind == "truthfulqa":
+            mc1, mc2t = list(d["mc1_targets"]), d["mc2_targets"]
+            mc2c = list(mc2t)
+            ex.choices = [" " + c for c in mc1] + [" " + c for c in mc2c]
+            ex.gold = {"mc1": [j for j, c in enumerate(mc1) if d["mc1_targets"][c] == 1][0],
+                       "mc1_n": len(mc1), "mc2_true": [j for j, c in enumerate(mc2c) if mc2t[c] == 1]}
+        else:
+            ex.choices = task.choices(d) if task.choices else []
+            ex.gold = task.gold(d) if task.gold else None
+        out.append(ex)
+    return out, len(docs)
+
+
+def _demos(task: Task, doc: dict, i: int, docs: list[dict], pool: list[dict] | None, k: int,
+           seed: int) -> list[dict]:
+    rng = random.Random(f"{seed}:{task.name}:fewshot:{i}")
+    if pool is not None:
+        return rng.sample(pool, min(k, len(pool)))
+    # no train split: other documents of the same split (never this one, nor its group)
+    g = task.group(doc) if task.group else None
+    picks: list[dict] = []
+    tried: set[int] = set()
+    while len(picks) < k and len(tried) < len(docs) - 1:
+        j = rng.randrange(len(docs))
+        if j == i or j in tried:
+            continue
+        tried.add(j)
+        if g is not None and task.group and task.group(docs[j]) == g:
+            continue
+        picks.append(docs[j])
+    return picks
+
+
+def load_mtbench_like(path: Path) -> list[dict]:
+    """JSON Lines or a JSON array (used by the judge for questions and references)."""
+    text = path.read_text(encoding="utf-8").strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def read_csv(path: Path) -> list[dict]:
+    """A CSV file as dicts (TruthfulQA's generation set)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
