@@ -58,9 +58,11 @@ BOILERPLATE_JA: dict[str, Any] = {
     "prefix_lists": ["warcparser-start-filter"],
     "suffix_lists": ["warcparser-end-filter"],
     "keyword_lists": ["hojichar-header-footer-keywords-ja"],
-    "patterns": [r"(?i:copyright|©|\(c\)\s*\d{4}|all rights reserved)",
-                 r"(投稿者|投稿日|更新日|公開日)\s*[:：]?\s*\d{4}[/.\-年]\d{1,2}",
-                 r"^(ホーム|トップ|HOME|TOP)\s*[>＞»›]", r"^[<＜«‹]\s*(前|次)の(記事|ページ)"],
+    "prefixes": ["ホーム>", "ホーム >", "ホーム»", "トップ>", "トップ >", "HOME>", "HOME >", "TOP>", "TOP >",
+                 "<前の", "< 前の", "<次の", "< 次の", "«前の", "次の記事»"],
+    # searched one by one in lines of at most pattern_max_chars; literal alternatives scan fastest
+    "patterns": [r"©|[Cc]opyright|COPYRIGHT|\([Cc]\)\s*\d{4}|[Aa]ll [Rr]ights [Rr]eserved|ALL RIGHTS RESERVED",
+                 r"(?:投稿|更新|公開)(?:者|日)\s*[:：]?\s*\d{4}[/.\-年]\d{1,2}"],
     "pattern_max_chars": 120,
     "short_line_chars": 25,
 }
@@ -98,8 +100,8 @@ BOILERPLATE_EN: dict[str, Any] = {
     "type": "boilerplate_lines", "name": "boilerplate",
     "lines": ["Share", "Tweet", "Log in", "Login", "Sign up", "Sign in", "Menu", "Home", "Search", "Read more",
               "Related posts", "Leave a comment", "Leave a Reply", "Back to top", "Skip to content", "Subscribe"],
-    "patterns": [r"(?i:copyright|©|all rights reserved)", r"(?i:(cookies?|javascript).*(enable|accept|use))",
-                 r"(?i:^(posted|published|updated) (on|by) )"],
+    "patterns": [r"©|[Cc]opyright|COPYRIGHT|[Aa]ll [Rr]ights [Rr]eserved|ALL RIGHTS RESERVED",
+                 r"(?i:(cookies?|javascript).*(enable|accept|use))", r"(?i:^(posted|published|updated) (on|by) )"],
     "pattern_max_chars": 120,
     "short_line_chars": 60,
 }

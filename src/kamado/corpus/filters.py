@@ -138,6 +138,10 @@ class Script(Filter):
 # ------------------------------------------------------------------------------------------ sentences
 
 
+_TERMINATORS = np.zeros(0x10000, dtype=bool)
+_TERMINATORS[[0x3002, 0x21, 0x3F, 0x0A, 0xFF01, 0xFF1F]] = True  # 。 ! ? newline ！ ？
+
+
 class SentenceParams(StepParams):
     min_avg_chars: float | None = 10
     max_avg_chars: float | None = 250
@@ -156,17 +160,16 @@ class Sentences(Filter):
     def measure(self, a: Analysis, doc: Any) -> dict[str, Any]:
         text = a.text
         c = a.cps
-        stops = np.flatnonzero((c == 0x3002) | (c == 0x21) | (c == 0x3F) | (c == 0x0A) | (c == 0xFF01) | (c == 0xFF1F))
+        stops = np.flatnonzero(_TERMINATORS[a.bmp])
         seg = np.diff(np.concatenate(([-1], stops, [c.size]))) - 1
         seg = seg[seg > 0]
         lens = seg.tolist() if seg.size < 64 else None
-        lines = a.nonempty_lines
-        ell = sum(1 for ln in lines if ln.rstrip().endswith(("…", "...", "‥")))
+        n_lines, ell = _ellipsis_lines(a)
         kuten = text.count("。")
         n_sent = int(seg.size)
         avg = float(seg.sum()) / max(n_sent, 1) if lens is None else sum(lens) / max(n_sent, 1)
         return {"sentences": n_sent, "avg_chars": round(avg, 2),
-                "max_chars": int(seg.max()) if n_sent else 0, "ellipsis_lines": round(ell / max(len(lines), 1), 4),
+                "max_chars": int(seg.max()) if n_sent else 0, "ellipsis_lines": round(ell / max(n_lines, 1), 4),
                 "kuten": kuten, "chars_per_kuten": round(a.n_nonspace / max(kuten, 1), 2),
                 "chars": a.n_nonspace}
 
@@ -406,6 +409,43 @@ class Repetition(Filter):
 
 # -------------------------------------------------------------------------------------------- symbols
 _BULLETS = ("•", "・", "●", "○", "◆", "◇", "■", "□", "★", "☆", "▶", "►", "▼", "→", "-", "*", "※", "◎", "✓", "·")
+_BULLET_CPS = np.array(sorted(ord(b) for b in _BULLETS), dtype=np.uint32)
+
+
+def _first_nonspace(a: Analysis, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The first non-space character of each (non-empty) line: one skip of leading spaces, vectorized."""
+    c, cls = a.cps, a.classes
+    if starts.size == 0:
+        return np.zeros(0, dtype=np.uint32)
+    pos = starts.copy()
+    for _ in range(4):  # normalized text has no leading spaces; a few steps cover odd inputs
+        sp = (pos < ends) & (cls[np.minimum(pos, c.size - 1)] == ja.SPACE)
+        if not sp.any():
+            break
+        pos = pos + sp
+    return c[np.minimum(pos, c.size - 1)]
+
+
+def _ellipsis_lines(a: Analysis) -> tuple[int, int]:
+    """(non-empty lines, lines whose last non-space characters are … ‥ or ...)."""
+    starts, ends, nonempty = a.line_spans
+    e = ends[nonempty]
+    if e.size == 0:
+        return 0, 0
+    c, cls = a.cps, a.classes
+    pos = e - 1
+    for _ in range(4):  # skip trailing spaces
+        sp = (pos > 0) & (cls[pos] == ja.SPACE)
+        if not sp.any():
+            break
+        pos = pos - sp
+    last = c[pos]
+    ell = (last == 0x2026) | (last == 0x2025)
+    dots = (last == 0x2E) & (pos >= 2)
+    if dots.any():
+        p2 = np.maximum(pos - 2, 0)
+        ell |= dots & (c[np.maximum(pos - 1, 0)] == 0x2E) & (c[p2] == 0x2E)
+    return int(e.size), int(ell.sum())
 
 
 class SymbolParams(StepParams):
@@ -426,10 +466,11 @@ class Symbols(Filter):
         n = max(a.n_nonspace, 1)
         he = a.text.count("#") + a.text.count("…") + a.text.count("...")
         per = len(a.words) if self.p.unit == "word" else n / 10
-        lines = a.nonempty_lines
-        bullets = sum(1 for ln in lines if ln.lstrip().startswith(_BULLETS))
+        starts, ends, nonempty = a.line_spans
+        first = _first_nonspace(a, starts[nonempty], ends[nonempty])
+        bullets = int(np.isin(first, _BULLET_CPS).sum())
         return {"symbols": round(int(c[ja.SYMBOL]) / n, 4), "hash_ellipsis": round(he / max(per, 1), 4),
-                "bullet_lines": round(bullets / max(len(lines), 1), 4)}
+                "bullet_lines": round(bullets / max(int(nonempty.sum()), 1), 4)}
 
     def decide(self, m: dict[str, Any]) -> str | None:
         p = self.p

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_PROTECT = re.compile("[\u2026\u2025\u309b\u309c]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff\ufffe\ufff9-\ufffb\u202a-\u202e]")
 _NEWLINES = re.compile("\r\n?|[\u2028\u2029\x85\x0b\x0c]")
 _HSPACE = re.compile("[ \t\u00a0\u3000\u2000-\u200a\u202f\u205f]+")
@@ -55,16 +54,26 @@ def _unstable() -> tuple[re.Pattern[str], re.Pattern[str]]:
     return _UNSTABLE
 
 
+_MEMO: dict[str, str] = {}
+
+
 def _sub_runs(pat: re.Pattern[str], text: str) -> str:
     out: list[str] = []
     pos = 0
     nfkc = unicodedata.normalize
+    memo = _MEMO
     for m in pat.finditer(text):
         s, e = m.span()
         if s > pos and (unicodedata.combining(text[s]) or "\u1160" <= text[s] <= "\u11ff"):
             s -= 1  # a combining mark composes with the character before it
         out.append(text[pos:s])
-        out.append(nfkc("NFKC", text[s:e]))
+        run = text[s:e]
+        rep = memo.get(run)
+        if rep is None:
+            rep = nfkc("NFKC", run)
+            if len(run) <= 4 and len(memo) < 100_000:  # short runs repeat: （ ） ！ ？ full-width digits
+                memo[run] = rep
+        out.append(rep)
         pos = e
     if not out:
         return text
@@ -77,7 +86,7 @@ def nfkc_ja(text: str) -> str:
 
     Only the runs that can change are normalized (plain NFKC of a whole text is slow in CPython).
     """
-    if text.isascii() or unicodedata.is_normalized("NFKC", text) and not _PROTECT.search(text):
+    if text.isascii() or unicodedata.is_normalized("NFKC", text):  # (…‥゛゜ are not NFKC-stable)
         return text
     bmp, astral = _unstable()
     text = _sub_runs(bmp, text)

@@ -163,8 +163,7 @@ def _env_for(task: dict) -> Env:
         key = "rep:" + task["repeated"]
         if key not in _CACHE:
             _CACHE.clear()
-            arr = np.load(task["repeated"])
-            _CACHE[key] = set(arr.tolist())
+            _CACHE[key] = np.sort(np.load(task["repeated"]))
         rep = _CACHE[key]
     return Env(task.get("data_root"), task.get("base_dir"), rep)
 

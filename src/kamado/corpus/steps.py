@@ -36,6 +36,12 @@ class Analysis:
         return ja.codepoints(self.text)
 
     @cached_property
+    def bmp(self) -> np.ndarray:
+        """Code points clipped to the BMP (for lookup tables of 65,536 entries)."""
+        c = self.cps
+        return c if c.size == 0 or int(c.max()) < 0x10000 else np.minimum(c, 0xFFFF)
+
+    @cached_property
     def classes(self) -> np.ndarray:
         return ja.char_classes(self.cps)
 
@@ -56,6 +62,17 @@ class Analysis:
     @cached_property
     def nonempty_lines(self) -> list[str]:
         return [ln for ln in self.lines if ln.strip()]
+
+    @cached_property
+    def line_spans(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(starts, ends, non-empty mask) of the lines, from the code points (no Python loop)."""
+        c = self.cps
+        nl = np.flatnonzero(c == 10)
+        starts = np.concatenate(([0], nl + 1))
+        ends = np.concatenate((nl, [c.size]))
+        nonspace = np.zeros(c.size + 1, dtype=np.int64)
+        np.cumsum(self.classes != ja.SPACE, out=nonspace[1:])
+        return starts, ends, (nonspace[ends] - nonspace[starts]) > 0
 
     @cached_property
     def words(self) -> list[str]:
