@@ -111,3 +111,46 @@ def test_cli_lora_only(tuned, tmp_path, data_root, monkeypatch):
     assert (tmp_path / "o" / "manifest.json").is_file()
     bad = CliRunner().invoke(app, ["tune", "--base", str(base), "--out", str(tmp_path / "x"), "--method", "qlora"])
     assert bad.exit_code != 0
+
+
+def test_killed_tuning_resumes_on_the_same_curve(tuned, tmp_path, data_root, monkeypatch):
+    """Crash after the step-2 checkpoint, re-run: it resumes there and matches an uninterrupted run."""
+    from kamado.stage import StageContext
+    from kamado.train.config import TrainConfig
+    from kamado.tune import sft
+    from kamado.tune.config import TuneConfig
+    from kamado.tune.stage import run
+
+    cfg = TuneConfig(data=["dolly-ja"], methods=["full"], max_examples=60, base=str(tuned[0]),
+                     train=TrainConfig(steps=4, batch_size=2, seq_len=64, warmup_steps=1, eval_every=0,
+                                       ckpt_every=2, precision="fp32"))
+
+    def losses(out):
+        recs = [json.loads(x) for x in (out / "full" / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in recs if "loss" in r]
+
+    whole = StageContext(name="tune", out=tmp_path / "whole", data_root=data_root, seed=3, quiet=True)
+    whole.out.mkdir()
+    run(cfg, whole)
+
+    crash = StageContext(name="tune", out=tmp_path / "crash", data_root=data_root, seed=3, quiet=True)
+    crash.out.mkdir()
+    real_next = sft.SFTBatches.next_batch
+    calls = {"n": 0}
+
+    def dying(self):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the 4th micro-batch: step 3, after the step-2 checkpoint
+            raise RuntimeError("killed")
+        return real_next(self)
+
+    monkeypatch.setattr(sft.SFTBatches, "next_batch", dying)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(cfg, crash)
+    monkeypatch.setattr(sft.SFTBatches, "next_batch", real_next)
+    run(cfg, crash)
+    result = json.loads((crash.out / "full" / "result.json").read_text())
+    assert result["resumed_from"] == 2
+    got, want = losses(crash.out), losses(whole.out)
+    assert [s for s, _ in got] == [s for s, _ in want] == [1, 2, 3, 4]
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-6)
