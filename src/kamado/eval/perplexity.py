@@ -110,7 +110,8 @@ def pack_docs(pack_dir: Path, tokenizer: Any, *, max_tokens: int, limit: int | N
         arr = np.memmap(pack_dir / rel, dtype=dtype, mode="r")
         if len(arr) == 0:
             continue
-        idx_path = pack_dir / (rel[: -len(".bin")] + ".idx.npy" if rel.endswith(".bin") else rel + ".idx.npy")
+        idx_rel = src.get("valid_idx") or (rel[: -len(".bin")] + ".idx.npy" if rel.endswith(".bin") else rel + ".idx.npy")
+        idx_path = pack_dir / idx_rel
         if idx_path.is_file():
             starts = [int(x) for x in np.load(idx_path)]
         else:

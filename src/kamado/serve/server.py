@@ -29,8 +29,8 @@ class RequestError(Exception):
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type_
 
 
-def fallback_chat_prompt(messages: list[dict], bos: str = "") -> str:
-    """The built-in template for tokenizers without a chat template (instruction/response blocks)."""
+def fallback_chat_prompt(messages: list[dict], bos: str = "", eos: str = "") -> str:
+    """The built-in template for tokenizers without one: kamado's tune layout (``kamado.tune.templates``)."""
     parts = [bos]
     for m in messages:
         if m["role"] == "system":
@@ -38,7 +38,7 @@ def fallback_chat_prompt(messages: list[dict], bos: str = "") -> str:
         elif m["role"] == "user":
             parts.append(f"### 指示:\n{m['content']}\n\n")
         else:
-            parts.append(f"### 応答:\n{m['content']}\n\n")
+            parts.append(f"### 応答:\n{m['content']}{eos}\n\n")
     parts.append("### 応答:\n")
     return "".join(parts)
 
@@ -135,7 +135,7 @@ class ModelServer:
             except Exception as e:  # a template that rejects the conversation (e.g. role order)
                 raise RequestError(400, f"chat template error: {e}", "messages") from None
         else:
-            prompt = fallback_chat_prompt(clean, self.tok.bos_token or "")
+            prompt = fallback_chat_prompt(clean, self.tok.bos_token or "", self.tok.eos_token or "")
             extra = FALLBACK_STOP
         ids = self.tok(prompt, add_special_tokens=False)["input_ids"]
         bos = self.tok.bos_token_id
