@@ -21,8 +21,9 @@ a ``reason`` and ``duplicate_of`` (the id of the kept document; for an exact cop
 document with the same normalised text). Output files and ``stats.json`` are byte-identical for every
 executor and worker count.
 
-LSH bands and rows default to the split that best separates ``threshold − 0.1`` (so pairs at the
-threshold are found with high probability); the signature check then removes false candidates.
+LSH bands and rows default to the split that best separates ``threshold − lsh_margin`` (0.2), so
+pairs at the threshold become candidates with high probability (18×7 bands for t = 0.8 and 128
+permutations: 98.6 % at Jaccard 0.8, 13 % at 0.5); the signature check then removes the false ones.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class DedupSettings:
     seed: int = 0
     scheme: str = "oph"  # "oph" (one-permutation, fast) or "classic" (num_perm hash functions)
     verify: bool = True  # check LSH candidates on the signatures
+    lsh_margin: float = 0.2  # bands/rows are tuned for threshold - margin (recall), verification keeps precision
     batch_chars: int = 2_000_000  # characters hashed per vectorized batch
     max_bytes: int = 256 * 1024 * 1024  # output shard size
 
@@ -72,7 +74,7 @@ class DedupSettings:
         elif self.bands:
             b, r = self.bands, self.num_perm // self.bands
         else:
-            b, r = lsh_params(max(0.05, self.threshold - 0.1), self.num_perm)
+            b, r = lsh_params(max(0.05, self.threshold - self.lsh_margin), self.num_perm)
         if b * r > self.num_perm:
             raise KamadoError(f"bands*rows = {b}*{r} exceeds num_perm = {self.num_perm}")
         return LshSpec(self.num_perm, b, r, self.threshold, self.ngram, self.seed, self.scheme)
