@@ -245,7 +245,8 @@ class RepeatedLines(Cleaner):
         if frequent is None or len(frequent) == 0:
             return text
         h, _, lengths = line_hashes(text)
-        drop = np.isin(h, frequent) & (lengths >= self.p.min_chars)
+        idx = np.minimum(np.searchsorted(frequent, h), len(frequent) - 1)  # frequent is sorted
+        drop = (frequent[idx] == h) & (lengths >= self.p.min_chars)
         if not drop.any():
             return text
         lines = text.split("\n")

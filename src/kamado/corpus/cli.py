@@ -14,7 +14,8 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command("clean")
 def clean(
-    inputs: Annotated[list[Path], typer.Argument(help="Shard files or folders (.jsonl[.gz|.zst], .parquet, .txt, WET).")],
+    inputs: Annotated[list[str], typer.Argument(help="Shard files or folders (.jsonl[.gz|.zst], .parquet, .txt, WET), "
+                                                "or data-set names from `kamado data list` (e.g. aozora, mc4-ja-labeled).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: kept/, rejected/, errors.jsonl, stats.json.")],
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="Filter chain: default (ja+en), default-ja, default-en, "
                                         "or a chain YAML such as recipes/corpus/default-ja.yaml.")] = "default",
@@ -40,18 +41,21 @@ def clean(
     --workers.
 
     Examples:
-      kamado corpus clean ../shared/data/ja_web_noisy --out runs/clean-web
+      kamado corpus clean aozora ja-wikipedia mc4-ja-labeled fineweb2-ja --out runs/clean-ja
+      kamado corpus clean ../shared/data/ja_web_noisy/mc4ja_paragraphs_labeled.jsonl --out runs/clean-web
       kamado corpus clean web/*.jsonl.gz --out runs/clean --recipe recipes/corpus/default-ja.yaml --workers 4
       kamado corpus clean crawl/ --out runs/clean --executor ray --ray-address auto
     """
     from kamado.corpus.config import load_chain
     from kamado.corpus.executors import clean as run_clean
     from kamado.corpus.executors import print_summary
-    from kamado.registry import default_data_root
+    from kamado.registry import default_data_root, resolve
 
     chain, base = load_chain(recipe, Path.cwd())
-    stats = run_clean(inputs, out, chain, executor=executor, workers=workers, ray_address=ray_address,
-                      data_root=data_root or default_data_root(), base_dir=base, source=source, max_docs=max_docs,
+    root = data_root or default_data_root()
+    paths = [Path(x) if Path(x).exists() else resolve(x, root) for x in inputs]
+    stats = run_clean(paths, out, chain, executor=executor, workers=workers, ray_address=ray_address,
+                      data_root=root, base_dir=base, source=source, max_docs=max_docs,
                       shard_bytes=shard_mb << 20, text_doc_bytes=text_doc_kb * 1000, overwrite=overwrite)
     print_summary(stats, out)
 

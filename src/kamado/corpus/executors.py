@@ -277,7 +277,7 @@ def _finalize(out: Path, tasks: list[dict], chain: ChainConfig, executor: str, w
                  "docs_out": totals["input"] - totals["errors"], "rejected": 0, "errors": totals["errors"],
                  "chars_in": totals["chars_in"], "chars_removed": 0,
                  "seconds": round(sum(float(s["read_seconds"]) for s in shards), 3), "reasons": {}}
-    cpu = sum(float(s["seconds"]) for s in shards)
+    cpu = sum(float(s.get("cpu_seconds", s["seconds"])) for s in shards)
     stats = {
         **{k: totals[k] for k in ("input", "kept", "rejected", "errors")},
         "chars_in": totals["chars_in"], "chars_kept": totals["chars_kept"], "bytes_in": totals["bytes"],
@@ -313,4 +313,5 @@ def print_summary(stats: dict, out: Path) -> None:
                                                   "seconds", "top reasons"], summary_rows(stats)))
     console.print(f"input {stats['input']:,} = kept {stats['kept']:,} + rejected {stats['rejected']:,} + "
                   f"errors {stats['errors']:,}   ({stats['text_bytes_in'] / 1e6:.1f} MB of text, "
-                  f"{stats['wall_seconds']:.1f}s wall, {stats['mb_per_s_per_process'] or 0:.2f} MB/s per process)")
+                  f"{stats['wall_seconds']:.1f}s wall, {stats['mb_per_s_per_process'] or 0:.2f} MB/s per CPU second "
+                  "of a worker)")

@@ -242,6 +242,7 @@ def clean_shard_task(task: dict) -> dict:
     out = Path(task["out"])
     idx = task["index"]
     t_start = time.perf_counter()
+    cpu_start = time.process_time()
     chain, pipe = _pipeline_for(task)
     assert isinstance(pipe, Pipeline)
     prefix = f"part-{idx:05d}"
@@ -288,6 +289,7 @@ def clean_shard_task(task: dict) -> dict:
         "rejected": n_rej, "errors": n_err, "chars_in": chars_in, "chars_kept": chars_kept, "text_bytes": text_bytes,
         "bytes": os.path.getsize(task["path"]), "read_seconds": round(t_read, 4),
         "seconds": round(time.perf_counter() - t_start, 4),
+        "cpu_seconds": round(time.process_time() - cpu_start, 4),
         "kept_files": [p.name for p in kept_paths], "rejected_files": [p.name for p in rej_paths],
         "steps": [s.to_json() for s in pipe.stats],
     }
