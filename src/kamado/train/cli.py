@@ -17,8 +17,8 @@ def pretrain(
     nproc: Annotated[int | None, typer.Option("--nproc", help="Data-parallel ranks (torchrun + FSDP2).")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", help="Take the settings from this recipe's "
                                                 "pretrain section.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a pretrain setting: "
-                                                   "train.lr… e.g. train.batch_size=16.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a pretrain setting, e.g. "
+                                                   "train.batch_size=16, model.overrides.num_hidden_layers=2.")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="fp32, bf16, bf16-autocast, bf16-pure.")] = None,
     compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the latest complete "

@@ -322,7 +322,7 @@ def train(
             fpt -= 2.0 * (mf.non_embedding - min(mf.non_embedding, n_trainable))
     else:
         fpt = 6.0 * n_params
-    peak, peak_how = device_peak(cfg.precision, d.device, cache_dir)
+    peak, peak_how = device_peak(cfg.precision, d.device)  # one user-wide cache: the same peak for every run
 
     sinks = make_sinks(out_dir, resume_step=start if resumed_from is not None else None,
                        tensorboard=getattr(cfg, "tensorboard", False), wandb=getattr(cfg, "wandb", None),
