@@ -95,18 +95,20 @@ def _exact_hashes(texts: list[str]) -> np.ndarray:
 
 
 def sketch_shard(idx: int, path: str, work: str, settings: dict) -> dict:
-    """Phase 1 for one shard: ids, exact hashes, signatures and band hashes spilled under ``work``."""
+    """Phase 1 for one shard, streamed batch by batch to files under ``work`` (memory stays flat):
+    ``sNNNNN.ids.jsonl``, ``.exact.npy`` (uint64[n, 2]), ``.has.npy``, ``.sig.u32`` (raw
+    uint32[n, num_perm]) and one ``.bandBBB.u64`` file per LSH band (raw uint64[n])."""
     s = DedupSettings(**settings)
     spec = s.lsh()
     base = Path(work) / f"s{idx:05d}"
-    ids: list[str] = []
     errors: list[dict] = []
     exact_parts: list[np.ndarray] = []
-    sig_parts: list[np.ndarray] = []
     has_parts: list[np.ndarray] = []
     batch: list[str] = []
-    chars = 0
-    nbytes = 0
+    chars = nbytes = n = 0
+    ids_f = open(f"{base}.ids.jsonl", "w", encoding="utf-8")
+    sig_f = open(f"{base}.sig.u32", "wb") if s.near else None
+    band_f = [open(f"{base}.band{j:03d}.u64", "wb") for j in range(spec.bands)] if s.near else []
 
     def flush() -> None:
         nonlocal batch, chars
@@ -115,33 +117,41 @@ def sketch_shard(idx: int, path: str, work: str, settings: dict) -> dict:
         exact_parts.append(_exact_hashes(batch))
         if s.near:
             sig, has = signatures(batch, spec.num_perm, spec.ngram, spec.seed, spec.scheme)
-            sig_parts.append(sig)
             has_parts.append(has)
+            assert sig_f is not None
+            sig_f.write(sig.tobytes())
+            bh = band_hashes(sig, spec.bands, spec.rows)
+            for j, f in enumerate(band_f):
+                f.write(np.ascontiguousarray(bh[:, j]).tobytes())
         batch, chars = [], 0
 
-    for rec in read_shard(Path(path)):
-        if isinstance(rec, ReadError):
-            errors.append(rec.to_json())
-            continue
-        ids.append(rec.id)
-        nbytes += len(rec.text.encode("utf-8"))
-        t = normalize(rec.text)
-        batch.append(t)
-        chars += len(t)
-        if chars >= s.batch_chars:
-            flush()
-    flush()
-    n = len(ids)
-    with open(f"{base}.ids.jsonl", "w", encoding="utf-8") as f:
-        for i in ids:
-            f.write(json.dumps(i, ensure_ascii=False) + "\n")
+    try:
+        for rec in read_shard(Path(path)):
+            if isinstance(rec, ReadError):
+                errors.append(rec.to_json())
+                continue
+            ids_f.write(json.dumps(rec.id, ensure_ascii=False) + "\n")
+            n += 1
+            nbytes += len(rec.text.encode("utf-8"))
+            t = normalize(rec.text)
+            batch.append(t)
+            chars += len(t)
+            if chars >= s.batch_chars:
+                flush()
+        flush()
+    finally:
+        for f in [ids_f, *([sig_f] if sig_f else []), *band_f]:
+            f.close()
     np.save(f"{base}.exact.npy", np.concatenate(exact_parts) if exact_parts else np.zeros((0, 2), np.uint64))
-    if s.near:
-        sig = np.concatenate(sig_parts) if sig_parts else np.zeros((0, spec.num_perm), np.uint32)
-        np.save(f"{base}.sig.npy", sig)
-        np.save(f"{base}.has.npy", np.concatenate(has_parts) if has_parts else np.zeros(0, bool))
-        np.save(f"{base}.bands.npy", np.ascontiguousarray(band_hashes(sig, spec.bands, spec.rows).T))
+    np.save(f"{base}.has.npy", np.concatenate(has_parts) if has_parts else np.zeros(0, bool))
     return {"docs": n, "errors": errors, "bytes": nbytes}
+
+
+def _raw(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+    """A read-only memory map of a raw array file (an empty array for zero rows)."""
+    if shape[0] == 0:
+        return np.zeros(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,9 +176,10 @@ def _exact_groups(exact: np.ndarray) -> np.ndarray:
 class _Signatures:
     """Random access to the spilled signatures by global ordinal (memory-mapped, shard by shard)."""
 
-    def __init__(self, work: Path, offsets: np.ndarray) -> None:
+    def __init__(self, work: Path, offsets: np.ndarray, num_perm: int) -> None:
         self.offsets = offsets
-        self.maps = [np.load(work / f"s{i:05d}.sig.npy", mmap_mode="r") for i in range(len(offsets) - 1)]
+        self.maps = [_raw(work / f"s{i:05d}.sig.u32", np.uint32, (int(offsets[i + 1] - offsets[i]), num_perm))
+                     for i in range(len(offsets) - 1)]
 
     def rows(self, ords: np.ndarray) -> np.ndarray:
         shard = np.searchsorted(self.offsets, ords, side="right") - 1
@@ -353,10 +364,13 @@ def _run(shards: list[Path], work: Path, out: Path, settings: dict, s: DedupSett
              if shards else np.zeros((0, 2), np.uint64))
     if s.near and n:
         has = np.concatenate([np.load(work / f"s{i:05d}.has.npy") for i in range(len(shards))])
-        band_maps = [np.load(work / f"s{i:05d}.bands.npy", mmap_mode="r") for i in range(len(shards))]
-        sigs = _Signatures(work, offsets)
-        res = cluster(exact, has, lambda j: np.concatenate([np.asarray(m[j]) for m in band_maps]),
-                      sigs.rows, s)
+        sigs = _Signatures(work, offsets, s.num_perm)
+
+        def band(j: int) -> np.ndarray:
+            return np.concatenate([np.asarray(_raw(work / f"s{i:05d}.band{j:03d}.u64", np.uint64,
+                                                   (int(docs[i]),))) for i in range(len(shards))])
+
+        res = cluster(exact, has, band, sigs.rows, s)
     else:
         res = cluster(exact, None, None, None, s)
     code, dup_of, cands, links = res["code"], res["dup_of"], res["candidates"], res["links"]
