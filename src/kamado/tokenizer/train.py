@@ -194,15 +194,17 @@ def train_tokenizer(specs: list[InputSpec], cfg: TokenizerConfig, out: Path, see
     export_hf(model, out, info)
     stats = measure(out, sample.heldout) if sample.heldout else {}
     t3 = time.perf_counter()
-    counts: dict[str, Any] = {"vocab_size": cfg.vocab_size, "model_type": cfg.model_type,
-                              "sample_chars": sum(sample.chars.values()), "sample_lines": len(sample.lines)}
-    for lang, st in sorted(stats.items()):
+    counts: dict[str, Any] = {"vocab_size": cfg.vocab_size}
+    for lang, st in sorted(stats.items(), key=lambda x: (x[0] != "ja", x[0])):
         counts[f"chars_per_token_{lang}"] = round(st["chars_per_token"], 4)
+    counts |= {"train_s": round(t2 - t1, 2), "model_type": cfg.model_type,
+               "sample_chars": sum(sample.chars.values()), "sample_lines": len(sample.lines)}
+    for lang, st in sorted(stats.items()):
         counts[f"byte_fallback_rate_{lang}"] = round(st["byte_fallback_rate"], 6)
         counts[f"unk_rate_{lang}"] = round(st["unk_rate"], 6)
         counts[f"heldout_chars_{lang}"] = st["chars"]
-    counts |= {"read_errors": sample.errors, "sample_s": round(t1 - t0, 2), "train_s": round(t2 - t1, 2),
-               "stats_s": round(t3 - t2, 2), "sp_model": "tokenizer.model",
+    counts |= {"read_errors": sample.errors, "sample_s": round(t1 - t0, 2), "stats_s": round(t3 - t2, 2),
+               "sp_model": "tokenizer.model",
                "sources": {s: {"lang": sample.langs.get(s), "weight": round(sample.weights[s], 6),
                                "sample_chars": sample.chars.get(s, 0), "available_chars": sample.available[s]}
                            for s in sample.available}}
