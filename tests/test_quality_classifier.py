@@ -30,6 +30,7 @@ def test_folds_keep_near_duplicates_together(labelled: tuple[list[str], np.ndarr
     assert set(np.bincount(fold, minlength=4)) and np.bincount(fold).min() > 50
 
 
+@pytest.mark.slow
 def test_cross_validated_classifier_beats_chance(labelled: tuple[list[str], np.ndarray]) -> None:
     texts, labels = labelled
     cfg = Q.ClassifierConfig(epochs=4)
