@@ -21,6 +21,11 @@ a ``reason`` and ``duplicate_of`` (the id of the kept document; for an exact cop
 document with the same normalised text). Output files and ``stats.json`` are byte-identical for every
 executor and worker count.
 
+Executors: ``local`` runs the per-shard tasks in a process pool of ``workers`` (in-process for one);
+``ray`` runs them as Ray tasks on a local cluster (``num_cpus=workers``) or on the cluster at
+``ray_address`` / ``$RAY_ADDRESS``. Across machines the input shards and ``OUT`` must be on storage
+every node sees (the tasks write their spill files and output shards there).
+
 LSH bands and rows default to the split that best separates ``threshold − lsh_margin`` (0.2), so
 pairs at the threshold become candidates with high probability (18×7 bands for t = 0.8 and 128
 permutations: 98.6 % at Jaccard 0.8, 13 % at 0.5); the signature check then removes the false ones.
