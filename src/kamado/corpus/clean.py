@@ -59,7 +59,7 @@ class Pii(Cleaner):
         self.rules = []
         for pat, action, mask, need in ((EMAIL, params.email, params.email_mask, _has_at),
                                         (URL, params.url, params.url_mask, _has_url),
-                                        (PHONE, params.phone, params.phone_mask, _always)):
+                                        (PHONE, params.phone, params.phone_mask, _has_phone_hint)):
             if action != "keep":
                 self.rules.append((pat, mask if action == "mask" else "", need))
 
@@ -70,8 +70,11 @@ class Pii(Cleaner):
         return text
 
 
-def _always(text: str) -> bool:
-    return True
+_PHONE_HINT = re.compile(r"0[-\d ()]{6,16}")  # a literal first character: scans at memchr speed
+
+
+def _has_phone_hint(text: str) -> bool:
+    return "+81" in text or _PHONE_HINT.search(text) is not None
 
 
 def _has_at(text: str) -> bool:

@@ -69,10 +69,11 @@ BOILERPLATE_JA: dict[str, Any] = {
 
 STEPS_JA: list[dict[str, Any]] = [
     {"type": "length", "name": "too_long", "max_chars": 1_000_000},
-    {"type": "normalize"},
-    # lines seen in more than max_docs documents of the whole corpus (counted in a first pass over
-    # everything, after the steps before this one: keep it early so that pass stays cheap)
+    # lines seen in more than max_docs documents of the whole corpus, compared exactly as crawled
+    # (counted in a first pass over everything, after the steps before this one: keeping it first
+    # makes that pass nearly free)
     {"type": "repeated_lines", "max_docs": 10, "min_chars": 5},
+    {"type": "normalize"},
     {"type": "aozora_markup"},
     {"type": "pii", "email": "mask", "url": "remove", "phone": "mask"},
     BOILERPLATE_JA,
@@ -108,8 +109,8 @@ BOILERPLATE_EN: dict[str, Any] = {
 
 STEPS_EN: list[dict[str, Any]] = [
     {"type": "length", "name": "too_long", "max_chars": 1_000_000},
-    {"type": "normalize"},
     {"type": "repeated_lines", "max_docs": 10, "min_chars": 10},
+    {"type": "normalize"},
     {"type": "pii", "email": "mask", "url": "remove", "phone": "mask"},
     BOILERPLATE_EN,
     {"type": "length", "min_chars": 200, "max_chars": 500_000},

@@ -164,7 +164,9 @@ class Sentences(Filter):
         seg = np.diff(np.concatenate(([-1], stops, [c.size]))) - 1
         seg = seg[seg > 0]
         lens = seg.tolist() if seg.size < 64 else None
-        n_lines, ell = _ellipsis_lines(a)
+        lines = a.nonempty_lines
+        n_lines = len(lines)
+        ell = sum(1 for ln in lines if ln.endswith(_ELLIPSES))
         kuten = text.count("。")
         n_sent = int(seg.size)
         avg = float(seg.sum()) / max(n_sent, 1) if lens is None else sum(lens) / max(n_sent, 1)
@@ -364,8 +366,7 @@ class Repetition(Filter):
 
     def measure(self, a: Analysis, doc: Any) -> dict[str, Any]:
         p = self.p
-        lines = [ln.strip() for ln in a.nonempty_lines]
-        dl, dlc = _dup_fraction(lines)
+        dl, dlc = _dup_fraction(a.nonempty_lines)
         if "\n\n" in a.text or "\n \n" in a.text:
             dp, dpc = _dup_fraction([x.strip() for x in _PARA.split(a.text) if x.strip()])
         else:
@@ -409,43 +410,7 @@ class Repetition(Filter):
 
 # -------------------------------------------------------------------------------------------- symbols
 _BULLETS = ("•", "・", "●", "○", "◆", "◇", "■", "□", "★", "☆", "▶", "►", "▼", "→", "-", "*", "※", "◎", "✓", "·")
-_BULLET_CPS = np.array(sorted(ord(b) for b in _BULLETS), dtype=np.uint32)
-
-
-def _first_nonspace(a: Analysis, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """The first non-space character of each (non-empty) line: one skip of leading spaces, vectorized."""
-    c, cls = a.cps, a.classes
-    if starts.size == 0:
-        return np.zeros(0, dtype=np.uint32)
-    pos = starts.copy()
-    for _ in range(4):  # normalized text has no leading spaces; a few steps cover odd inputs
-        sp = (pos < ends) & (cls[np.minimum(pos, c.size - 1)] == ja.SPACE)
-        if not sp.any():
-            break
-        pos = pos + sp
-    return c[np.minimum(pos, c.size - 1)]
-
-
-def _ellipsis_lines(a: Analysis) -> tuple[int, int]:
-    """(non-empty lines, lines whose last non-space characters are … ‥ or ...)."""
-    starts, ends, nonempty = a.line_spans
-    e = ends[nonempty]
-    if e.size == 0:
-        return 0, 0
-    c, cls = a.cps, a.classes
-    pos = e - 1
-    for _ in range(4):  # skip trailing spaces
-        sp = (pos > 0) & (cls[pos] == ja.SPACE)
-        if not sp.any():
-            break
-        pos = pos - sp
-    last = c[pos]
-    ell = (last == 0x2026) | (last == 0x2025)
-    dots = (last == 0x2E) & (pos >= 2)
-    if dots.any():
-        p2 = np.maximum(pos - 2, 0)
-        ell |= dots & (c[np.maximum(pos - 1, 0)] == 0x2E) & (c[p2] == 0x2E)
-    return int(e.size), int(ell.sum())
+_ELLIPSES = ("…", "...", "‥")
 
 
 class SymbolParams(StepParams):
@@ -466,11 +431,10 @@ class Symbols(Filter):
         n = max(a.n_nonspace, 1)
         he = a.text.count("#") + a.text.count("…") + a.text.count("...")
         per = len(a.words) if self.p.unit == "word" else n / 10
-        starts, ends, nonempty = a.line_spans
-        first = _first_nonspace(a, starts[nonempty], ends[nonempty])
-        bullets = int(np.isin(first, _BULLET_CPS).sum())
+        lines = a.nonempty_lines
+        bullets = sum(1 for ln in lines if ln.startswith(_BULLETS))
         return {"symbols": round(int(c[ja.SYMBOL]) / n, 4), "hash_ellipsis": round(he / max(per, 1), 4),
-                "bullet_lines": round(bullets / max(int(nonempty.sum()), 1), 4)}
+                "bullet_lines": round(bullets / max(len(lines), 1), 4)}
 
     def decide(self, m: dict[str, Any]) -> str | None:
         p = self.p
@@ -504,20 +468,16 @@ def _key2(c0: int, c1: int) -> int:
     return ((c0 << 16) | c1) & 0xFFFFFFFF
 
 
-def _key3(c0: int, c1: int, c2: int) -> int:
-    return ((c0 * 0x01000193) ^ (c1 << 11) ^ (c2 * 0x2545F491)) & 0xFFFFFFFF
-
-
 # Every matcher of a process owns one bit in these shared tables, so one gather per text serves all the
 # NG-word steps of a chain (each then extracts its own bit).
 _SHARED_T2 = np.zeros(1 << _BITS, dtype=np.uint8)
-_SHARED_T3 = np.zeros(1 << _BITS, dtype=np.uint8)
 _SHARED_T1 = np.zeros(0x10000, dtype=np.uint8)
 _SHARED_BITS = [0]
 
 
 class _Lowered:
-    """The lower-cased text, its code points and hashed 2-/3-character prefix slots (shared by matchers)."""
+    """A text's code points with ASCII case folded and the hashed slot of every bigram (shared by the
+    NG-word matchers of a chain; matches are verified against the original text)."""
 
     _mask: np.ndarray | None = None
     _mask1: np.ndarray | None = None
@@ -525,12 +485,7 @@ class _Lowered:
     def masks(self) -> tuple[np.ndarray, np.ndarray]:
         """Per position: the bits of the matchers whose words may start there (2+ chars / 1 char)."""
         if self._mask is None:
-            m = np.zeros(self.cps.size, dtype=np.uint8)
-            if self.slot2.size:
-                m[: self.slot2.size] |= _SHARED_T2[self.slot2]
-            if self.slot3.size:
-                m[: self.slot3.size] |= _SHARED_T3[self.slot3]
-            self._mask = m
+            self._mask = _SHARED_T2[self.slot2]  # positions < L - 1: matchers with words starting so
             self._mask1 = _SHARED_T1[self.cps]
         assert self._mask1 is not None
         return self._mask, self._mask1
@@ -544,16 +499,29 @@ class _Lowered:
         c = c + (upper.astype(np.uint32) << np.uint32(5))  # folded to a-z for the prefix keys
         self.cps = c
         self.slot2 = _slots((c[:-1] << np.uint32(16)) | c[1:]) if c.size >= 2 else np.zeros(0, np.uint32)
-        if c.size >= 3:
-            k3 = (c[:-2] * np.uint32(0x01000193)) ^ (c[1:-1] << np.uint32(11)) ^ (c[2:] * np.uint32(0x2545F491))
-            self.slot3 = _slots(k3)
-        else:
-            self.slot3 = np.zeros(0, np.uint32)
+
+
+def _exact2(c0: np.ndarray | int, c1: np.ndarray | int) -> Any:
+    return (c0 << 16) | c1 if isinstance(c0, int) else (c0.astype(np.uint64) << np.uint64(16)) | c1
+
+
+def _exact3(c0: np.ndarray | int, c1: np.ndarray | int, c2: np.ndarray | int) -> Any:
+    if isinstance(c0, int):
+        return (c0 << 32) | (c1 << 16) | c2
+    return (c0.astype(np.uint64) << np.uint64(32)) | (c1.astype(np.uint64) << np.uint64(16)) | c2
+
+
+def _in_sorted(x: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    if sorted_keys.size == 0:
+        return np.zeros(x.size, dtype=bool)
+    i = np.minimum(np.searchsorted(sorted_keys, x), sorted_keys.size - 1)
+    return sorted_keys[i] == x
 
 
 class WordMatcher:
-    """Find list words in a text fast: numpy flags the positions whose first two or three characters
-    begin some word (hashed prefix tables), and only those few positions are checked in Python.
+    """Find list words in a text fast: numpy flags the positions whose first two characters may begin
+    some word (a hashed bigram table, one gather shared by all matchers), checks the 2-/3-character
+    prefixes there exactly (vectorized), and only the few real prefix hits are verified in Python.
 
     Katakana words match only when not touching other katakana (アス is not found in アスパラガス),
     Latin words only at word boundaries; matching is case-insensitive.
@@ -561,11 +529,10 @@ class WordMatcher:
 
     def __init__(self, words: list[str], katakana_boundary: bool = True) -> None:
         self.single: dict[str, list[str]] = {}
-        self.by2: dict[int, list[str]] = {}
-        self.by3: dict[int, list[str]] = {}
+        self.by2: dict[int, list[str]] = {}  # exact 2-character key -> the 2-character word
+        self.by3: dict[int, list[str]] = {}  # exact 3-character prefix key -> words, longest first
         self.info: dict[str, tuple[bool, bool, bool, bool]] = {}
         t2 = np.zeros(1 << _BITS, dtype=bool)
-        t3 = np.zeros(1 << _BITS, dtype=bool)
         single = np.zeros(0x10000, dtype=bool)
         for w in words:
             if not w or any(ord(ch) >= 0x10000 for ch in w[:3]):
@@ -573,21 +540,22 @@ class WordMatcher:
             kb = katakana_boundary
             self.info[w] = (kb and ja.is_katakana(w[0]), kb and ja.is_katakana(w[-1]),
                             ja.is_word_char(w[0]), ja.is_word_char(w[-1]))
+            o = [ord(ch) for ch in w[:3]]
             if len(w) == 1:
-                single[ord(w)] = True
+                single[o[0]] = True
                 self.single.setdefault(w, []).append(w)
             elif len(w) == 2:
-                k = _key2(ord(w[0]), ord(w[1]))
-                self.by2.setdefault(k, []).append(w)
-                t2[int(_slots(np.array([k], np.uint32))[0])] = True
+                self.by2.setdefault(_exact2(o[0], o[1]), []).append(w)
+                t2[int(_slots(np.array([_key2(o[0], o[1])], np.uint32))[0])] = True
             else:
-                k = _key3(ord(w[0]), ord(w[1]), ord(w[2]))
-                self.by3.setdefault(k, []).append(w)
-                t3[int(_slots(np.array([k], np.uint32))[0])] = True
+                self.by3.setdefault(_exact3(o[0], o[1], o[2]), []).append(w)
+                t2[int(_slots(np.array([_key2(o[0], o[1])], np.uint32))[0])] = True  # first bigram
         for d in (self.by2, self.by3):
             for lst in d.values():
                 lst.sort(key=len, reverse=True)
-        self.t2, self.t3, self.t1 = t2, t3, single
+        self.keys2 = np.array(sorted(self.by2), dtype=np.uint64)
+        self.keys3 = np.array(sorted(self.by3), dtype=np.uint64)
+        self.t2, self.t1 = t2, single
         self.empty = not self.info
         self.cased = frozenset(w for w in self.info if w.upper() != w)  # words with letters that have case
         self.bit = 0
@@ -595,8 +563,15 @@ class WordMatcher:
             self.bit = np.uint8(1 << _SHARED_BITS[0])
             _SHARED_BITS[0] += 1
             _SHARED_T2[t2] |= self.bit
-            _SHARED_T3[t3] |= self.bit
             _SHARED_T1[single] |= self.bit
+
+    def _positions(self, lw: _Lowered) -> tuple[np.ndarray, np.ndarray]:
+        """Positions that may start a 2+/1-character word of this matcher (a superset)."""
+        if self.bit:
+            m2, m1 = lw.masks()
+            return np.flatnonzero(m2 & self.bit), (np.flatnonzero(m1 & self.bit) if self.single else m1[:0])
+        ones = np.flatnonzero(self.t1[lw.cps]) if self.single else np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(self.t2[lw.slot2]), ones
 
     def find(self, text: str, cps: np.ndarray | None = None, lowered: _Lowered | None = None) -> list[tuple[int, int]]:
         """(start, end exclusive) of every accepted match (the longest accepted word per position)."""
@@ -604,39 +579,23 @@ class WordMatcher:
             return []
         lw = lowered or _Lowered(text, cps)
         text, c = lw.text, lw.cps
+        idx, ones = self._positions(lw)
         cand: dict[int, list[str]] = {}
-        if self.bit:  # shared tables: one gather for all matchers, then this matcher's bit
-            m2, m1 = lw.masks()
-            idx = np.flatnonzero(m2 & self.bit)
-            if idx.size:
-                cp = np.append(c, np.zeros(2, dtype=c.dtype))  # room for the 3-character key at the end
-                c0, c1, c2 = cp[idx], cp[idx + 1], cp[idx + 2]
-                k2 = ((c0 << np.uint32(16)) | c1).tolist()
-                k3 = ((c0 * np.uint32(0x01000193)) ^ (c1 << np.uint32(11)) ^ (c2 * np.uint32(0x2545F491))).tolist()
-                by2, by3 = self.by2, self.by3
-                for i, a2, a3 in zip(idx.tolist(), k2, k3, strict=True):
-                    lst = by3.get(a3)
-                    if lst:
-                        cand[i] = list(lst)
-                    lst = by2.get(a2)
-                    if lst:
-                        cand.setdefault(i, []).extend(lst)
-            if self.single:
-                for i in np.flatnonzero(m1 & self.bit).tolist():
-                    cand.setdefault(i, []).extend(self.single.get(text[i].lower(), []))
-        elif self.by3 and lw.slot3.size:
-            for i in np.flatnonzero(self.t3[lw.slot3]).tolist():
-                lst = self.by3.get(_key3(int(c[i]), int(c[i + 1]), int(c[i + 2])))
-                if lst:
-                    cand[i] = list(lst)
-        if not self.bit and self.by2 and lw.slot2.size:
-            for i in np.flatnonzero(self.t2[lw.slot2]).tolist():
-                lst = self.by2.get(_key2(int(c[i]), int(c[i + 1])))
-                if lst:
-                    cand.setdefault(i, []).extend(lst)
-        if not self.bit and self.single:
-            for i in np.flatnonzero(self.t1[c]).tolist():
-                cand.setdefault(i, []).extend(self.single.get(text[i].lower(), []))
+        if idx.size:
+            cp = np.append(c, np.zeros(2, dtype=c.dtype))  # room for a 3-character key at the end
+            c0, c1, c2 = cp[idx], cp[idx + 1], cp[idx + 2]
+            k2, k3 = _exact2(c0, c1), _exact3(c0, c1, c2)
+            ok2, ok3 = _in_sorted(k2, self.keys2), _in_sorted(k3, self.keys3)
+            keep = ok2 | ok3
+            by2, by3 = self.by2, self.by3
+            for i, a2, a3, g2, g3 in zip(idx[keep].tolist(), k2[keep].tolist(), k3[keep].tolist(),
+                                         ok2[keep].tolist(), ok3[keep].tolist(), strict=True):
+                lst = list(by3[a3]) if g3 else []
+                if g2:
+                    lst += by2[a2]
+                cand[i] = lst
+        for i in ones.tolist():
+            cand.setdefault(i, []).extend(self.single.get(text[i].lower(), []))
         out: list[tuple[int, int]] = []
         n = len(text)
         cased = self.cased
@@ -645,7 +604,7 @@ class WordMatcher:
                 if w in cased:
                     if text[i:i + len(w)].lower() != w:
                         continue
-                elif not text.startswith(w, i):
+                elif len(w) > 2 and not text.startswith(w, i):
                     continue
                 end = i + len(w)
                 kata_s, kata_e, word_s, word_e = self.info[w]

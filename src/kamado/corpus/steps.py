@@ -61,18 +61,8 @@ class Analysis:
 
     @cached_property
     def nonempty_lines(self) -> list[str]:
-        return [ln for ln in self.lines if ln.strip()]
-
-    @cached_property
-    def line_spans(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(starts, ends, non-empty mask) of the lines, from the code points (no Python loop)."""
-        c = self.cps
-        nl = np.flatnonzero(c == 10)
-        starts = np.concatenate(([0], nl + 1))
-        ends = np.concatenate((nl, [c.size]))
-        nonspace = np.zeros(c.size + 1, dtype=np.int64)
-        np.cumsum(self.classes != ja.SPACE, out=nonspace[1:])
-        return starts, ends, (nonspace[ends] - nonspace[starts]) > 0
+        """Lines with edge whitespace removed, empty ones dropped (normalized text has none to strip)."""
+        return [s for ln in self.lines if (s := ln.strip())]
 
     @cached_property
     def words(self) -> list[str]:
