@@ -205,7 +205,9 @@ def main() -> None:
     if not args.no_datatrove:
         dt, note = make_datatrove()
         contenders["datatrove Gopher+C4+FineWeb"] = dt
-    warm = [d for d in docs[:50] if len(d) < 20_000][:10] + ["This is an English text, to load the detector."]
+    warm = [d for d in docs[:50] if len(d) < 20_000][:10]
+    warm += ["This English paragraph makes kamado load its language detector before timing starts. " * 5,
+             "北京是中国的首都，也是政治和文化中心。" * 10]
     for fn in contenders.values():  # one-time setup (dictionaries, models) is not timed
         fn(warm)
     names = list(contenders)

@@ -374,7 +374,8 @@ class Repetition(Filter):
         m: dict[str, Any] = {"dup_lines": round(dl, 4), "dup_line_chars": round(dlc, 4),
                              "dup_paragraphs": round(dp, 4), "dup_paragraph_chars": round(dpc, 4)}
         if p.unit == "char":
-            ids = a.cps[a.classes != ja.SPACE][: p.max_units].astype(np.uint64)
+            head = slice(0, 2 * p.max_units)  # spaces are few: no need to mask the whole document
+            ids = a.cps[head][a.classes[head] != ja.SPACE][: p.max_units].astype(np.uint64)
             weights = None
         else:
             words = a.words[: p.max_units]
