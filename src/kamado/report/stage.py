@@ -314,11 +314,15 @@ def pretrain_section(run: Run) -> str:
             (_num(r.get("mfu")) or float("nan")) * mfu_scale for r in train[1:]])], ylabel="%"),
         Panel("gradient norm", [Series("grad norm", steps, [r.get("grad_norm") for r in train])], logy=True)]),
         "throughput and MFU")
-    mix = sorted({k for r in train for k in r if k.startswith("mix/") and _num(r.get(k)) is not None})
-    if mix:
-        body += H.img(panels_png([Panel("realised token share per source (mixture)",
-                                        [Series(k[4:], steps, [r.get(k) for r in train]) for k in mix],
-                                        ylabel="share", ylim=(0.0, 1.0))]), "mixture shares")
+    panels = []
+    for prefix, title in (("mix/", "cumulative token share per source"),
+                          ("mix_stage/", "token share within the current mixture stage")):
+        keys = sorted({k for r in train for k in r if k.startswith(prefix) and _num(r.get(k)) is not None})
+        if keys:
+            panels.append(Panel(title, [Series(k[len(prefix):], steps, [r.get(k) for r in train]) for k in keys],
+                                ylabel="share", ylim=(0.0, 1.0)))
+    if panels:
+        body += H.img(panels_png(panels), "mixture shares")
     return body
 
 
@@ -357,10 +361,18 @@ def tune_section(run: Run) -> str:
     return body
 
 
+BOOKKEEPING = ("n", "n_total", "shots", "seconds", "tokens", "chars", "examples", "limit")
+
+
+def _bookkeeping(metric: str) -> bool:
+    return metric in BOOKKEEPING or metric.startswith(("tokens_", "chars_", "n_"))
+
+
 def _metric_columns(models: dict[str, Any]) -> list[tuple[str, str]]:
+    """(task, metric) pairs with numeric values, in first-seen order (``n`` excluded)."""
     cols: list[tuple[str, str]] = []
     for tasks in models.values():
-        for task, mets in (tasks or {}).items():
+        for task, mets in (tasks or {}).items() if isinstance(tasks, dict) else []:
             for met, v in (mets or {}).items() if isinstance(mets, dict) else []:
                 if met != "n" and _num(v) is not None and (task, met) not in cols:
                     cols.append((task, met))
@@ -372,24 +384,41 @@ def _lower_better(metric: str) -> bool:
 
 
 def results_table(rows_by_model: dict[str, dict[str, Any]]) -> tuple[str, list[tuple[str, str]]]:
-    """Models × task/metric table, the best value per column in bold; plus the columns used."""
+    """One table per task (models × headline metrics, ``± stderr`` where given, best in bold), with the
+    bookkeeping numbers (token counts, seconds, shots) in a collapsed table; returns HTML and the
+    headline (task, metric) pairs."""
     cols = _metric_columns(rows_by_model)
     if not cols:
         return H.note("no numeric results"), []
-    headers = ["model"]
-    for task, met in cols:
-        ns = {(t.get(task) or {}).get("n") for t in rows_by_model.values() if isinstance(t.get(task), dict)}
-        ns.discard(None)
-        headers.append(f"{task} {met}" + (f" (n={', '.join(str(n) for n in sorted(ns))})" if ns else ""))
-    rows, bold = [], set()
-    for name, tasks in rows_by_model.items():
-        rows.append([name, *[(tasks.get(t) or {}).get(m) for t, m in cols]])
-    for j, (_, met) in enumerate(cols, 1):
-        vals = [(i, r[j]) for i, r in enumerate(rows) if _num(r[j]) is not None]
-        if len(vals) > 1:
-            best = (min if _lower_better(met) else max)(vals, key=lambda x: x[1])
-            bold.add((best[0], j))
-    return H.table(headers, rows, bold=bold), cols
+    tasks = list(dict.fromkeys(t for t, _ in cols))
+    html, shown = "", []
+    for task in tasks:
+        mets = [m for t, m in cols if t == task]
+        main = [m for m in mets if not m.endswith("_stderr") and not _bookkeeping(m)]
+        side = [m for m in mets if _bookkeeping(m)]
+        ns = sorted({str((t.get(task) or {}).get("n")) for t in rows_by_model.values()
+                     if isinstance(t.get(task), dict) and (t.get(task) or {}).get("n") is not None})
+        html += f"<h3>{H.esc(task)}" + (f" <span class=\"sub\">(n={', '.join(ns)})</span>" if ns else "") + "</h3>"
+        rows, bold = [], set()
+        for name, per in rows_by_model.items():
+            rec = per.get(task) if isinstance(per.get(task), dict) else {}
+            cells = []
+            for m in main:
+                v, se = rec.get(m), rec.get(f"{m}_stderr")
+                cells.append(f"{H.fmt(v)} ± {H.fmt(se)}" if _num(v) is not None and _num(se) is not None else v)
+            rows.append([name, *cells])
+        for j, m in enumerate(main, 1):
+            vals = [(i, (rows_by_model[n].get(task) or {}).get(m)) for i, n in enumerate(rows_by_model)]
+            vals = [(i, v) for i, v in vals if _num(v) is not None]
+            if len(vals) > 1:
+                bold.add(((min if _lower_better(m) else max)(vals, key=lambda x: x[1])[0], j))
+        html += H.table(["model", *main], rows, bold=bold)
+        if side:
+            html += H.details(f"{task}: counts and timings", H.table(
+                ["model", *side], [[n, *[(per.get(task) or {}).get(m) for m in side]]
+                                   for n, per in rows_by_model.items()]))
+        shown += [(task, m) for m in main]
+    return html, shown
 
 
 def eval_section(run: Run) -> str:
@@ -402,12 +431,12 @@ def eval_section(run: Run) -> str:
         return H.note("eval/results.json missing or without models")
     body, cols = results_table(models)
     body += "<p class=\"sub\">Bold: best model per column (lowest for perplexity/loss-like metrics).</p>"
-    shown = [(t, m, _lower_better(m)) for t, m in cols if "stderr" not in m][:16]
+    shown = [(t, m, _lower_better(m)) for t, m in cols][:16]
     values = {(t, m): [_num((models[n].get(t) or {}).get(m)) for n in models] for t, m, _ in shown}
     body += H.img(metric_bars_png(shown, list(models), values), "results per metric")
-    others = sorted(p.name for p in d.iterdir() if p.is_file() and p.name not in ("results.json", "manifest.json"))
+    others = sorted(p.name for p in d.iterdir() if p.name not in ("results.json", "manifest.json"))
     if others:
-        body += H.details("per-task detail files", H.pre("\n".join(others)))
+        body += H.details("other files of the eval stage", H.pre("\n".join(others)))
     return body
 
 

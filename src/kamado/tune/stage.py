@@ -149,7 +149,9 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
     tcfg = _train_config(cfg, method)
     if tcfg.seed is None:
         tcfg = tcfg.model_copy(update={"seed": seed})
-    micro = max(1, tcfg.batch_size // max(1, tcfg.grad_accum) // max(1, tcfg.nproc))
+    if tcfg.nproc > 1:
+        raise KamadoError("tune.train.nproc > 1: instruction tuning runs in one process (set nproc: 1)")
+    micro = max(1, tcfg.batch_size // max(1, tcfg.grad_accum))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     valid = valid_batches(data.valid[: cfg.max_valid_examples], micro, pad_id)
     val_before = evaluate_loss(model, valid) if valid else None
