@@ -145,6 +145,9 @@ def mixture_cmd(
             except json.JSONDecodeError:
                 continue
         real = realized(recs)
+        done = max((int(r["step"]) for r in recs if "mix_stage" in r and isinstance(r.get("step"), int)), default=0)
+        if real and done != tr.steps:
+            note += f" (the run logged {done:,} of the recipe's {tr.steps:,} steps)"
     cols = ["stage", "steps", "source", "lang", "plan share", "plan tokens", "epochs (cum.)"]
     if real:
         cols += ["real tokens", "real share", "Δ pp"]
