@@ -77,6 +77,14 @@ def test_clean_accounting_and_workers(tmp_path: Path, data_root: Path) -> None:
     rej = {json.loads(ln)["id"]: json.loads(ln) for t in _contents(tmp_path / "w1")["rejected"] for ln in t.split("\n") if ln}
     assert rej["huge"]["rejected_by"] == "too_long" and rej["empty"]["reason"].startswith("too_short")
     assert s1["kept"] > 100 and s1["rejected"] > 100
+    # re-tuning from stored measurements: a stricter hiragana floor rejects some kept documents
+    strict = tmp_path / "strict.yaml"
+    text = (ROOT / "recipes" / "corpus" / "default-ja.yaml").read_text(encoding="utf-8")
+    strict.write_text(text.replace("min_hiragana: 0.2", "min_hiragana: 0.35"), encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "kamado.cli", "corpus", "retune", str(tmp_path / "w1"), "--recipe",
+                        str(strict)], env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "│ script" in r.stderr + r.stdout
 
 
 def test_resume_redoes_only_unfinished_shards(tmp_path: Path, data_root: Path) -> None:

@@ -79,5 +79,48 @@ def inspect(
     show(folder, per_reason=per_reason, only=reason, chars=chars, seed=seed)
 
 
+@app.command("retune")
+def retune(
+    folder: Annotated[Path, typer.Argument(help="Output folder of `kamado corpus clean`.")],
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="The chain with new thresholds (same step names).")],
+) -> None:
+    """What new thresholds would change, decided from the measurements stored with each document
+    (nothing is recomputed or rewritten).
+
+    Examples:
+      kamado corpus retune runs/clean-web --recipe my-chain.yaml
+    """
+    from kamado.corpus.config import load_chain
+    from kamado.corpus.inspect import _iter
+    from kamado.corpus.pipeline import build_steps, redecide
+    from kamado.corpus.steps import Env
+    from kamado.ui import console, table
+
+    chain, base = load_chain(recipe, Path.cwd())
+    steps = build_steps(chain, Env(None, base))
+    if not (folder / "stats.json").is_file():
+        from kamado.config import KamadoError
+
+        raise KamadoError(f"{folder}: not an output folder of `kamado corpus clean` (no stats.json)")
+    newly: dict[str, int] = {}
+    freed = still = kept = 0
+    for rec in _iter(folder / "kept"):
+        kept += 1
+        by, _ = redecide(rec, chain, steps=steps)
+        if by is not None:
+            newly[by] = newly.get(by, 0) + 1
+    for rec in _iter(folder / "rejected"):
+        by, _ = redecide(rec, chain, steps=steps)
+        if by is None:
+            freed += 1
+        else:
+            still += 1
+    rows = [[step, n] for step, n in sorted(newly.items(), key=lambda kv: -kv[1])]
+    console.print(table(f"kept documents the new thresholds would reject ({sum(newly.values()):,} of {kept:,})",
+                        ["step", "documents"], rows or [["-", 0]]))
+    console.print(f"rejected documents: {still:,} still rejected, {freed:,} pass every filter they were measured by "
+                  "(filters after the one that rejected them never ran; re-run clean to be sure)")
+
+
 app.command("dedup")(dedup_cli.dedup)
 app.command("train-classifier")(dedup_cli.train_classifier)

@@ -137,15 +137,17 @@ class Pipeline:
         return doc, None, None
 
 
-def redecide(record: dict, chain: ChainConfig, env: Env | None = None) -> tuple[str | None, str | None]:
+def redecide(record: dict, chain: ChainConfig, env: Env | None = None,
+             steps: list[Step] | None = None) -> tuple[str | None, str | None]:
     """Re-run only the *decide* half of a chain's filters on a record's stored measurements.
 
     Returns ``(rejected_by, reason)`` or ``(None, None)`` when the record passes every filter it has
     measurements for; lets thresholds be re-tuned on an output folder without recomputing anything.
     """
-    env = env or Env()
+    if steps is None:
+        steps = build_steps(chain, env or Env())  # pass ``steps`` when re-deciding many records
     measures = (record.get("meta") or {}).get("measures") or {}
-    for step in build_steps(chain, env):
+    for step in steps:
         if isinstance(step, Filter) and step.name in measures:
             reason = step.decide(measures[step.name])
             if reason is not None:
