@@ -2,7 +2,8 @@
 
 The reason a filter gives starts with a short code (``low_hiragana: 0.05 < 0.2``); stats.json counts
 rejections per code. Character statistics come from one numpy pass over the code points
-(:mod:`kamado.corpus.ja`); word lists are matched with Aho-Corasick; n-gram repetition is computed
+(:mod:`kamado.corpus.ja`); word lists are matched with a vectorized bigram-prefix table (pyahocorasick
+measured ~300 ns/char on the 1,700-word lists here, this ~50); n-gram repetition is computed
 with vectorized rolling hashes. Nothing here runs a morphological analyser.
 """
 
