@@ -14,15 +14,24 @@ import pytest
 DOLLY = "ja_instruct/databricks-dolly-15k-ja_first3000.jsonl"
 
 
+_BUILT: dict[tuple[str, int], Path] = {}  # one SentencePiece training per session, copied for each caller
+
+
 def build_tokenizer(out: Path, data_root: Path, vocab: int = 2000) -> Path:
     """A unigram SentencePiece model on dolly-ja, exported as an AutoTokenizer folder."""
+    import shutil
+
     import sentencepiece as spm
 
     out.mkdir(parents=True, exist_ok=True)
+    key = (str(data_root), vocab)
+    if key in _BUILT and (_BUILT[key] / "tokenizer.model").is_file():
+        shutil.copytree(_BUILT[key], out / "tok")
+        return out / "tok"
     lines = []
     with open(data_root / DOLLY, encoding="utf-8") as f:
         for i, line in enumerate(f):
-            if i >= 1500:
+            if i >= 1000:
                 break
             r = json.loads(line)
             lines += [r["instruction"], r["input"], r["output"]]
@@ -38,6 +47,7 @@ def build_tokenizer(out: Path, data_root: Path, vocab: int = 2000) -> Path:
     (tok / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "TokenizersBackend", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
         "pad_token": "<pad>"}))
+    _BUILT[key] = tok
     return tok
 
 
