@@ -70,6 +70,7 @@ def test_exports_load_with_chat_template_and_merge_is_exact(tuned):
     ids = tok.apply_chat_template([{"role": "user", "content": "日本の首都は？"}], add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)["input_ids"]
     merged = AutoModelForCausalLM.from_pretrained(str(ctx.out / "lora" / "hf")).eval()
+    assert merged.config.use_cache and merged.config.model_type == "llama"
     adapter = load_adapter(base, ctx.out / "lora" / "adapter").eval()
     with torch.no_grad():
         a, b = merged(input_ids=ids).logits, adapter(input_ids=ids).logits

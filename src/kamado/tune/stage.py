@@ -84,6 +84,7 @@ def export_hf(model: Any, tokenizer: Any, out: Path) -> None:
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
+    model.config.use_cache = True  # training turned the KV cache off; generation wants it
     model.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
     if out.exists():
