@@ -65,6 +65,8 @@ def _external_inputs(recipe: Recipe, stage: str, recipe_dir: Path | None, root: 
         names = [n for s in recipe.corpus.sources for n in s.inputs]
     elif stage == "tune" and recipe.tune:
         names = list(recipe.tune.data)
+    if stage == "corpus" and recipe.corpus and recipe.corpus.chain.endswith((".yaml", ".yml")):
+        names.append(recipe.corpus.chain)  # an edited filter-chain file changes the corpus stage
     files: list[Path] = []
     for n in names:
         p = registry.resolve(n, root, recipe_dir)
@@ -131,7 +133,8 @@ def run_recipe(
             manifests[stage] = man
             outcomes.append(StageOutcome(stage, "skipped", 0.0, man.get("counts", {})))
         else:
-            manifests[stage] = _run_stage(recipe, stage, sdir, fp, upstream, external, out, root, cache, forced)
+            manifests[stage] = _run_stage(recipe, stage, sdir, fp, upstream, external, out, root, cache, forced,
+                                          recipe_dir)
             m = manifests[stage]
             outcomes.append(StageOutcome(stage, "ran", m["timings"]["wall_s"], m.get("counts", {})))
         if stage == until:
@@ -140,7 +143,8 @@ def run_recipe(
 
 
 def _run_stage(recipe: Recipe, stage: str, sdir: Path, fp: str, upstream: dict[str, dict],
-               external: dict[str, str], out: Path, root: Path | None, cache: Path, forced: bool) -> dict:
+               external: dict[str, str], out: Path, root: Path | None, cache: Path, forced: bool,
+               recipe_dir: Path | None) -> dict:
     attempt = sdir / ATTEMPT
     prev = None
     if attempt.is_file():
@@ -155,7 +159,7 @@ def _run_stage(recipe: Recipe, stage: str, sdir: Path, fp: str, upstream: dict[s
     write_json_atomic(attempt, {"fingerprint": fp, "started": time.time()})
     console.rule(f"[bold]{stage}[/]" + (" (resuming)" if resuming else ""))
     ctx = StageContext(name=stage, out=sdir, inputs={d: out / d for d in upstream}, data_root=root,
-                       seed=recipe.seed, run_dir=out, cache_dir=cache)
+                       seed=recipe.seed, run_dir=out, cache_dir=cache, extra={"recipe_dir": recipe_dir})
     t0 = time.perf_counter()
     counts = stage_function(stage)(recipe.stage_config(stage), ctx) or {}
     wall = time.perf_counter() - t0
