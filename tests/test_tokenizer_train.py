@@ -109,6 +109,20 @@ def test_bpe_model_is_exact_too(tmp_path: Path, data_root: Path) -> None:
         assert tok.decode(tok.encode(s, add_special_tokens=False)) == s
 
 
+def test_small_vocabulary_on_japanese_spells_rare_characters_in_bytes(tmp_path: Path, data_root: Path) -> None:
+    from kamado.tokenizer import load
+
+    cfg = TokenizerConfig(vocab_size=800, sample_chars=150_000)  # thousands of kanji, 800 pieces
+    logs: list[str] = []
+    train_tokenizer(resolve_inputs(["ja-wikipedia", "alice"], data_root), cfg, tmp_path, log=logs.append)
+    assert any("rare characters left out" in m for m in logs)
+    tok, sp = load(tmp_path), _sp(tmp_path)
+    assert len(tok) == 800
+    for s in SAMPLES:
+        assert tok.encode(s, add_special_tokens=False, split_special_tokens=True) == sp.encode(s)
+        assert tok.decode(tok.encode(s, add_special_tokens=False)) == s
+
+
 def _all_text(root: Path) -> list[str]:
     """Every string in the data root: JSON values of .jsonl/.json files, plain text files in chunks."""
     out: list[str] = []

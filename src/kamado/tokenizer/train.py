@@ -127,14 +127,50 @@ def collect_sample(specs: list[InputSpec], cfg: TokenizerConfig, seed: int = 123
                   errors=len(errors))
 
 
-def train_sentencepiece(lines: list[str], cfg: TokenizerConfig, seed: int = 1234) -> bytes:
+def fit_characters(lines: list[str], cfg: TokenizerConfig) -> tuple[list[str], int]:
+    """Drop the rarest characters from the training lines when they would not fit the vocabulary.
+
+    SentencePiece needs one piece per covered character (coverage ≥ 0.98) plus the special, user and
+    256 byte pieces; a small vocabulary on Japanese text (thousands of kanji) cannot hold them. Dropped
+    characters never become pieces and are spelled with byte pieces, so the round-trip stays exact.
+    Returns the lines and how many distinct characters were dropped.
+    """
+    from collections import Counter
+
+    fixed = len(SPECIALS) + len(USER_SYMBOLS) + (256 if cfg.byte_fallback else 0)
+    room = cfg.vocab_size - fixed - max(100, cfg.vocab_size // 4)  # keep a quarter for longer pieces
+    counts: Counter[str] = Counter()
+    for line in lines:
+        counts.update(line)
+    total = sum(counts.values())
+    ranked = [c for c, _ in counts.most_common()]
+    cum = needed = 0
+    for c in ranked:  # characters SentencePiece keeps at the configured coverage
+        if cum >= cfg.character_coverage * total:
+            break
+        cum += counts[c]
+        needed += 1
+    extra = len(set(REQUIRED_CHARS) - set(ranked[:needed]))
+    if needed + extra <= room:
+        return lines, 0
+    keep = set(ranked[:max(1, room - len(REQUIRED_CHARS))]) | set(REQUIRED_CHARS)
+    drop = {ord(c): None for c in ranked if c not in keep}
+    out = [x for x in (line.translate(drop) for line in lines) if x]
+    return out, len(drop)
+
+
+def train_sentencepiece(lines: list[str], cfg: TokenizerConfig, seed: int = 1234,
+                        log: Any = None) -> bytes:
     """Train a SentencePiece model on ``lines``; returns the serialised model (scores rounded)."""
     import sentencepiece as spm
 
+    lines, dropped = fit_characters(lines, cfg)
+    if dropped and log:
+        log(f"{dropped:,} rare characters left out of training so that single characters fit a "
+            f"{cfg.vocab_size:,}-piece vocabulary (they are spelled with byte pieces)")
     buf = io.BytesIO()
     spm.set_random_generator_seed(seed)
     nthreads = cfg.num_threads or max(1, min(os.cpu_count() or 1, 16))
-    # a unigram model's vocabulary must fit what the sample supports; say so clearly instead of failing deep inside
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines), model_writer=buf, vocab_size=cfg.vocab_size, model_type=cfg.model_type,
@@ -152,8 +188,8 @@ def train_sentencepiece(lines: list[str], cfg: TokenizerConfig, seed: int = 1234
         msg = str(e)
         if "Vocabulary size" in msg or "vocab_size" in msg:
             raise KamadoError(f"SentencePiece cannot build a {cfg.vocab_size}-piece {cfg.model_type} vocabulary from "
-                              f"this sample: {msg.strip().split(')', 1)[-1].strip()} (a smaller vocabulary needs less "
-                              "text; BPE needs room for every covered character)") from None
+                              f"this sample: {msg.strip().split(')', 1)[-1].strip()} (give more text, or a smaller "
+                              "vocabulary)") from None
         raise KamadoError(f"SentencePiece training failed: {msg.strip()}") from None
     return round_scores(buf.getvalue())
 
@@ -184,7 +220,7 @@ def train_tokenizer(specs: list[InputSpec], cfg: TokenizerConfig, out: Path, see
     if log:
         log(f"sample: {sum(sample.chars.values()):,} chars in {len(sample.lines):,} lines from "
             f"{len(sample.chars)} sources ({t1 - t0:.1f}s); training {cfg.model_type} {cfg.vocab_size:,}")
-    model = train_sentencepiece(sample.lines, cfg, seed)
+    model = train_sentencepiece(sample.lines, cfg, seed, log)
     t2 = time.perf_counter()
     out = Path(out)
     info = {"vocab_size": cfg.vocab_size, "model_type": cfg.model_type,
