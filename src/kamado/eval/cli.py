@@ -60,7 +60,10 @@ def evaluate(
     ppl_source: Annotated[list[str] | None, typer.Option("--ppl-source", help="Perplexity text: a data-root "
                           "name or file (default: jsquad-valid and wikitext2), or a pack folder.")] = None,
     ppl_max_tokens: Annotated[int, typer.Option(help="Perplexity tokens per source.")] = 20000,
-    dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = "float32",
+    dtype: Annotated[str, typer.Option(help="auto (bfloat16 where the CPU has native bf16), float32 or "
+                                       "bfloat16.")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: 1 for models under 50M "
+                                                "parameters, else torch's choice).")] = None,
     tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer folder when the model folder has none.")] = None,
     data_root: DataRoot = None,
 ) -> None:
@@ -76,14 +79,14 @@ def evaluate(
     import time
 
     from kamado import registry
-    from kamado.eval.harness import EvalSettings, evaluate_model, load_model
+    from kamado.eval.harness import EvalSettings, cpu_threads, evaluate_model, load_model
     from kamado.eval.stage import _clean, safe_name
     from kamado.eval.tasks import expand
     from kamado.manifest import write_json_atomic
     from kamado.ui import console, progress, table
 
-    if dtype not in ("float32", "bfloat16"):
-        raise KamadoError(f"--dtype {dtype!r}: expected float32 or bfloat16")
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise KamadoError(f"--dtype {dtype!r}: expected auto, float32 or bfloat16")
     if limit is not None and limit < 1:
         raise KamadoError("--limit must be at least 1")
     names = expand(tasks)
@@ -107,8 +110,9 @@ def evaluate(
             return progress(f"{_l} {task}", total=total)
 
         detail = out / "details" / safe_name(label) if out else None
-        results[label] = _clean(evaluate_model(model, tok, names, settings, root=root, detail_dir=detail,
-                                               progress=bar))
+        with cpu_threads(model, threads):
+            results[label] = _clean(evaluate_model(model, tok, names, settings, root=root, detail_dir=detail,
+                                                   progress=bar))
         labels[label] = safe_name(label)
         del model
     if out:

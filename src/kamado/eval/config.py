@@ -27,7 +27,10 @@ class EvalConfig(StrictModel):
     ppl_max_tokens: int = 20000  # per source
     ppl_window: int = 512
     max_new_tokens: int = 32  # generation tasks (JSQuAD)
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    # auto: bfloat16 on CPUs with native bf16 (AMX/AVX512-BF16; about 2x faster here, same accuracy on the
+    # tiny recipe) and on GPUs, else float32
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    threads: int | None = None  # torch CPU threads (None: 1 for models under 50M parameters, else torch's)
 
     @field_validator("tasks")
     @classmethod

@@ -49,7 +49,7 @@ def _clean(x: Any) -> Any:
 
 def run(cfg: EvalConfig, ctx: StageContext) -> dict[str, Any]:
     """Evaluate each model of ``cfg.models`` that exists; write ``results.json``; return flat counts."""
-    from kamado.eval.harness import EvalSettings, evaluate_model, load_model
+    from kamado.eval.harness import EvalSettings, cpu_threads, evaluate_model, load_model
     from kamado.eval.tasks import expand
     from kamado.manifest import write_json_atomic
     from kamado.ui import progress
@@ -77,16 +77,17 @@ def run(cfg: EvalConfig, ctx: StageContext) -> dict[str, Any]:
         def bar(task: str, total: int, _n: str = name) -> Any:
             return progress(f"eval {_n} {task}", total=total)
 
-        res = evaluate_model(model, tok, tasks, settings, root=ctx.data_root,
-                             detail_dir=ctx.out / "details" / safe_name(name),
-                             progress=None if ctx.quiet else bar)
+        with cpu_threads(model, cfg.threads):
+            res = evaluate_model(model, tok, tasks, settings, root=ctx.data_root,
+                                 detail_dir=ctx.out / "details" / safe_name(name),
+                                 progress=None if ctx.quiet else bar)
         results[name] = _clean(res)
         write_json_atomic(part, {"tasks": tasks, "results": results[name]})
         del model
     write_json_atomic(ctx.out / "results.json", {
         "models": results, "tasks": tasks, "skipped_models": [n for n, p in found.items() if p is None],
         "settings": {"limit": cfg.limit, "seed": ctx.seed, "fewshot": cfg.fewshot, "ppl_sources": cfg.ppl_sources,
-                     "dtype": cfg.dtype},
+                     "dtype": cfg.dtype, "batch_size": cfg.batch_size},
         "details": {n: f"details/{safe_name(n)}" for n in results},
     })
     counts: dict[str, Any] = {"models": len(results), "tasks": len(tasks)}

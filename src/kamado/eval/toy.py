@@ -55,7 +55,7 @@ def save_tokenizer(sp_model: Path, out: Path, chat_template: str | None = CHAT_T
 
 
 def build_toy_model(out: Path, data_root: Path | None = None, *, vocab_size: int = 3000, hidden: int = 64,
-                    layers: int = 2, heads: int = 4, max_len: int = 1024, seed: int = 0,
+                    layers: int = 2, heads: int = 4, intermediate: int | None = None, max_len: int = 1024, seed: int = 0,
                     chat_template: str | None = CHAT_TEMPLATE, text_chars: int = 300_000) -> Path:
     """Build (or reuse) a toy HF LLaMA folder at ``out``; returns ``out``."""
     import sentencepiece as spm
@@ -81,7 +81,7 @@ def build_toy_model(out: Path, data_root: Path | None = None, *, vocab_size: int
     for p in ("corpus.txt", "sp.model", "sp.vocab"):
         (tmp / p).unlink()
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate or hidden * 2,
                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
                       max_position_embeddings=max_len, bos_token_id=1, eos_token_id=2, pad_token_id=3,
                       tie_word_embeddings=False)

@@ -13,9 +13,10 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
     name: Annotated[str | None, typer.Option(help="Model id in the API (default: the folder's name).")] = None,
-    dtype: Annotated[str, typer.Option(help="float32 or bfloat16.")] = "float32",
+    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16.")] = "float32",
     max_tokens: Annotated[int, typer.Option(help="Default max_tokens when a request gives none.")] = 256,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: 1 for models "
+                                                "under 50M parameters, else torch's choice).")] = None,
     log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
     """Serve a model over the OpenAI API: GET /v1/models, POST /v1/chat/completions, POST /v1/completions.
@@ -30,15 +31,17 @@ def serve(
     """
     from kamado.config import KamadoError
 
-    if dtype not in ("float32", "bfloat16"):
-        raise KamadoError(f"--dtype {dtype!r}: expected float32 or bfloat16")
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise KamadoError(f"--dtype {dtype!r}: expected auto, float32 or bfloat16")
     import torch
 
     from kamado.serve.server import ModelServer, make_server
 
+    ms = ModelServer(model_dir, name, dtype=dtype, default_max_tokens=max_tokens)
     if threads:
         torch.set_num_threads(threads)
-    ms = ModelServer(model_dir, name, dtype=dtype, default_max_tokens=max_tokens)
+    elif sum(p.numel() for p in ms.model.parameters()) < 50_000_000:
+        torch.set_num_threads(1)  # small ops: a second OpenMP thread costs more than it gives
     try:
         srv = make_server(ms, host, port, log=log)
     except OSError as e:
