@@ -117,9 +117,9 @@ def test_cli_eval_writes_results_and_table(toy, tmp_path):
                                  "--fewshot", "arc-easy=2"])
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
-    m = res["models"][str(toy)]
+    m = res["models"][toy.name]
     assert m["arc-easy"]["n"] == 6 and m["arc-easy"]["shots"] == 2 and m["hellaswag"]["n"] == 6
-    assert (out / "details" / res["details"][str(toy)].split("/", 1)[1] / "hellaswag.jsonl").is_file()
+    assert (out / res["details"][toy.name] / "hellaswag.jsonl").is_file()
     bad = CliRunner().invoke(app, ["eval", str(toy), "--tasks", "nosuchtask"])
     assert bad.exit_code != 0 and isinstance(bad.exception, KamadoError)
 

@@ -102,8 +102,9 @@ def evaluate(
     results: dict[str, Any] = {}
     labels: dict[str, str] = {}
     t0 = time.perf_counter()
-    for path in models:
-        label = str(path)
+    short = [p.parent.name if p.name == "hf" and p.parent.name else p.name for p in models]
+    for path, nick in zip(models, short, strict=True):
+        label = nick if short.count(nick) == 1 and nick else str(path)
         model, tok = load_model(path, dtype=dtype, tokenizer_dir=tokenizer)
 
         def bar(task: str, total: int, _l: str = label) -> Any:

@@ -158,6 +158,7 @@ def evaluate_perplexity(model: Any, tokenizer: Any, docs: list[Doc], *, window: 
         metrics[f"token_ppl{sfx}"] = math.exp(m_tok)
         metrics[f"token_ppl{sfx}_stderr"] = math.exp(m_tok) * se_tok  # delta method
         metrics[f"char_ppl{sfx}"] = math.exp(m_chr)
+        metrics[f"char_ppl{sfx}_stderr"] = math.exp(m_chr) * se_chr
         metrics[f"bpc{sfx}"] = m_chr / math.log(2)
         metrics[f"bpc{sfx}_stderr"] = se_chr / math.log(2)
         metrics[f"tokens{sfx}"] = sum(x["tokens"] for x in rows)
