@@ -95,7 +95,8 @@ def _mc_metrics(exs: list[Example], scores: list[list[Any]]) -> tuple[dict[str, 
     accs, norms, details = [], [], []
     for ex, sc in zip(exs, scores, strict=True):
         ll = [s.loglik for s in sc]
-        lln = [s.loglik / max(1, len(c)) for s, c in zip(sc, ex.choices, strict=True)]
+        # lm-eval normalises by the choice's length in characters without the target delimiter (" ")
+        lln = [s.loglik / max(1, len(c[1:] if c.startswith(" ") else c)) for s, c in zip(sc, ex.choices, strict=True)]
         pred, pred_n = M.argmax(ll), M.argmax(lln)
         accs.append(float(pred == ex.gold))
         norms.append(float(pred_n == ex.gold))
