@@ -65,6 +65,9 @@ def evaluate(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: 1 for models under 50M "
                                                 "parameters, else torch's choice).")] = None,
     tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer folder when the model folder has none.")] = None,
+    backend: Annotated[str, typer.Option(help="native (kamado's scorer) or lm-eval (lm-evaluation-harness on "
+                                         "the same prompts; arc-easy, arc-challenge, hellaswag, "
+                                         "jcommonsenseqa).")] = "native",
     data_root: DataRoot = None,
 ) -> None:
     """Evaluate models on Japanese/English benchmarks (log-likelihood multiple choice, generation) and perplexity.
@@ -75,7 +78,9 @@ def evaluate(
       kamado eval runs/tiny/pretrain/hf --tasks jcommonsenseqa,arc-easy,perplexity --limit 200 --out runs/ev
       kamado eval runs/tiny/tune/full/hf runs/tiny/tune/lora/hf --tasks jglue --limit 100
       kamado eval MODEL --tasks perplexity --ppl-source wikitext2 --ppl-source runs/tiny/data
+      kamado eval MODEL --tasks arc-easy,jcommonsenseqa --backend lm-eval --limit 100
     """
+    import os
     import time
 
     from kamado import registry
@@ -89,6 +94,8 @@ def evaluate(
         raise KamadoError(f"--dtype {dtype!r}: expected auto, float32 or bfloat16")
     if limit is not None and limit < 1:
         raise KamadoError("--limit must be at least 1")
+    if backend not in ("native", "lm-eval"):
+        raise KamadoError(f"--backend {backend!r}: expected native or lm-eval")
     names = expand(tasks)
     root = registry.data_root(data_root)
     sources = list(ppl_source or ["jsquad-valid", "wikitext2"])
@@ -105,6 +112,15 @@ def evaluate(
     short = [p.parent.name if p.name == "hf" and p.parent.name else p.name for p in models]
     for path, nick in zip(models, short, strict=True):
         label = nick if short.count(nick) == 1 and nick else str(path)
+        if backend == "lm-eval":
+            from kamado.eval.harness import resolve_dtype
+            from kamado.eval.lmeval_backend import run_lm_eval
+
+            work = out or Path(os.environ.get("HF_HOME", ".cache")) / "kamado-lm-eval"
+            results[label] = _clean(run_lm_eval(path, names, root=root, limit=limit, fewshot=settings.fewshot,
+                                                batch_size=batch_size, work_dir=work, dtype=resolve_dtype(dtype)))
+            labels[label] = safe_name(label)
+            continue
         model, tok = load_model(path, dtype=dtype, tokenizer_dir=tokenizer)
 
         def bar(task: str, total: int, _l: str = label) -> Any:
@@ -120,7 +136,7 @@ def evaluate(
         write_json_atomic(out / "results.json", {
             "models": results, "tasks": names,
             "settings": {"limit": limit, "seed": seed, "fewshot": settings.fewshot, "ppl_sources": sources,
-                         "dtype": dtype},
+                         "dtype": dtype, "backend": backend},
             "details": {k: f"details/{v}" for k, v in labels.items()}})
     console.print(table(f"eval ({time.perf_counter() - t0:.1f}s)", ["model", "task", "metric", "value", "stderr", "n"],
                         results_rows(results)))
