@@ -119,3 +119,16 @@ def test_model_trained_on_the_answers_scores_100_percent(toy, data_root):
     assert after["acc"] == 1.0, (before, after)
     assert after["acc_stderr"] == 0.0
     assert before["acc"] < 1.0
+
+
+def test_batched_generation_with_left_padding_matches_alone(loaded):
+    """JSQuAD generation runs in left-padded batches: a prompt's greedy completion must not depend on its batch."""
+    from kamado.eval.generate import generate
+
+    model, tok = loaded
+    short = "吾輩は猫である。"
+    longer = "文脈：梅雨（つゆ、ばいう）は、北海道と小笠原諸島を除く日本、朝鮮半島南部、中国の南部から長江流域にかけての沿海部"
+    alone = generate(model, tok, [short], max_new_tokens=12)[0]
+    together = generate(model, tok, [longer, short], max_new_tokens=12)
+    assert together[1].text == alone.text and alone.completion_tokens >= 1
+    assert together[1].prompt_tokens == alone.prompt_tokens < together[0].prompt_tokens
