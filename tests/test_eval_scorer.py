@@ -132,3 +132,21 @@ def test_batched_generation_with_left_padding_matches_alone(loaded):
     together = generate(model, tok, [longer, short], max_new_tokens=12)
     assert together[1].text == alone.text and alone.completion_tokens >= 1
     assert together[1].prompt_tokens == alone.prompt_tokens < together[0].prompt_tokens
+
+
+def test_perplexity_metrics_per_language_with_stderr_over_windows(loaded):
+    from kamado.eval.perplexity import Doc, evaluate_perplexity
+
+    model, tok = loaded
+    ja = "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。" * 6
+    en = "It is a truth universally acknowledged, that a single man in possession of a good fortune. " * 4
+    docs = [Doc("ja", "ja", tok(ja, add_special_tokens=False)["input_ids"], len(ja)),
+            Doc("en", "en", tok(en, add_special_tokens=False)["input_ids"], len(en))]
+    m, details = evaluate_perplexity(model, tok, docs, window=32)
+    for lang, d, text in (("ja", details[0], ja), ("en", details[1], en)):
+        assert m[f"tokens_{lang}"] == d["tokens"] == len(docs[0 if lang == "ja" else 1].tokens)
+        assert m[f"token_ppl_{lang}"] == pytest.approx(math.exp(d["nll"] / d["tokens"]))
+        assert m[f"char_ppl_{lang}"] == pytest.approx(math.exp(d["nll"] / len(text)))
+        assert m[f"bpc_{lang}"] == pytest.approx(d["nll"] / len(text) / math.log(2))
+        assert m[f"windows_{lang}"] > 1 and 0 < m[f"token_ppl_{lang}_stderr"] < m[f"token_ppl_{lang}"]
+    assert m["tokens"] == m["tokens_ja"] + m["tokens_en"] and m["n"] == 2

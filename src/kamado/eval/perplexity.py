@@ -139,29 +139,36 @@ def evaluate_perplexity(model: Any, tokenizer: Any, docs: list[Doc], *, window: 
     from kamado.eval.scorer import score_token_streams
 
     bos = tokenizer.bos_token_id
+    windows: list[tuple[int, float, int]] = []
     res = score_token_streams(model, [d.tokens for d in docs], bos=bos, window=window, batch_size=batch_size,
-                              progress=progress)
+                              progress=progress, windows=windows)
     details = [{"source": d.source, "lang": d.lang, "tokens": r.ntokens, "chars": d.chars, "nll": r.nll}
                for d, r in zip(docs, res, strict=True)]
+    # standard errors over windows (a document with one window is one unit; a book is many), with the
+    # document's characters shared among its windows by token count
+    units: dict[str, list[tuple[float, int, float]]] = {}
+    for si, nll, n in windows:
+        d = docs[si]
+        share = d.chars * n / max(1, res[si].ntokens)
+        units.setdefault(d.lang, []).append((nll, n, share))
+        units.setdefault("all", []).append((nll, n, share))
     metrics: dict[str, Any] = {}
-    groups: dict[str, list[dict]] = {}
-    for x in details:
-        if x["tokens"]:
-            groups.setdefault(x["lang"], []).append(x)
-    for key, rows in [*sorted(groups.items()), ("all", [x for x in details if x["tokens"]])]:
+    for key in [*sorted(k for k in units if k != "all"), "all"]:
+        rows = units.get(key)
         if not rows:
             continue
         sfx = "" if key == "all" else f"_{key}"
-        nll = [x["nll"] for x in rows]
-        m_tok, se_tok = ratio_stderr(nll, [x["tokens"] for x in rows])
-        m_chr, se_chr = ratio_stderr(nll, [x["chars"] for x in rows])
+        nll = [u[0] for u in rows]
+        m_tok, se_tok = ratio_stderr(nll, [u[1] for u in rows])
+        m_chr, se_chr = ratio_stderr(nll, [u[2] for u in rows])
         metrics[f"token_ppl{sfx}"] = math.exp(m_tok)
         metrics[f"token_ppl{sfx}_stderr"] = math.exp(m_tok) * se_tok  # delta method
         metrics[f"char_ppl{sfx}"] = math.exp(m_chr)
         metrics[f"char_ppl{sfx}_stderr"] = math.exp(m_chr) * se_chr
         metrics[f"bpc{sfx}"] = m_chr / math.log(2)
         metrics[f"bpc{sfx}_stderr"] = se_chr / math.log(2)
-        metrics[f"tokens{sfx}"] = sum(x["tokens"] for x in rows)
-        metrics[f"chars{sfx}"] = sum(x["chars"] for x in rows)
+        metrics[f"tokens{sfx}"] = sum(u[1] for u in rows)
+        metrics[f"chars{sfx}"] = sum(x["chars"] for x in details if x["tokens"] and key in ("all", x["lang"]))
+        metrics[f"windows{sfx}"] = len(rows)
     metrics["n"] = len([x for x in details if x["tokens"]])
     return metrics, details

@@ -214,12 +214,14 @@ def score_token_streams(
     window: int = 512,
     batch_size: int = 8,
     progress: Callable[[int], None] | None = None,
+    windows: list[tuple[int, float, int]] | None = None,
 ) -> list[TextNLL]:
     """NLL of every token of each stream, predicted left to right in windows of ``window`` tokens.
 
     A stream that does not start with ``bos`` is conditioned on ``bos`` (its first token is scored too); a
     leading ``bos`` is not scored. Windows after the first start with the last token of the previous window,
-    so every token is scored exactly once (with at most ``window - 1`` tokens of context).
+    so every token is scored exactly once (with at most ``window - 1`` tokens of context). When ``windows``
+    is a list, ``(stream index, nll, tokens)`` of every window is appended to it.
     """
     max_len = min(window, model_max_len(model))
     chunks: list[tuple[int, list[int]]] = []  # (stream index, tokens; first token is context only)
@@ -258,8 +260,11 @@ def score_token_streams(
                 logits = model(input_ids=ids[b:b + 1, :len(toks)], use_cache=False).logits[0, :n]
             lp = torch.log_softmax(logits.float(), -1)
             tgt = ids[b, 1:n + 1]
-            res[si].nll -= float(lp.gather(1, tgt[:, None]).sum())
+            nll = -float(lp.gather(1, tgt[:, None]).sum())
+            res[si].nll += nll
             res[si].ntokens += n
+            if windows is not None:
+                windows.append((si, nll, n))
         if progress:
             progress(len(batch))
     return res
