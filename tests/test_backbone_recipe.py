@@ -87,3 +87,17 @@ def test_cli_rejects_typo_before_work(tmp_path: Path) -> None:
     assert p.returncode != 0
     assert "pretrian_typo_key" in p.stderr + p.stdout
     assert not out.exists(), "no work may start for an invalid recipe"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_validates(path: Path, data_root: Path) -> None:
+    r = load_recipe(path)
+    check_inputs(r, path.parent, data_root)
+    assert r.stages()[0] == "corpus"
+
+
+def test_unknown_model_preset_is_caught_at_validation() -> None:
+    d = tiny()
+    d["pretrain"]["model"]["preset"] = "13b"
+    with pytest.raises(ConfigError, match=r"pretrain\.model\.preset: .*unknown preset '13b'"):
+        parse_recipe(d, "r.yaml")

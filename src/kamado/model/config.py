@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import field_validator
+
 from kamado.config import StrictModel
 
 
@@ -12,3 +14,12 @@ class ModelConfig(StrictModel):
 
     preset: str = "tiny"
     overrides: dict[str, Any] = {}
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        from kamado.model.presets import PRESETS  # light: no torch/transformers import
+
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r} (choose from {', '.join(PRESETS)})")
+        return v
