@@ -25,3 +25,22 @@ def data_root() -> Path:
     from kamado.registry import data_root as resolve
 
     return resolve()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread: on a shared 2-core box two spinning OpenMP threads are many times slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def toy(data_root: Path) -> Path:
+    """A small LLaMA + SentencePiece tokenizer built from real data-root text (cached in .cache/)."""
+    from kamado.eval.toy import build_toy_model
+
+    return build_toy_model(CACHE / "toy-eval-v1", data_root)

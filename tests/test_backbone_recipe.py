@@ -101,3 +101,14 @@ def test_unknown_model_preset_is_caught_at_validation() -> None:
     d["pretrain"]["model"]["preset"] = "13b"
     with pytest.raises(ConfigError, match=r"pretrain\.model\.preset: .*unknown preset '13b'"):
         parse_recipe(d, "r.yaml")
+
+
+def test_parse_assignments() -> None:
+    from kamado.config import KamadoError, parse_assignments
+
+    assert parse_assignments("ja=0.6,en=0.4", "--weights", float, "ja=1") == {"ja": 0.6, "en": 0.4}
+    assert parse_assignments(["a=1", "b=2,"], "--fewshot", int, "a=1") == {"a": 1, "b": 2}
+    with pytest.raises(KamadoError, match="--weights 'ja': expected NAME=VALUE"):
+        parse_assignments("ja", "--weights", float, "ja=1")
+    with pytest.raises(KamadoError, match="'x' is not a valid int"):
+        parse_assignments("a=x", "--fewshot", int, "a=1")

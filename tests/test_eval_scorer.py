@@ -11,23 +11,10 @@ import torch
 from kamado.eval.harness import EvalSettings, evaluate_model, load_model
 from kamado.eval.scorer import score_choices, score_token_streams
 from kamado.eval.tasks import TASKS, build_examples
-from kamado.eval.toy import build_toy_model
 
-CACHE = Path(__file__).resolve().parents[1] / ".cache"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core box two spinning OpenMP threads are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def toy(data_root: Path) -> Path:
-    return build_toy_model(CACHE / "toy-eval-v1", data_root)
 
 
 @pytest.fixture(scope="module")

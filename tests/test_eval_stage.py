@@ -8,28 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from kamado.config import KamadoError
 from kamado.eval.config import EvalConfig
 from kamado.eval.tasks import SUITES, TASKS, build_examples, expand
-from kamado.eval.toy import build_toy_model
 from kamado.stage import StageContext
 
-CACHE = Path(__file__).resolve().parents[1] / ".cache"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def toy(data_root: Path) -> Path:
-    return build_toy_model(CACHE / "toy-eval-v1", data_root)
 
 
 def make_pack(dst: Path, toy: Path, data_root: Path) -> dict:

@@ -64,3 +64,24 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
             msg += f" (got {got!r})"
         lines.append(f"{path}: {msg}")
     return "\n".join(lines)
+
+
+def parse_assignments(items: str | list[str] | None, option: str, cast: Any, example: str) -> dict[str, Any]:
+    """Parse CLI values like ``ja=0.6,en=0.4`` (comma-separated and/or repeated) into a dict.
+
+    ``cast`` converts each value (``int``, ``float``); a malformed part is a :class:`KamadoError` naming
+    ``option`` and showing ``example``.
+    """
+    out: dict[str, Any] = {}
+    for item in [items] if isinstance(items, str) else items or []:
+        for part in item.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise KamadoError(f"{option} {part!r}: expected NAME=VALUE, e.g. {example}")
+            k, v = part.split("=", 1)
+            try:
+                out[k.strip()] = cast(v.strip())
+            except ValueError:
+                raise KamadoError(f"{option} {part!r}: {v.strip()!r} is not a valid {cast.__name__}") from None
+    return out

@@ -7,26 +7,14 @@ from typing import Annotated, Any
 
 import typer
 
-from kamado.config import KamadoError
+from kamado.config import KamadoError, parse_assignments
 
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Folder of the shared data sets "
                                                "(default: $KAMADO_DATA_ROOT, else ../shared/data).")]
 
 
 def _parse_fewshot(items: list[str] | None) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for it in items or []:
-        for part in it.split(","):
-            if not part.strip():
-                continue
-            if "=" not in part:
-                raise KamadoError(f"--fewshot {part!r}: expected TASK=K, e.g. jcommonsenseqa=3")
-            k, v = part.split("=", 1)
-            try:
-                out[k.strip()] = int(v)
-            except ValueError:
-                raise KamadoError(f"--fewshot {part!r}: K must be an integer") from None
-    return out
+    return parse_assignments(items, "--fewshot", int, "jcommonsenseqa=3")
 
 
 def main_metric(task: str, m: dict[str, Any]) -> list[tuple[str, Any, Any]]:

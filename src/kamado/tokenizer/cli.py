@@ -7,27 +7,14 @@ from typing import Annotated
 
 import typer
 
-from kamado.config import KamadoError
+from kamado.config import KamadoError, parse_assignments
 
 app = typer.Typer(no_args_is_help=True)
 
 
 def parse_weights(spec: str | None) -> dict[str, float] | None:
     """``ja=0.6,en=0.4`` -> ``{"ja": 0.6, "en": 0.4}``."""
-    if not spec:
-        return None
-    out: dict[str, float] = {}
-    for part in spec.split(","):
-        if not part.strip():
-            continue
-        if "=" not in part:
-            raise KamadoError(f"--weights {spec!r}: expected NAME=WEIGHT,... (e.g. ja=0.6,en=0.4)")
-        k, v = part.split("=", 1)
-        try:
-            out[k.strip()] = float(v)
-        except ValueError:
-            raise KamadoError(f"--weights: {v!r} is not a number") from None
-    return out
+    return parse_assignments(spec, "--weights", float, "ja=0.6,en=0.4") or None
 
 
 @app.command("train")
