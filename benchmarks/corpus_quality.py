@@ -36,6 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from common import print_table  # noqa: E402  (benchmarks/common.py)
+
 from kamado.corpus import quality as Q  # noqa: E402
 from kamado.registry import resolve  # noqa: E402
 
@@ -109,12 +111,7 @@ def main() -> None:
         m = Q.metrics(bad, pred)
         rows.append([name, f"{m['balanced_accuracy']:.3f}", f"{m['mcc']:.3f}", f"{m['recall_bad']:.3f}",
                      f"{m['precision_bad']:.3f}", f"{pred.mean():.1%}", secs])
-    widths = [max(len(str(r[i])) for r in [cols, *rows]) for i in range(len(cols))]
-    print()
-    print("  ".join(str(c).ljust(w) for c, w in zip(cols, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    print_table(cols, rows)
     print(f"\nclassifier cross-validated AUC {cv['auc']:.3f}; kamado rules rejected by step: "
           + ", ".join(f"{k} {v}" for k, v in sorted(by.items(), key=lambda kv: -kv[1])))
 

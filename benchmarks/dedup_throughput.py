@@ -34,6 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from common import print_table  # noqa: E402  (benchmarks/common.py)
+
 from kamado.corpus.minhash import normalize, shingle_hashes  # noqa: E402
 from kamado.registry import data_root, resolve  # noqa: E402
 
@@ -224,12 +226,7 @@ def main() -> None:
         rows.append([name, f"{speed:.2f}", f"{speed / ref_speed:.2f}", f"{int(removed[name].sum()):,}",
                      f"{rm[dup].mean():.3f}", f"{rm[hard].mean():.3f} (n={hard.sum()})",
                      f"{int((rm & (best < 0.6)).sum())}"])
-    widths = [max(len(str(r[i])) for r in [cols, *rows]) for i in range(len(cols))]
-    print()
-    print("  ".join(str(c).ljust(w) for c, w in zip(cols, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    print_table(cols, rows)
     print(f"\n{args.rounds} interleaved rounds; per-round seconds: "
           + "; ".join(f"{k} " + ", ".join(f"{t:.2f}" for t in v) for k, v in times.items()))
 
