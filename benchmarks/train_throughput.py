@@ -29,6 +29,8 @@ CONTENDERS = {
     "kamado bf16-autocast": ("kamado", {"precision": "bf16-autocast"}),
     "kamado bf16": ("kamado", {"precision": "bf16"}),  # bf16 weights, fp32 master weights
     "kamado bf16+compile": ("kamado", {"precision": "bf16", "compile": True}),
+    "kamado bf16 unfused-ce": ("kamado", {"precision": "bf16", "fused_ce": False}),
+    "kamado bf16+compile unfused-ce": ("kamado", {"precision": "bf16", "compile": True, "fused_ce": False}),
 }
 DEFAULT = "hf-trainer fp32,hf-trainer bf16,kamado bf16,kamado bf16+compile"
 WARMUP = 2

@@ -292,7 +292,20 @@ def train(
         ckpt.prune(ck_root, keep_last=cfg.keep_last, keep_every=cfg.keep_every)
 
     # --- compile ---
+    base = _unwrap(model)
+    lm_head = getattr(base, "lm_head", None)
+    fused_ce = (getattr(cfg, "fused_ce", False) and cfg.z_loss == 0 and not d.enabled
+                and cfg.precision != "bf16-autocast" and not hasattr(base, "peft_config")
+                and isinstance(lm_head, torch.nn.Linear) and lm_head.bias is None
+                and isinstance(getattr(base, "model", None), torch.nn.Module))
+
     def loss_parts(ids: Any, labels: Any, mask: Any) -> tuple[Any, Any]:
+        if fused_ce:  # never materialises the [tokens, vocab] logits; same loss (see kamado.train.fused_ce)
+            from kamado.train.fused_ce import linear_cross_entropy
+
+            hs = base.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+            ce = linear_cross_entropy(hs.reshape(-1, hs.size(-1)), lm_head.weight, labels[:, 1:].reshape(-1))
+            return ce, torch.zeros((), device=ce.device)
         with prec.autocast():
             logits = model(input_ids=ids, attention_mask=mask).logits
         logits = logits[:, :-1].float()
