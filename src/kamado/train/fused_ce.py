@@ -26,13 +26,15 @@ class _LinearCE(torch.autograd.Function):
             logits = (hc @ w.t()).float()
             valid = tc != -100
             safe = torch.where(valid, tc, 0)
-            lse = torch.logsumexp(logits, dim=-1)
             picked = logits.gather(1, safe[:, None]).squeeze(1)
+            mx = logits.amax(dim=-1, keepdim=True)
+            e = logits.sub_(mx).exp_()  # in place: one [chunk, vocab] fp32 buffer for everything below
+            se = e.sum(dim=-1)
+            lse = mx.squeeze(1) + se.log()
             total += ((lse - picked) * valid).sum()
             if need_h or need_w:
-                g = torch.exp(logits.sub_(lse[:, None]))  # softmax, in place of the logits
+                g = e.mul_((valid / se)[:, None])  # softmax, zero on ignored rows
                 g.scatter_add_(1, safe[:, None], -valid[:, None].to(g.dtype))
-                g.mul_(valid[:, None])
                 g = g.to(h.dtype)
                 if need_h:
                     gh[s: s + chunk] = g @ w
@@ -50,7 +52,7 @@ class _LinearCE(torch.autograd.Function):
         return gh, gw, None, None
 
 
-def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, chunk_elems: int = 2**21) -> torch.Tensor:
+def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, chunk_elems: int = 2**22) -> torch.Tensor:
     """Summed cross-entropy of ``h @ w.T`` against ``target`` (-100 ignored); h [N, H], w [V, H], target [N]."""
     chunk = max(1, chunk_elems // w.shape[0])
     return _LinearCE.apply(h, w, target, chunk)
