@@ -96,3 +96,13 @@ def test_killed_stage_resumes_in_place(fake: Path, tmp_path: Path, data_root: Pa
 def test_bad_stage_flags(fake: Path, tmp_path: Path, data_root: Path) -> None:
     with pytest.raises(KamadoError, match="--until 'pretrian'"):
         runner.run_recipe(recipe(), tmp_path / "r", data_root=data_root, until="pretrian")
+
+
+def test_only_runs_one_stage_and_needs_its_upstream(fake: Path, tmp_path: Path, data_root: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(KamadoError, match="--only tune: upstream stage 'corpus' has not finished"):
+        runner.run_recipe(recipe(), out, data_root=data_root, only="tune")
+    runner.run_recipe(recipe(), out, data_root=data_root)
+    calls(fake)
+    res = runner.run_recipe(recipe(**{"tune.train.steps": 5}), out, data_root=data_root, only="tune")
+    assert [o.stage for o in res] == ["tune"] and calls(fake) == ["tune"]

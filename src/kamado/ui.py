@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,13 +29,13 @@ def quiet() -> bool:
 
 @contextmanager
 def progress(description: str, total: float | None = None, unit: str = "") -> Iterator[Any]:
-    """A progress bar; yields ``advance(n=1, **fields)``. Hidden when quiet, plain when not a TTY."""
+    """A progress bar; yields ``advance(n=1, **fields)``. Hidden when quiet (``KAMADO_QUIET=1``)."""
     if quiet():
         yield lambda n=1, **kw: None
         return
     cols = [SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn(unit), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-    with Progress(*cols, console=console, transient=False, disable=not sys.stderr.isatty() and False) as p:
+    with Progress(*cols, console=console, transient=False) as p:
         task = p.add_task(description, total=total, info="")
 
         def advance(n: float = 1, **fields: Any) -> None:
