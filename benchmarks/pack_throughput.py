@@ -36,7 +36,7 @@ def ensure_tokenizer(path: Path | None) -> Path:
         return path
     tok = SCRATCH / "tok8k"
     if not (tok / "tokenizer.json").is_file():
-        from kamado.data.docs import resolve_inputs
+        from kamado.corpus.docs import resolve_inputs
         from kamado.tokenizer.config import TokenizerConfig
         from kamado.tokenizer.train import train_tokenizer
 
@@ -46,8 +46,8 @@ def ensure_tokenizer(path: Path | None) -> Path:
 
 
 def run_kamado(tok: Path, workers: int, out: Path) -> tuple[int, float]:
+    from kamado.corpus.docs import resolve_inputs
     from kamado.data.config import PackConfig
-    from kamado.data.docs import resolve_inputs
     from kamado.data.pack import pack
 
     shutil.rmtree(out, ignore_errors=True)
@@ -60,7 +60,7 @@ def run_datasets(tok: Path, workers: int, out: Path) -> tuple[int, float]:
     import datasets
     import numpy as np
 
-    from kamado.data.docs import iter_docs, resolve_inputs
+    from kamado.corpus.docs import iter_docs, resolve_inputs
     from kamado.tokenizer import load
 
     datasets.disable_progress_bars()

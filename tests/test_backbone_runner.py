@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -10,9 +11,11 @@ import pytest
 import yaml
 
 from kamado import runner
+from kamado import stage as stage_registry
 from kamado.config import KamadoError
 from kamado.manifest import read_manifest, verify_outputs
-from kamado.recipe import STAGES, parse_recipe
+from kamado.recipe import parse_recipe
+from kamado.stage import STAGE_NAMES as STAGES
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
 
@@ -21,7 +24,8 @@ TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     log = tmp_path / "calls.log"
     monkeypatch.setenv("FAKE_STAGE_LOG", str(log))
-    monkeypatch.setattr(runner, "MODULES", {s: "_fake_stages" for s in STAGES})
+    fakes = tuple(dataclasses.replace(s, run="_fake_stages:run") for s in stage_registry.STAGES)
+    monkeypatch.setattr(stage_registry, "STAGES", fakes)
     return log
 
 

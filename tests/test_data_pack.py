@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from kamado.config import KamadoError
+from kamado.corpus.docs import corpus_sources, resolve_inputs
 from kamado.data.config import PackConfig
-from kamado.data.docs import corpus_sources, resolve_inputs
 from kamado.data.pack import check_pack, dtype_for, pack
 from kamado.manifest import write_manifest
 from kamado.tokenizer.config import TokenizerConfig

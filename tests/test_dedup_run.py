@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from kamado.cli.corpus_dedup import dedup as dedup_cmd
 from kamado.corpus.dedup import run_dedup
-from kamado.corpus.dedup_cli import dedup as dedup_cmd
 from kamado.corpus.io import read_documents
 
 

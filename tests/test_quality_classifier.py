@@ -11,9 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from kamado.cli.corpus_dedup import train_classifier
 from kamado.config import KamadoError
 from kamado.corpus import quality as Q
-from kamado.corpus.dedup_cli import train_classifier
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kamado.config import KamadoError
-from kamado.data.docs import resolve_inputs
+from kamado.corpus.docs import resolve_inputs
 from kamado.tokenizer.config import TokenizerConfig
 from kamado.tokenizer.train import collect_sample, train_tokenizer
 

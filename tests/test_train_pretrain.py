@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> tuple[Path, Path]:
     """A 3,000-piece SentencePiece tokenizer and a ja/en pack of ~250k characters each."""
+    from kamado.corpus.docs import resolve_inputs
     from kamado.data.config import PackConfig
-    from kamado.data.docs import resolve_inputs
     from kamado.data.pack import pack as do_pack
     from kamado.tokenizer.config import TokenizerConfig
     from kamado.tokenizer.train import train_tokenizer

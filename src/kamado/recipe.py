@@ -6,37 +6,26 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import ValidationError, create_model
 
 from kamado.config import ConfigError, KamadoError, StrictModel, format_validation_error
-from kamado.corpus.config import CorpusConfig
-from kamado.data.config import PackConfig
-from kamado.eval.config import EvalConfig
-from kamado.report.config import ReportConfig
-from kamado.tokenizer.config import TokenizerConfig
-from kamado.train.config import PretrainConfig
-from kamado.tune.config import TuneConfig
-
-STAGES = ("corpus", "tokenizer", "data", "pretrain", "tune", "eval", "report")
+from kamado.stage import DEFAULT_SEED, STAGE_NAMES, STAGES
 
 
-class Recipe(StrictModel):
-    """A whole run: from raw text to a report. Stages left out are not run."""
+class RecipeBase(StrictModel):
+    """A whole run: from raw text to a report. Stages left out are not run.
+
+    One optional section per stage of the registry (:data:`kamado.stage.STAGES`), each validated by
+    that stage's config model.
+    """
 
     name: str = "run"
-    seed: int = 1234
+    seed: int = DEFAULT_SEED
     data_root: str | None = None
-    corpus: CorpusConfig | None = None
-    tokenizer: TokenizerConfig | None = None
-    data: PackConfig | None = None
-    pretrain: PretrainConfig | None = None
-    tune: TuneConfig | None = None
-    eval: EvalConfig | None = None
-    report: ReportConfig | None = None
 
     def stages(self) -> list[str]:
         """Names of the stages this recipe runs, in order."""
-        return [s for s in STAGES if getattr(self, s) is not None]
+        return [s for s in STAGE_NAMES if getattr(self, s) is not None]
 
     def stage_config(self, stage: str) -> StrictModel:
         cfg = getattr(self, stage, None)
@@ -45,7 +34,13 @@ class Recipe(StrictModel):
         return cfg
 
 
-def parse_recipe(data: Any, source: str = "<recipe>", overrides: list[str] | None = None) -> Recipe:
+Recipe: type[RecipeBase] = create_model(  # type: ignore[call-overload]
+    "Recipe", __base__=RecipeBase, __module__=__name__,
+    **{s.name: (s.config_class() | None, None) for s in STAGES},
+)
+
+
+def parse_recipe(data: Any, source: str = "<recipe>", overrides: list[str] | None = None) -> RecipeBase:
     """Validate a recipe mapping (after ``a.b.c=value`` overrides); errors name the YAML path."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
@@ -71,7 +66,7 @@ def apply_override(data: dict, override: str) -> None:
     node[parts[-1]] = yaml.safe_load(value)
 
 
-def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:
+def load_recipe(path: Path | str, overrides: list[str] | None = None) -> RecipeBase:
     """Read and validate a recipe file; a missing file or bad YAML is a clear error."""
     p = Path(path)
     if not p.is_file():
@@ -85,7 +80,7 @@ def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:
     return parse_recipe(data, str(p), overrides)
 
 
-def check_inputs(recipe: Recipe, recipe_dir: Path | None, data_root: Path | None) -> None:
+def check_inputs(recipe: RecipeBase, recipe_dir: Path | None, data_root: Path | None) -> None:
     """Resolve every input the recipe names, so a missing file fails before any work starts."""
     from kamado import registry
 

@@ -9,7 +9,6 @@ from its unfinished shards); anything else is cleared and redone.
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 import time
@@ -20,34 +19,11 @@ from typing import Any
 from kamado import registry
 from kamado.config import KamadoError
 from kamado.manifest import digest_files, digest_json, read_manifest, write_json_atomic, write_manifest
-from kamado.recipe import STAGES, Recipe, check_inputs
-from kamado.stage import StageContext
+from kamado.recipe import RecipeBase, check_inputs
+from kamado.stage import STAGE_NAMES, StageContext, stage_spec
 from kamado.ui import console, table
 
-DEPS: dict[str, tuple[str, ...]] = {
-    "corpus": (),
-    "tokenizer": ("corpus",),
-    "data": ("corpus", "tokenizer"),
-    "pretrain": ("data", "tokenizer"),
-    "tune": ("pretrain", "tokenizer"),
-    "eval": ("pretrain", "tune", "data", "tokenizer"),
-    "report": ("corpus", "tokenizer", "data", "pretrain", "tune", "eval"),
-}
 ATTEMPT = ".attempt.json"
-MODULES = {
-    "corpus": "kamado.corpus.stage",
-    "tokenizer": "kamado.tokenizer.stage",
-    "data": "kamado.data.stage",
-    "pretrain": "kamado.train.pretrain",
-    "tune": "kamado.tune.stage",
-    "eval": "kamado.eval.stage",
-    "report": "kamado.report.stage",
-}
-
-
-def stage_function(stage: str) -> Any:
-    """The ``run(cfg, ctx)`` function of a stage, imported only when needed."""
-    return importlib.import_module(MODULES[stage]).run
 
 
 @dataclass
@@ -58,15 +34,10 @@ class StageOutcome:
     counts: dict[str, Any]
 
 
-def _external_inputs(recipe: Recipe, stage: str, recipe_dir: Path | None, root: Path | None) -> dict[str, str]:
-    """Digests of files a stage reads from outside the run (raw corpus, instruction data)."""
-    names: list[str] = []
-    if stage == "corpus" and recipe.corpus:
-        names = [n for s in recipe.corpus.sources for n in s.inputs]
-    elif stage == "tune" and recipe.tune:
-        names = list(recipe.tune.data)
-    if stage == "corpus" and recipe.corpus and recipe.corpus.chain.endswith((".yaml", ".yml")):
-        names.append(recipe.corpus.chain)  # an edited filter-chain file changes the corpus stage
+def _external_inputs(recipe: RecipeBase, stage: str, recipe_dir: Path | None, root: Path | None) -> dict[str, str]:
+    """Digests of files a stage reads from outside the run (raw corpus, instruction data, chain file)."""
+    spec = stage_spec(stage)
+    names = spec.external(recipe.stage_config(stage)) if spec.external else []
     files: list[Path] = []
     for n in names:
         p = registry.resolve(n, root, recipe_dir)
@@ -74,7 +45,7 @@ def _external_inputs(recipe: Recipe, stage: str, recipe_dir: Path | None, root: 
     return {f"{k}": v for k, v in digest_files(files).items()}
 
 
-def fingerprint(recipe: Recipe, stage: str, upstream: dict[str, dict], external: dict[str, str]) -> str:
+def fingerprint(recipe: RecipeBase, stage: str, upstream: dict[str, dict], external: dict[str, str]) -> str:
     """Identity of a stage's work: config, seed, upstream outputs and external inputs."""
     cfg = recipe.stage_config(stage).model_dump(mode="json")
     ups = {k: [m.get("fingerprint"), m.get("outputs_digest"), m.get("finished_ns")] for k, m in upstream.items()}
@@ -83,7 +54,7 @@ def fingerprint(recipe: Recipe, stage: str, upstream: dict[str, dict], external:
 
 
 def run_recipe(
-    recipe: Recipe,
+    recipe: RecipeBase,
     out: Path,
     *,
     recipe_dir: Path | None = None,
@@ -115,14 +86,14 @@ def run_recipe(
         forced = forced or stage == force
         if only is not None and stage != only:
             man = read_manifest(out / stage)
-            if man is None and STAGES.index(stage) < STAGES.index(only):
+            if man is None and STAGE_NAMES.index(stage) < STAGE_NAMES.index(only):
                 raise KamadoError(f"--only {only}: upstream stage {stage!r} has not finished in {out}")
             if man is not None:
                 manifests[stage] = man
-            if STAGES.index(stage) > STAGES.index(only):
+            if STAGE_NAMES.index(stage) > STAGE_NAMES.index(only):
                 break
             continue
-        upstream = {d: manifests[d] for d in DEPS[stage] if d in manifests}
+        upstream = {d: manifests[d] for d in stage_spec(stage).deps if d in manifests}
         external = _external_inputs(recipe, stage, recipe_dir, root)
         fp = fingerprint(recipe, stage, upstream, external)
         sdir = out / stage
@@ -142,7 +113,7 @@ def run_recipe(
     return outcomes
 
 
-def _run_stage(recipe: Recipe, stage: str, sdir: Path, fp: str, upstream: dict[str, dict],
+def _run_stage(recipe: RecipeBase, stage: str, sdir: Path, fp: str, upstream: dict[str, dict],
                external: dict[str, str], out: Path, root: Path | None, cache: Path, forced: bool,
                recipe_dir: Path | None) -> dict:
     attempt = sdir / ATTEMPT
@@ -159,9 +130,9 @@ def _run_stage(recipe: Recipe, stage: str, sdir: Path, fp: str, upstream: dict[s
     write_json_atomic(attempt, {"fingerprint": fp, "started": time.time()})
     console.rule(f"[bold]{stage}[/]" + (" (resuming)" if resuming else ""))
     ctx = StageContext(name=stage, out=sdir, inputs={d: out / d for d in upstream}, data_root=root,
-                       seed=recipe.seed, run_dir=out, cache_dir=cache, extra={"recipe_dir": recipe_dir})
+                       seed=recipe.seed, run_dir=out, cache_dir=cache, recipe_dir=recipe_dir)
     t0 = time.perf_counter()
-    counts = stage_function(stage)(recipe.stage_config(stage), ctx) or {}
+    counts = stage_spec(stage).run_function()(recipe.stage_config(stage), ctx) or {}
     wall = time.perf_counter() - t0
     attempt.unlink(missing_ok=True)
     inputs = {f"stage:{k}": v.get("outputs_digest", "") for k, v in upstream.items()} | external

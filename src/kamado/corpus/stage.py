@@ -27,7 +27,7 @@ def chain_for(cfg: CorpusConfig, src: SourceSpec, ctx: StageContext) -> tuple[Ch
     name = cfg.chain
     if name == "default":
         name = {"ja": "default-ja", "en": "default-en"}.get(src.lang, "default")
-    base = ctx.extra.get("recipe_dir")
+    base = ctx.recipe_dir
     return load_chain(name, Path(base) if base else Path.cwd())
 
 
@@ -53,7 +53,7 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
     listing = []
     for src in cfg.sources:
         t0 = time.perf_counter()
-        inputs = [registry.resolve(n, ctx.data_root, ctx.extra.get("recipe_dir")) for n in src.inputs]
+        inputs = [registry.resolve(n, ctx.data_root, ctx.recipe_dir) for n in src.inputs]
         chain, base = chain_for(cfg, src, ctx)
         sdir = out / src.name
         stats = clean(inputs, sdir / "clean", chain, executor=cfg.executor, workers=cfg.workers,

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from kamado.config import KamadoError
+from kamado.corpus.docs import InputSpec, iter_docs
 from kamado.data.config import PackConfig
-from kamado.data.docs import InputSpec, iter_docs
 
 PACK = "pack.json"
 FORMAT = 1

@@ -10,7 +10,7 @@ from kamado.stage import StageContext
 
 def run(cfg: PackConfig, ctx: StageContext) -> dict[str, Any]:
     """Tokenize ``ctx.input("corpus")`` with ``ctx.input("tokenizer")`` into ``ctx.out``; per-source token counts."""
-    from kamado.data.docs import corpus_sources
+    from kamado.corpus.docs import corpus_sources
     from kamado.data.pack import pack
     from kamado.ui import progress
 

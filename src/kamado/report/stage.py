@@ -19,9 +19,9 @@ from typing import Any
 from kamado.report import html as H
 from kamado.report.config import ReportConfig
 from kamado.report.plots import Panel, Series, bars_png, metric_bars_png, panels_png
-from kamado.stage import StageContext
+from kamado.stage import STAGE_NAMES, StageContext
 
-STAGES = ("corpus", "tokenizer", "data", "pretrain", "tune", "eval")
+STAGES = tuple(s for s in STAGE_NAMES if s != "report")  # the stages a report reads
 LOWER_IS_BETTER = ("ppl", "perplexity", "loss", "bpb", "bits", "bpc", "nll", "ece", "stderr")
 
 

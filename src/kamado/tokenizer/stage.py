@@ -10,7 +10,7 @@ from kamado.tokenizer.config import TokenizerConfig
 
 def run(cfg: TokenizerConfig, ctx: StageContext) -> dict[str, Any]:
     """Train into ``ctx.out`` (the HF tokenizer folder itself); returns vocab size and chars/token per language."""
-    from kamado.data.docs import corpus_sources
+    from kamado.corpus.docs import corpus_sources
     from kamado.tokenizer.train import train_tokenizer
     from kamado.ui import console
 

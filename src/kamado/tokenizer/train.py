@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kamado.config import KamadoError
-from kamado.data.docs import InputSpec, iter_docs
+from kamado.corpus.docs import InputSpec, iter_docs
 from kamado.tokenizer.config import TokenizerConfig
 
 SPECIALS = {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>"}

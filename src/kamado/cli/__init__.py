@@ -75,15 +75,15 @@ def run_cmd(
 
 
 def _register() -> None:
-    from kamado.bench import cli as bench_cli
-    from kamado.corpus import cli as corpus_cli
-    from kamado.data import cli as data_cli
-    from kamado.eval import cli as eval_cli
-    from kamado.report import cli as report_cli
-    from kamado.serve import cli as serve_cli
-    from kamado.tokenizer import cli as tokenizer_cli
-    from kamado.train import cli as train_cli
-    from kamado.tune import cli as tune_cli
+    from kamado.cli import bench as bench_cli
+    from kamado.cli import corpus as corpus_cli
+    from kamado.cli import data as data_cli
+    from kamado.cli import eval as eval_cli
+    from kamado.cli import report as report_cli
+    from kamado.cli import serve as serve_cli
+    from kamado.cli import tokenizer as tokenizer_cli
+    from kamado.cli import train as train_cli
+    from kamado.cli import tune as tune_cli
 
     app.add_typer(corpus_cli.app, name="corpus", help="Clean, deduplicate and score raw text corpora.")
     app.add_typer(tokenizer_cli.app, name="tokenizer", help="Train and compare SentencePiece tokenizers.")

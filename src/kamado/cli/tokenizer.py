@@ -37,7 +37,7 @@ def train_cmd(
     """
     import time
 
-    from kamado.data.docs import resolve_inputs
+    from kamado.corpus.docs import resolve_inputs
     from kamado.manifest import write_manifest
     from kamado.tokenizer.config import TokenizerConfig
     from kamado.tokenizer.train import train_tokenizer
@@ -82,7 +82,7 @@ def stats_cmd(
     """
     from collections import defaultdict
 
-    from kamado.data.docs import iter_docs, resolve_inputs
+    from kamado.corpus.docs import iter_docs, resolve_inputs
     from kamado.tokenizer.stats import measure
     from kamado.ui import console, table
 

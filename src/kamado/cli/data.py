@@ -70,8 +70,8 @@ def pack_cmd(
     import time
 
     from kamado.config import KamadoError
+    from kamado.corpus.docs import resolve_inputs
     from kamado.data.config import PackConfig
-    from kamado.data.docs import resolve_inputs
     from kamado.data.pack import pack
     from kamado.manifest import read_manifest, write_manifest
     from kamado.ui import console, progress, table

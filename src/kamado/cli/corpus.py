@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from kamado.corpus import dedup_cli
+from kamado.cli import corpus_dedup as dedup_cli
 
 app = typer.Typer(no_args_is_help=True)
 
