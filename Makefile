@@ -30,6 +30,10 @@ demo: install
 	$(BIN)/kamado run recipes/tiny.yaml --out $(OUT)
 
 test: install
+	@# the report's browser test needs chromium: install Debian's when missing (skipped without root/apt)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
+	  echo "note: no chromium; the report browser test will be skipped"
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -x --durations=15

@@ -133,6 +133,31 @@ def pack_docs(pack_dir: Path, tokenizer: Any, *, max_tokens: int, limit: int | N
     return out
 
 
+def _per_doc(progress: Callable[[int], None] | None, model: Any, docs: list[Doc], bos: int | None,
+             window: int) -> Callable[[int], None] | None:
+    """The scorer advances in windows; the bar counts documents: convert, ending exactly at ``len(docs)``."""
+    if progress is None:
+        return None
+    from kamado.eval.scorer import model_max_len
+
+    step = max(1, min(window, model_max_len(model)) - 1)
+    total = 0
+    for d in docs:
+        n = len(d.tokens) + (0 if d.tokens and d.tokens[0] == bos and bos is not None else int(bos is not None))
+        total += -(-(n - 1) // step) if n >= 2 else 0
+    done = shown = 0
+
+    def advance(n_windows: int) -> None:
+        nonlocal done, shown
+        done += n_windows
+        now = len(docs) if done >= total else done * len(docs) // max(1, total)
+        if now > shown:
+            progress(now - shown)
+            shown = now
+
+    return advance
+
+
 def evaluate_perplexity(model: Any, tokenizer: Any, docs: list[Doc], *, window: int = 512, batch_size: int = 8,
                         progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], list[dict]]:
     """Metrics per language (``token_ppl_ja``, ``char_ppl_ja``, ``bpc_ja``, ...) and per-document details."""
@@ -141,7 +166,7 @@ def evaluate_perplexity(model: Any, tokenizer: Any, docs: list[Doc], *, window: 
     bos = tokenizer.bos_token_id
     windows: list[tuple[int, float, int]] = []
     res = score_token_streams(model, [d.tokens for d in docs], bos=bos, window=window, batch_size=batch_size,
-                              progress=progress, windows=windows)
+                              progress=_per_doc(progress, model, docs, bos, window), windows=windows)
     details = [{"source": d.source, "lang": d.lang, "tokens": r.ntokens, "chars": d.chars, "nll": r.nll}
                for d, r in zip(docs, res, strict=True)]
     # standard errors over windows (a document with one window is one unit; a book is many), with the

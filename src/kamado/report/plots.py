@@ -1,4 +1,5 @@
-"""Matplotlib figures rendered to inline base64 PNG (Agg backend; no files, no display)."""
+"""Figures: matplotlib rendered to inline base64 PNG (Agg backend; no files, no display), and the same panels as
+JSON specs for the report's interactive charts (:func:`panels_fig`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,15 @@ class Panel:
     logy: bool = False
     ylim: tuple[float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)  # run events: {"step", "kind", "detail"}
+
+
+@dataclass
+class Figure:
+    """Panels as one PNG (base64, for printing) and one interactive chart spec per panel."""
+
+    png: str | None
+    charts: list[dict[str, Any]]
 
 
 def _pyplot() -> Any:
@@ -91,6 +101,9 @@ def panels_png(panels: Sequence[Panel], width: float = 5.2, height: float = 3.2,
                 ax.plot(xs, smooth(ys, w), lw=1.5, ls=ls, color=color, label=f"{s.label} (avg {w})")
             else:
                 ax.plot(xs, ys, lw=1.5, ls=ls, color=color, label=s.label)
+        for e in (_event(x) for x in p.events):
+            if e is not None:
+                ax.axvline(e["x"], color="#c00", lw=0.8, ls=":", alpha=0.8)
         if p.logy:
             ax.set_yscale("log")
         if p.ylim:
@@ -164,6 +177,61 @@ def metric_bars_png(metrics: Sequence[tuple[str, str, bool]], models: Sequence[s
         axes[k // cols][k % cols].axis("off")
     fig.tight_layout()
     return _png(fig, plt)
+
+
+def _thin(xs: list[float], ys: list[float], most: int) -> tuple[list[float], list[float]]:
+    """At most about ``most`` points: every k-th point, plus each stride's extreme values (spikes stay visible)."""
+    if len(xs) <= most:
+        return xs, ys
+    k = math.ceil(len(xs) / (most / 3))
+    keep: set[int] = {0, len(xs) - 1}
+    for a in range(0, len(xs), k):
+        idx = range(a, min(a + k, len(xs)))
+        keep |= {a, max(idx, key=lambda i: ys[i]), min(idx, key=lambda i: ys[i])}
+    order = sorted(keep)
+    return [xs[i] for i in order], [ys[i] for i in order]
+
+
+def _event(e: Any) -> dict[str, Any] | None:
+    if not isinstance(e, dict):
+        return None
+    x = e.get("step", e.get("x"))
+    if not isinstance(x, int | float) or isinstance(x, bool) or not math.isfinite(x):
+        return None
+    detail = e.get("detail", e.get("message", ""))
+    if not isinstance(detail, str):
+        import json
+
+        detail = json.dumps(detail, ensure_ascii=False, default=str)
+    return {"x": float(x), "kind": str(e.get("kind") or e.get("event") or "event")[:60], "detail": detail[:300]}
+
+
+def chart_spec(p: Panel, smooth_over: int = 60, most: int = 3000) -> dict[str, Any]:
+    """The JSON spec of one interactive chart (the panel's data, colours as in the PNG)."""
+    series = []
+    for i, s in enumerate(p.series):
+        xs, ys = _clean(s)
+        if not xs:
+            continue
+        if not s.points:
+            order = sorted(range(len(xs)), key=xs.__getitem__)
+            xs, ys = [xs[j] for j in order], [ys[j] for j in order]
+            xs, ys = _thin(xs, ys, most)
+        series.append({"label": s.label, "x": xs, "y": [float(f"{v:.6g}") for v in ys], "points": s.points,
+                       "dashed": s.dashed, "color": s.color or PALETTE[i % len(PALETTE)]})
+    events = [e for e in (_event(x) for x in p.events) if e is not None]
+    return {"title": p.title, "xlabel": p.xlabel, "ylabel": p.ylabel, "logy": p.logy,
+            "ylim": list(p.ylim) if p.ylim else None, "smooth_over": smooth_over, "series": series,
+            "events": events}
+
+
+def panels_fig(panels: Sequence[Panel], width: float = 5.2, height: float = 3.2, smooth_over: int = 60) -> Figure | None:
+    """:func:`panels_png` and the interactive chart specs of the same panels; None when no panel has data."""
+    png = panels_png(panels, width, height, smooth_over)
+    if png is None:
+        return None
+    keep = [p for p in panels if any(_clean(s)[0] for s in p.series)]
+    return Figure(png, [chart_spec(p, smooth_over) for p in keep])
 
 
 def _png(fig: Any, plt: Any) -> str:

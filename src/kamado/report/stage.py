@@ -18,7 +18,7 @@ from typing import Any
 
 from kamado.report import html as H
 from kamado.report.config import ReportConfig
-from kamado.report.plots import Panel, Series, bars_png, metric_bars_png, panels_png
+from kamado.report.plots import Panel, Series, bars_png, metric_bars_png, panels_fig
 from kamado.stage import STAGE_NAMES, StageContext
 
 STAGES = tuple(s for s in STAGE_NAMES if s != "report")  # the stages a report reads
@@ -302,12 +302,13 @@ def pretrain_section(run: Run) -> str:
             summary["tokens seen"] = train[-1][k]
             break
     body = H.kv_table(summary)
-    body += H.img(panels_png([
+    body += H.figure(panels_fig([
         Panel("training loss", [Series("train loss", steps, [r["loss"] for r in train]), *_val_series(val)],
-              ylabel="cross-entropy (nats/token)"),
+              ylabel="cross-entropy (nats/token)",  # run events (guard: spikes, rollbacks, ...) are marked
+              events=read_jsonl(d / "events.jsonl") + [r for r in recs if "event" in r]),
         Panel("learning rate", [Series("lr", steps, [r.get("lr") for r in train])], ylabel="lr")]),
         "pretraining loss")
-    body += H.img(panels_png([
+    body += H.figure(panels_fig([
         Panel("throughput", [Series("tokens/s", steps[1:], [r.get("tokens_per_s") for r in train[1:]])],
               ylabel="tokens/s"),
         Panel("model FLOPs utilisation", [Series("MFU %", steps[1:], [
@@ -322,7 +323,7 @@ def pretrain_section(run: Run) -> str:
             panels.append(Panel(title, [Series(k[len(prefix):], steps, [r.get(k) for r in train]) for k in keys],
                                 ylabel="share", ylim=(0.0, 1.0)))
     if panels:
-        body += H.img(panels_png(panels), "mixture shares")
+        body += H.figure(panels_fig(panels), "mixture shares")
     return body
 
 
@@ -354,7 +355,7 @@ def tune_section(run: Run) -> str:
             panels_train.append(Series(m, [r["step"] for r in train], [r["loss"] for r in train]))
         panels_val += [Series(f"{m} {s.label}", s.x, s.y, points=True) for s in _val_series(val)]
     if panels_train:
-        body += H.img(panels_png([Panel("tuning loss (answer tokens)", panels_train, ylabel="cross-entropy"),
+        body += H.figure(panels_fig([Panel("tuning loss (answer tokens)", panels_train, ylabel="cross-entropy"),
                                   Panel("held-out loss", panels_val, ylabel="cross-entropy")]), "tuning loss")
     elif not methods:
         return H.note("tune stage has no tune.json and no metrics.jsonl")
@@ -457,7 +458,7 @@ def compare_section(runs: list[Run]) -> str:
             pts = [(x["step"], x["val_loss"]) for x in val if _num(x.get("val_loss")) is not None]
             if pts:
                 pre_val.append(Series(n, [p[0] for p in pts], [p[1] for p in pts], points=True))
-    body += H.img(panels_png([Panel("pretraining loss", pre_train, ylabel="cross-entropy"),
+    body += H.figure(panels_fig([Panel("pretraining loss", pre_train, ylabel="cross-entropy"),
                               Panel("pretraining val loss", pre_val, ylabel="cross-entropy")]), "pretrain compare")
     tune_series = []
     for r, n in zip(runs, names, strict=True):
@@ -466,7 +467,7 @@ def compare_section(runs: list[Run]) -> str:
             if train:
                 tune_series.append(Series(f"{n} {m}", [x["step"] for x in train], [x["loss"] for x in train],
                                           dashed=m == "lora"))
-    body += H.img(panels_png([Panel("tuning loss", tune_series, ylabel="cross-entropy")]), "tune compare")
+    body += H.figure(panels_fig([Panel("tuning loss", tune_series, ylabel="cross-entropy")]), "tune compare")
     merged: dict[str, dict[str, Any]] = {}
     for r, n in zip(runs, names, strict=True):
         res = _json(r.dir / "eval" / "results.json")
