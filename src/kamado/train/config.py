@@ -7,6 +7,8 @@ from typing import Literal
 from kamado.config import StrictModel
 from kamado.data.config import MixtureConfig
 from kamado.model.config import ModelConfig
+from kamado.monitor.alerts import AlertsConfig
+from kamado.monitor.guard import GuardConfig
 
 
 class OptimizerConfig(StrictModel):
@@ -56,3 +58,5 @@ class PretrainConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     mixture: MixtureConfig = MixtureConfig()
+    guard: GuardConfig = GuardConfig()  # spike/NaN/hang detection, rollback, drills (kamado.monitor.guard)
+    alerts: AlertsConfig = AlertsConfig()  # e-mail, webhook, W&B alerts (kamado.monitor.alerts)

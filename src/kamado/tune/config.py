@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from kamado.config import StrictModel
+from kamado.monitor.alerts import AlertsConfig
+from kamado.monitor.guard import GuardConfig
 from kamado.train.config import OptimizerConfig, TrainConfig
 
 
@@ -32,3 +34,5 @@ class TuneConfig(StrictModel):
     max_valid_examples: int = 200  # held-out examples used for the before/after validation loss
     keep_checkpoints: bool = False  # training checkpoints are deleted once the models are exported
     base: str | None = None  # HF model folder to tune instead of the pretrain stage's hf/ (CLI --base)
+    guard: GuardConfig = GuardConfig()  # as pretrain.guard
+    alerts: AlertsConfig = AlertsConfig()  # as pretrain.alerts

@@ -1,0 +1,129 @@
+"""The watchdog: a separate process started with the training (``python -m kamado.monitor.watchdog SPEC``).
+
+It polls the trainer's heartbeat file (written after every finished step by :class:`~kamado.monitor.guard.RunGuard`):
+
+- no finished step for ``hang_timeout_s`` (``startup_timeout_s`` before the first one): a ``hang`` event and
+  alert, then SIGTERM to the trainer (which ends with a clear error) and SIGKILL after ``term_grace_s``;
+- the trainer process gone without a clean end (``finished``/``failed`` heartbeat): a ``crashed`` event and
+  alert with the last step and metrics (SIGKILL, the OOM killer, a segfault);
+- a clean end: it exits quietly.
+
+A process of its own (its own session) so that it outlives a killed or stuck trainer; it sends alerts
+itself (e-mail, webhook; W&B lives in the trainer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _say(msg: str) -> None:
+    print(f"kamado watchdog: {msg}", file=sys.stderr, flush=True)
+
+
+def watch(spec: dict[str, Any], poll_s: float | None = None) -> str:
+    """Watch until the trainer ends; returns ``finished``, ``failed``, ``crashed`` or ``hang``."""
+    from kamado.monitor.alerts import Alerter, AlertsConfig
+    from kamado.monitor.guard import EventLog
+
+    pid = int(spec["pid"])
+    hb_path = Path(spec["heartbeat"])
+    events = EventLog(Path(spec["events"]))
+    alerter = Alerter(AlertsConfig.model_validate(spec.get("alerts") or {}), run=spec.get("run", ""), sync=True,
+                      on_failure=lambda d: events.log(None, "alert_failed", d))
+    hang_s = float(spec.get("hang_timeout_s", 1800))
+    start_s = float(spec.get("startup_timeout_s", 1800))
+    grace = float(spec.get("term_grace_s", 15))
+    poll = poll_s if poll_s is not None else max(0.2, min(2.0, hang_s / 20))
+    t0 = time.time()
+    while True:
+        hb = _read(hb_path) or {}
+        state = hb.get("state", "starting")
+        if state in ("finished", "failed"):
+            return state
+        if not pid_alive(pid):
+            time.sleep(0.5)  # the trainer may have written its last heartbeat just before exiting
+            hb = _read(hb_path) or hb
+            if hb.get("state") in ("finished", "failed"):
+                return str(hb["state"])
+            step = hb.get("step")
+            msg = f"the trainer (pid {pid}) died without a clean end after step {step}"
+            _say(msg)
+            events.log(step, "crashed", {"pid": pid, "by": "watchdog", "metrics": hb.get("metrics", {})})
+            alerter.send("crashed", step, msg + " (killed: SIGKILL, out of memory, or a native crash)",
+                         action="nothing to do: resume with the same command (the last checkpoint is kept)",
+                         checkpoint=hb.get("checkpoint"), metrics=hb.get("metrics"))
+            return "crashed"
+        last = float(hb.get("time", t0))
+        limit = start_s if state == "starting" else hang_s
+        idle = time.time() - last
+        if idle > limit:
+            step = hb.get("step")
+            msg = (f"no training step finished for {idle:.0f} s after step {step} (guard.hang_timeout_s="
+                   f"{limit:g}); stopping the trainer (pid {pid})")
+            _say(msg)
+            events.log(step, "hang", {"pid": pid, "idle_s": round(idle, 1), "timeout_s": limit,
+                                      "metrics": hb.get("metrics", {})})
+            alerter.send("hang", step, f"hang: {msg}", action="SIGTERM to the trainer, SIGKILL after "
+                         f"{grace:g} s; resume from the last checkpoint", checkpoint=hb.get("checkpoint"),
+                         metrics=hb.get("metrics"))
+            _stop(pid, grace)
+            events.log(step, "stopped", {"pid": pid, "by": "watchdog", "alive": pid_alive(pid)})
+            return "hang"
+        time.sleep(poll)
+
+
+def _stop(pid: int, grace: float) -> None:
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        t_end = time.time() + wait
+        while time.time() < t_end:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m kamado.monitor.watchdog SPEC.json", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the trainer; we report what follows
+    spec = json.loads(Path(args[0]).read_text())
+    watch(spec)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
