@@ -432,6 +432,9 @@ class RunGuard:
         batches in between are skipped. Uses ``trainer.opt``, ``.batches``, ``.precision``, ``.ck_root``."""
         step = int(stats.step)
         if not self._started:
+            for sink in getattr(getattr(trainer, "sinks", None), "sinks", []):
+                if getattr(sink, "_run", None) is not None:  # W&B: alerts through run.alert as well
+                    self.alerter.wandb_run = sink._run
             self.start(step - 1, resumed=getattr(trainer, "resumed_from", None) is not None,
                        total_steps=getattr(getattr(trainer, "cfg", None), "steps", None))
         f = self.lr_factor(step)
@@ -528,3 +531,17 @@ def _barrier() -> None:
         return
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def guarded_run(guard: RunGuard, fn: Any, trainer_hooks_kw: str = "hooks") -> Any:
+    """``fn(hooks=[guard])`` under the guard: ``finished`` on success, ``crashed``/``stopped`` on an error
+    (re-raised). ``fn`` is a training call such as ``lambda **kw: train(model, batches, cfg, out, **kw)``."""
+    try:
+        res = fn(**{trainer_hooks_kw: [guard]})
+    except BaseException as e:
+        guard.fail(e)
+        raise
+    d = res.to_dict() if hasattr(res, "to_dict") else {}
+    guard.finish(int(d.get("steps") or (guard.last_step or 0)),
+                 {k: d.get(k) for k in ("final_loss", "val_loss", "tokens", "wall_s") if k in d})
+    return res
