@@ -79,6 +79,7 @@ def _register() -> None:
     from kamado.cli import corpus as corpus_cli
     from kamado.cli import data as data_cli
     from kamado.cli import eval as eval_cli
+    from kamado.cli import plan as plan_cli
     from kamado.cli import report as report_cli
     from kamado.cli import serve as serve_cli
     from kamado.cli import tokenizer as tokenizer_cli
@@ -94,6 +95,7 @@ def _register() -> None:
     app.command("judge")(eval_cli.judge)
     app.command("serve")(serve_cli.serve)
     app.command("bench")(bench_cli.bench)
+    app.command("plan")(plan_cli.plan)
     app.command("report")(report_cli.report)
 
 
