@@ -53,6 +53,9 @@ def run_cmd(
 ) -> None:
     """Run a recipe's stages in order; finished stages whose manifest matches are skipped.
 
+    Each stage writes its own folder inside the run folder. When the output is not a terminal, progress is
+    printed as plain lines (every KAMADO_PROGRESS_EVERY seconds, default 15).
+
     Examples:
       kamado run recipes/tiny.yaml --out runs/tiny
       kamado run recipes/tiny.yaml --out runs/tiny --until data
@@ -74,8 +77,41 @@ def run_cmd(
     console.print(f"run folder: {out.resolve()}  (total {sum(o.seconds for o in outcomes):.1f}s)")
 
 
+def _reflow(doc: str | None) -> str | None:
+    """Join the hard-wrapped lines of each docstring paragraph so rich reflows them to the terminal width;
+    indented lines (examples), lines after one ending in ":" and list items keep their own line."""
+    if not doc:
+        return doc
+    import inspect
+
+    paras = []
+    for para in inspect.cleandoc(doc).split("\n\n"):
+        lines: list[str] = []
+        for ln in para.split("\n"):
+            if (lines and ln and not ln[0].isspace() and not lines[-1][:1].isspace() and not lines[-1].endswith(":")
+                    and not ln.startswith(("-", "*", "•"))):
+                lines[-1] += " " + ln.strip()
+            else:
+                lines.append(ln)
+        paras.append("\n".join(lines))
+    return "\n\n".join(paras)
+
+
+def _reflow_help(t: typer.Typer) -> None:
+    """Reflow the help of every command of ``t`` and of its sub-apps (see :func:`_reflow`)."""
+    for ci in t.registered_commands:
+        if ci.help:
+            ci.help = _reflow(ci.help)
+        elif ci.callback is not None and ci.callback.__doc__:
+            ci.callback.__doc__ = _reflow(ci.callback.__doc__)
+    for g in t.registered_groups:
+        if g.typer_instance is not None:
+            _reflow_help(g.typer_instance)
+
+
 def _register() -> None:
     from kamado.cli import bench as bench_cli
+    from kamado.cli import chat as chat_cli
     from kamado.cli import corpus as corpus_cli
     from kamado.cli import data as data_cli
     from kamado.cli import eval as eval_cli
@@ -94,9 +130,11 @@ def _register() -> None:
     app.command("eval")(eval_cli.evaluate)
     app.command("judge")(eval_cli.judge)
     app.command("serve")(serve_cli.serve)
+    app.command("chat")(chat_cli.chat)
     app.command("bench")(bench_cli.bench)
     app.command("plan")(plan_cli.plan)
     app.command("report")(report_cli.report)
+    _reflow_help(app)
 
 
 _register()
