@@ -41,6 +41,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def toy(data_root: Path) -> Path:
     """A small LLaMA + SentencePiece tokenizer built from real data-root text (cached in .cache/)."""
-    from kamado.eval.toy import build_toy_model
+    from _toy import build_toy_model
 
     return build_toy_model(CACHE / "toy-eval-v1", data_root)

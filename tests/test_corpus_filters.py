@@ -123,10 +123,30 @@ def test_measure_then_decide(data_root: Path) -> None:
     assert by == "script" and reason.startswith("low_hiragana")
 
 
-def test_chain_files_match_defaults() -> None:
+def test_default_chains_are_the_packaged_yaml_files() -> None:
+    """The YAML files under kamado/resources/chains/ are the one source of the built-in chains; the mixed
+    ``default`` chain is the Japanese chain up to language detection (accepting ja and en), then the
+    Japanese and the English tails, each step tagged with its language."""
+    folder = ROOT / "src" / "kamado" / "resources" / "chains"
+    assert sorted(p.stem for p in folder.glob("*.yaml")) == ["default", "default-en", "default-ja"]
     for name in ("default-ja", "default-en", "default"):
-        chain, _ = load_chain(ROOT / "recipes" / "corpus" / f"{name}.yaml")
-        assert chain.model_dump() == default_chain(name).model_dump(), name
+        chain, base = load_chain(name)
+        assert base is None and chain.name == name
+        assert chain.model_dump() == load_chain(folder / f"{name}.yaml")[0].model_dump(), name
+    assert not (ROOT / "recipes" / "corpus").exists()  # no second copy to drift
+
+    def split(steps: list[dict]) -> tuple[list[dict], list[dict]]:
+        i = next(i for i, s in enumerate(steps) if s["type"] == "language")
+        return steps[: i + 1], steps[i + 1:]
+
+    head, ja_tail = split(default_chain("default-ja").steps)
+    _, en_tail = split(default_chain("default-en").steps)
+    head[-1] = {**head[-1], "accept": ["ja", "en"]}
+    tails = [{**s, "name": f"{lang}_{s.get('name', s['type'])}", "lang": lang}
+             for lang, tail in (("ja", ja_tail), ("en", en_tail)) for s in tail]
+    assert default_chain("default").steps == head + tails
+    with pytest.raises(KeyError):
+        default_chain("default-xx")
 
 
 def test_chain_errors_name_the_step(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ def test_clean_accounting_and_workers(tmp_path: Path, data_root: Path) -> None:
     assert s1["kept"] > 100 and s1["rejected"] > 100
     # re-tuning from stored measurements: a stricter hiragana floor rejects some kept documents
     strict = tmp_path / "strict.yaml"
-    text = (ROOT / "recipes" / "corpus" / "default-ja.yaml").read_text(encoding="utf-8")
+    text = (ROOT / "src" / "kamado" / "resources" / "chains" / "default-ja.yaml").read_text(encoding="utf-8")
     strict.write_text(text.replace("min_hiragana: 0.2", "min_hiragana: 0.35"), encoding="utf-8")
     r = subprocess.run([sys.executable, "-m", "kamado.cli", "corpus", "retune", str(tmp_path / "w1"), "--recipe",
                         str(strict)], env={**os.environ, "COLUMNS": "200"}, capture_output=True, text=True, timeout=120)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _toy import build_toy_model
 
 from kamado.eval.harness import EvalSettings, evaluate_model, load_model
-from kamado.eval.toy import build_toy_model
 
 CACHE = Path(__file__).resolve().parents[1] / ".cache"
 N = 40

@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from _toy import build_toy_model
 
 from kamado.eval.judge import JudgeSettings, parse_rating, run_judge
-from kamado.eval.toy import build_toy_model
 
 ROOT = Path(__file__).resolve().parents[1]
 QIDS = [31, 41, 71, 72]  # math, reasoning (graded against references), writing x2

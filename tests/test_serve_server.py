@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from kamado.eval.toy import build_toy_model
+from _toy import build_toy_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"

@@ -14,9 +14,9 @@ def measure(preset: str, precision: str, *, seq_len: int = 256, batch: int = 8, 
     """Train ``steps`` steps of ``preset`` on random tokens; median over the steps after ``warmup``."""
     import torch
 
+    from kamado.jsonl import read_jsonl
     from kamado.model.flops import model_flops
     from kamado.model.presets import build_model, llama_config
-    from kamado.monitor.sinks import read_jsonl
     from kamado.train.config import TrainConfig
     from kamado.train.engine import train
     from kamado.train.sources import TokenWindows, random_tokens
@@ -32,7 +32,7 @@ def measure(preset: str, precision: str, *, seq_len: int = 256, batch: int = 8, 
         base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         res = train(model, src, cfg, Path(tmp), quiet=True)  # peak cached in the user cache
-        recs = [r for r in read_jsonl(Path(tmp) / "metrics.jsonl") if "step_s" in r][warmup:]
+        recs = [r for r in read_jsonl(Path(tmp) / "metrics.jsonl", skip_bad=True) if "step_s" in r][warmup:]
     tps = statistics.median(r["tokens_per_s"] for r in recs)
     mf = model_flops(mconf, seq_len)
     peak = res.peak_tflops * 1e12

@@ -18,7 +18,7 @@ def clean(
                                                 "or data-set names from `kamado data list` (e.g. aozora, mc4-ja-labeled).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: kept/, rejected/, errors.jsonl, stats.json.")],
     recipe: Annotated[str, typer.Option("--recipe", "-r", help="Filter chain: default (ja+en), default-ja, default-en, "
-                                        "or a chain YAML such as recipes/corpus/default-ja.yaml.")] = "default",
+                                        "or a chain YAML (a copy of src/kamado/resources/chains/default-ja.yaml, edited).")] = "default",
     executor: Annotated[str, typer.Option(help="local (process pool over shards) or ray.")] = "local",
     workers: Annotated[int, typer.Option(help="Parallel shard workers (processes or Ray CPUs).")] = 2,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Join this Ray cluster (else start a "
@@ -43,7 +43,7 @@ def clean(
     Examples:
       kamado corpus clean aozora ja-wikipedia mc4-ja-labeled fineweb2-ja --out runs/clean-ja
       kamado corpus clean ../shared/data/ja_web_noisy/mc4ja_paragraphs_labeled.jsonl --out runs/clean-web
-      kamado corpus clean web/*.jsonl.gz --out runs/clean --recipe recipes/corpus/default-ja.yaml --workers 4
+      kamado corpus clean web/*.jsonl.gz --out runs/clean --recipe my-ja.yaml --workers 4
       kamado corpus clean crawl/ --out runs/clean --executor ray --ray-address auto
     """
     from kamado.corpus.config import load_chain

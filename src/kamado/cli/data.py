@@ -115,6 +115,7 @@ def mixture_cmd(
 
     from kamado.config import KamadoError
     from kamado.data.mixture import plan, realized
+    from kamado.jsonl import read_jsonl
     from kamado.recipe import load_recipe
     from kamado.ui import console, table
 
@@ -138,12 +139,7 @@ def mixture_cmd(
     real: dict[int, dict[str, int]] = {}
     metrics = run / "pretrain" / "metrics.jsonl" if run is not None else None
     if metrics is not None and metrics.is_file():
-        recs = []
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                recs.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+        recs = read_jsonl(metrics, skip_bad=True)
         real = realized(recs)
         done = max((int(r["step"]) for r in recs if "mix_stage" in r and isinstance(r.get("step"), int)), default=0)
         if real and done != tr.steps:

@@ -122,10 +122,6 @@ class BoilerplateLines(Cleaner):
         self.pattern_max = params.pattern_max_chars
         self.any_len = params.prefix_suffix_any_length
 
-    def is_boilerplate(self, line: str) -> bool:
-        """One line on its own (the same rules as :meth:`clean`)."""
-        return self._flags([line.strip()])[0]
-
     def _flags(self, stripped: list[str]) -> list[bool]:
         exact, short, pmax = self.exact, self.short, self.pattern_max
         flags = [bool(s) and s in exact for s in stripped]
@@ -215,11 +211,6 @@ def line_hashes(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h = (prefix[ends] - prefix[starts]) * inv[starts]
     h ^= lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     return h, starts, lengths
-
-
-def line_hash(line: str) -> int:
-    """The hash :func:`line_hashes` gives a single line."""
-    return int(line_hashes(line)[0][0])
 
 
 class RepeatedParams(StepParams):

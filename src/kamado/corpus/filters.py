@@ -228,12 +228,6 @@ class NgramHashes:
         return self.at(a, idx) * self._pow(b) + self.at(b, idx + a)
 
 
-def _ngram_hashes(ids: np.ndarray, n: int, at: np.ndarray | None = None) -> np.ndarray:
-    """Rolling hash of the n-gram starting at every position (or at positions ``at``)."""
-    h = NgramHashes(ids)
-    return h.full(n) if at is None else h.at(n, at)
-
-
 _POS_BITS = np.uint64(20)
 _POS_MASK = np.uint64((1 << 20) - 1)
 
@@ -324,11 +318,6 @@ def dup_ngram_fractions(ids: np.ndarray, weights: np.ndarray | None, ns: list[in
         multi[:-1] |= same
         cand = np.sort(pos[multi])
     return out
-
-
-def ngram_repetition(ids: np.ndarray, weights: np.ndarray | None, n: int) -> tuple[float, float]:
-    """(top n-gram fraction, duplicate n-gram fraction) for one n."""
-    return top_ngram_fraction(ids, weights, n), dup_ngram_fractions(ids, weights, [n])[n]
 
 
 class RepetitionParams(StepParams):

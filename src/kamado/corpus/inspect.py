@@ -8,15 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from kamado.config import KamadoError
-from kamado.corpus.io import open_binary
+from kamado.jsonl import iter_jsonl, read_jsonl
 
 
 def _iter(folder: Path) -> Any:
     for p in sorted(folder.glob("*.jsonl.gz")):
-        with open_binary(p) as fh:
-            for raw in fh:
-                if raw.strip():
-                    yield json.loads(raw)
+        yield from iter_jsonl(p)
 
 
 def sample(folder: Path, per_reason: int = 2, only: str | None = None, seed: int = 0,
@@ -98,8 +95,7 @@ def show(folder: Path, per_reason: int = 2, only: str | None = None, chars: int 
         console.print("no rejected documents" + (f" matching {only!r}" if only else ""))
     errs = folder / "errors.jsonl"
     if errs.is_file() and errs.stat().st_size:
-        lines = errs.read_text(encoding="utf-8").splitlines()
+        lines = read_jsonl(errs)
         console.print(f"[bold]errors.jsonl[/]: {len(lines):,} unreadable lines, e.g.")
-        for ln in lines[:3]:
-            e = json.loads(ln)
+        for e in lines[:3]:
             console.print(f"  {e['file']}:{e['line']}: {e['error']}")

@@ -10,7 +10,6 @@ a temporary name and renamed when complete.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from kamado.config import KamadoError
+from kamado.jsonl import iter_jsonl, open_binary
 
 SHARD_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".jsonl.zstd", ".parquet", ".txt", ".txt.gz",
                   ".warc.wet", ".warc.wet.gz", ".wet", ".wet.gz")
@@ -113,19 +113,6 @@ def shard_stem(path: Path) -> str:
         if name.lower().endswith(suf):
             return name[: -len(suf)]
     return Path(path).stem
-
-
-def open_binary(path: Path) -> IO[bytes]:
-    """Open a shard for binary reading, decompressing ``.gz`` / ``.zst``."""
-    name = str(path).lower()
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if name.endswith((".zst", ".zstd")):
-        import zstandard
-
-        fh = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(fh, closefd=True))
-    return open(path, "rb")
 
 
 def _decode(raw: bytes) -> str:
@@ -392,7 +379,4 @@ class ShardWriter:
 def read_documents(paths: list[Path]) -> Iterator[dict]:
     """Plain iteration over the records of written shards (for tests and downstream stages)."""
     for p in paths:
-        with open_binary(p) as fh:
-            for raw in fh:
-                if raw.strip():
-                    yield json.loads(raw)
+        yield from iter_jsonl(p)

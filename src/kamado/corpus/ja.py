@@ -1,6 +1,6 @@
 """Character classes for Japanese (and English) text, counted with numpy over code points.
 
-One pass (``codepoints`` + ``class_counts``) gives every script ratio a filter needs; there is no
+One pass (``codepoints`` + ``char_classes``) gives every script ratio a filter needs; there is no
 per-character Python loop and no morphological analysis.
 """
 
@@ -64,18 +64,6 @@ def char_classes(cps: np.ndarray) -> np.ndarray:
     if cps.size and int(cps.max()) >= 0x10000:
         return _CLASSES[np.searchsorted(_STARTS, cps, side="right") - 1]
     return _BMP[cps]
-
-
-def class_counts(cps: np.ndarray) -> np.ndarray:
-    """How many characters of each class (length ``N_CLASSES``)."""
-    if cps.size == 0:
-        return np.zeros(N_CLASSES, dtype=np.int64)
-    return np.bincount(char_classes(cps), minlength=N_CLASSES)
-
-
-def char_class(ch: str) -> int:
-    """The class id of one character."""
-    return int(_CLASSES[int(np.searchsorted(_STARTS, ord(ch), side="right")) - 1])
 
 
 def is_katakana(ch: str) -> bool:

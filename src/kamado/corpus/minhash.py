@@ -236,14 +236,3 @@ class LshSpec:
     ngram: int = 5
     seed: int = 0
     scheme: str = "oph"
-
-    def resolved(self) -> LshSpec:
-        if self.bands and self.rows:
-            if self.bands * self.rows > self.num_perm:
-                raise ValueError(f"bands*rows = {self.bands * self.rows} exceeds num_perm = {self.num_perm}")
-            return self
-        if self.bands:
-            return LshSpec(self.num_perm, self.bands, self.num_perm // self.bands, self.threshold,
-                           self.ngram, self.seed, self.scheme)
-        b, r = lsh_params(self.threshold, self.num_perm)
-        return LshSpec(self.num_perm, b, r, self.threshold, self.ngram, self.seed, self.scheme)

@@ -57,11 +57,6 @@ def _ends_hashes(texts: list[str], order: int) -> tuple[list[np.ndarray], np.nda
     return out, real, doc
 
 
-def _table(keys: np.ndarray, *vals: np.ndarray) -> tuple[np.ndarray, ...]:
-    order = np.argsort(keys)
-    return (keys[order], *[v[order] for v in vals])
-
-
 def _lookup(keys: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index into ``keys`` (sorted) and whether ``query`` was found."""
     if len(keys) == 0:

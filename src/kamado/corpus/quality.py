@@ -23,6 +23,7 @@ import numpy as np
 
 from kamado.config import KamadoError
 from kamado.corpus.minhash import normalize, shingle_hashes
+from kamado.jsonl import iter_numbered
 
 GOOD_LABELS = {"good", "1", "true", "pos", "positive", "keep", "high"}
 BAD_LABELS = {"bad", "0", "false", "neg", "negative", "drop", "low"}
@@ -48,22 +49,18 @@ def load_labelled(paths: list[Path]) -> tuple[list[str], np.ndarray]:
     texts: list[str] = []
     labels: list[int] = []
     for p in paths:
-        with open(p, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                    text, lab = rec["text"], str(rec["label"]).strip().lower()
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise KamadoError(f"{p}:{n}: expected a JSON object with text and label ({e})") from None
-                if lab in GOOD_LABELS:
-                    labels.append(1)
-                elif lab in BAD_LABELS:
-                    labels.append(0)
-                else:
-                    raise KamadoError(f"{p}:{n}: label {rec['label']!r} is neither good nor bad")
-                texts.append(str(text))
+        for n, rec in iter_numbered(p):
+            try:
+                text, lab = rec["text"], str(rec["label"]).strip().lower()
+            except (KeyError, TypeError) as e:
+                raise KamadoError(f"{p}:{n}: expected a JSON object with text and label ({e})") from None
+            if lab in GOOD_LABELS:
+                labels.append(1)
+            elif lab in BAD_LABELS:
+                labels.append(0)
+            else:
+                raise KamadoError(f"{p}:{n}: label {rec['label']!r} is neither good nor bad")
+            texts.append(str(text))
     if not texts or len(set(labels)) < 2:
         raise KamadoError(f"{', '.join(map(str, paths))}: need labelled examples of both classes")
     return texts, np.array(labels, dtype=np.int8)

@@ -114,9 +114,6 @@ class Step:
         self.env = env
         self.only_lang = params.lang
 
-    def describe(self) -> str:
-        return self.name
-
 
 class Cleaner(Step):
     """Rewrites the text (never rejects); the pipeline accounts for the characters it removes."""

@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from kamado.config import KamadoError
 from kamado.data.config import MixtureConfig
 
 
@@ -100,8 +99,3 @@ def realized(records: list[dict[str, Any]]) -> dict[int, dict[str, int]]:
     for k, r in sorted(last.items()):
         out[k] = {key.split("/", 1)[1]: int(v) for key, v in r.items() if key.startswith("mix_stage_tokens/")}
     return out
-
-
-def check_sources(sources: dict[str, Any]) -> None:
-    if not sources:
-        raise KamadoError("the pack has no sources")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kamado.config import KamadoError
+from kamado.jsonl import read_jsonl
 
 NEED_REF_CATS = {"math", "reasoning", "coding"}
 # FastChat's generation temperatures per MT-Bench category
@@ -148,17 +149,8 @@ class JudgeSettings:
 
 
 def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a line cut by an interruption: redone
-    return out
+    """Records of a question / answer / judgement file; a line cut by an interruption is skipped (redone)."""
+    return read_jsonl(path, skip_bad=True, missing_ok=True)
 
 
 def load_question_set(name: str, root: Path | None) -> tuple[list[dict], dict[str, dict], dict[str, list[str]], str]:

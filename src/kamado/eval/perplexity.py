@@ -12,7 +12,6 @@ Default held-out text outside a run: ``wikitext2`` (WikiText-2 validation, Engli
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import random
@@ -23,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from kamado.config import KamadoError
+from kamado.corpus.docs import guess_lang
 from kamado.eval.metrics import ratio_stderr
-
-DEFAULT_TEXT_SOURCES = ["jsquad-valid", "wikitext2"]
+from kamado.jsonl import iter_jsonl
 
 
 @dataclass
@@ -38,14 +37,6 @@ class Doc:
     chars: int
 
 
-def guess_lang(text: str) -> str:
-    """``ja`` when kana/kanji make up a fair share of the letters, else ``en``."""
-    sample = text[:2000]
-    cjk = len(re.findall(r"[\u3040-\u30ff\u4e00-\u9fff]", sample))
-    letters = len(re.findall(r"\w", sample)) or 1
-    return "ja" if cjk / letters > 0.2 else "en"
-
-
 def _texts_of(name: str, path: Path) -> list[str]:
     """Documents of a text set: wikitext articles, JSQuAD passages, JSONL ``text`` fields, text paragraphs."""
     if path.suffix == ".json" and "jsquad" in (name + path.name):
@@ -55,10 +46,8 @@ def _texts_of(name: str, path: Path) -> list[str]:
             for para in art["paragraphs"]:
                 seen.setdefault(para["context"].split(" [SEP] ", 1)[-1], None)
         return list(seen)
-    if path.name.endswith((".jsonl", ".jsonl.gz")):
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            return [t for t in (json.loads(x).get("text", "") for x in f if x.strip()) if t.strip()]
+    if path.name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst")):
+        return [t for t in (r.get("text", "") for r in iter_jsonl(path)) if t.strip()]
     text = path.read_text(encoding="utf-8")
     if "wikitext" in str(path) or re.search(r"^ = [^=].* = $", text, flags=re.M):
         parts = re.split(r"\n(?= = [^=].* = \n)", text)

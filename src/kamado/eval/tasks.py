@@ -9,7 +9,6 @@ examples are sampled deterministically from the seed.
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kamado.config import KamadoError
+from kamado.jsonl import read_jsonl
 
 Kind = Literal["mc", "truthfulqa", "regression", "generation", "perplexity"]
 
@@ -72,11 +72,6 @@ class Task:
     group: Callable[[dict], str] | None = None  # demonstrations never share a group with the query
     stop: tuple[str, ...] = ("\n",)
     separator: str = "\n\n"
-
-
-def _jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _resolve(name: str, root: Path | None) -> Path:
@@ -146,20 +141,20 @@ def _add(t: Task) -> None:
 _add(Task(
     "jcommonsenseqa", "ja", "mc", "jcommonsenseqa", "jcommonsenseqa-train", shots=3,
     description="以下の質問に対して、選択肢の中から最も適切な答えを選んでください。\n\n",
-    load=_jsonl, query=_jcqa_query, choices=_jcqa_choices, gold=lambda d: int(d["label"]),
+    load=read_jsonl, query=_jcqa_query, choices=_jcqa_choices, gold=lambda d: int(d["label"]),
     answer=lambda d: _jcqa_choices(d)[int(d["label"])], doc_id=lambda d, i: str(d.get("q_id", i)),
 ))
 _add(Task(
     "jnli", "ja", "mc", "jnli", None, shots=3,
     description="前提と仮説の関係を、含意・矛盾・中立の中から答えてください。\n\n",
-    load=_jsonl, query=_jnli_query, choices=lambda d: list(JNLI_LABELS.values()),
+    load=read_jsonl, query=_jnli_query, choices=lambda d: list(JNLI_LABELS.values()),
     gold=lambda d: list(JNLI_LABELS).index(d["label"]), answer=lambda d: JNLI_LABELS[d["label"]],
     doc_id=lambda d, i: str(d.get("sentence_pair_id", i)), group=lambda d: d.get("yjcaptions_id", ""),
 ))
 _add(Task(
     "jsts", "ja", "regression", "jsts", "jsts-train", shots=3,
     description="2つの文の意味がどれくらい似ているかを、0（全く違う）から5（同じ）の整数で答えてください。\n\n",
-    load=_jsonl, query=_jsts_query, choices=lambda d: [str(i) for i in range(6)],
+    load=read_jsonl, query=_jsts_query, choices=lambda d: [str(i) for i in range(6)],
     gold=lambda d: float(d["label"]), answer=lambda d: str(round(float(d["label"]))),
     doc_id=lambda d, i: str(d.get("sentence_pair_id", i)),
 ))
@@ -171,19 +166,19 @@ _add(Task(
 ))
 _add(Task(
     "arc-easy", "en", "mc", "arc-easy", "arc-easy-train", shots=0,
-    load=_jsonl, query=lambda d: f"Question: {d['question']}\nAnswer:",
+    load=read_jsonl, query=lambda d: f"Question: {d['question']}\nAnswer:",
     choices=lambda d: [" " + c for c in d["choices"]["text"]], gold=_arc_gold,
     answer=lambda d: " " + d["choices"]["text"][_arc_gold(d)], doc_id=lambda d, i: d["id"],
 ))
 _add(Task(
     "arc-challenge", "en", "mc", "arc-challenge", "arc-challenge-train", shots=0,
-    load=_jsonl, query=lambda d: f"Question: {d['question']}\nAnswer:",
+    load=read_jsonl, query=lambda d: f"Question: {d['question']}\nAnswer:",
     choices=lambda d: [" " + c for c in d["choices"]["text"]], gold=_arc_gold,
     answer=lambda d: " " + d["choices"]["text"][_arc_gold(d)], doc_id=lambda d, i: d["id"],
 ))
 _add(Task(
     "hellaswag", "en", "mc", "hellaswag", None, shots=0,
-    load=_jsonl, query=_hellaswag_query, choices=lambda d: [" " + e for e in d["endings"]],
+    load=read_jsonl, query=_hellaswag_query, choices=lambda d: [" " + e for e in d["endings"]],
     gold=lambda d: int(d["label"]), answer=lambda d: " " + d["endings"][int(d["label"])],
     doc_id=lambda d, i: str(d.get("idx", i)),
 ))
@@ -285,17 +280,3 @@ def _demos(task: Task, doc: dict, i: int, docs: list[dict], pool: list[dict] | N
             continue
         picks.append(docs[j])
     return picks
-
-
-def load_mtbench_like(path: Path) -> list[dict]:
-    """JSON Lines or a JSON array (used by the judge for questions and references)."""
-    text = path.read_text(encoding="utf-8").strip()
-    if text.startswith("["):
-        return json.loads(text)
-    return [json.loads(x) for x in text.splitlines() if x.strip()]
-
-
-def read_csv(path: Path) -> list[dict]:
-    """A CSV file as dicts (TruthfulQA's generation set)."""
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))

@@ -48,11 +48,6 @@ def model_flops(config: Any, seq_len: int) -> ModelFlops:
     return ModelFlops(total, emb, n, fpt, seq_len)
 
 
-def count_params(model: Any, trainable_only: bool = False) -> int:
-    """Parameters of an instantiated model (DTensor shards count at their full size)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
 def _cache_file(cache_dir: Path | None) -> Path:
     base = cache_dir or Path(os.environ.get("KAMADO_CACHE", Path(os.environ.get("XDG_CACHE_HOME",
                                                                                   Path.home() / ".cache")) / "kamado"))

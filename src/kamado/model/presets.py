@@ -32,10 +32,6 @@ COMMON: dict[str, Any] = dict(hidden_act="silu", rms_norm_eps=1e-5, rope_theta=1
                               attention_bias=False, mlp_bias=False, initializer_range=0.02, use_cache=True)
 
 
-def preset_names() -> list[str]:
-    return list(PRESETS)
-
-
 def llama_config(preset: str, *, vocab_size: int | None = None, overrides: dict[str, Any] | None = None,
                  bos_token_id: int | None = None, eos_token_id: int | None = None,
                  pad_token_id: int | None = None) -> LlamaConfig:

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kamado.jsonl import read_jsonl
+
 
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
@@ -22,7 +24,7 @@ class JsonlSink:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if truncate_after_step is not None and self.path.exists():
-            keep = [ln for ln in read_jsonl(self.path) if int(ln.get("step", 0)) <= truncate_after_step]
+            keep = [ln for ln in read_jsonl(self.path, skip_bad=True) if int(ln.get("step", 0)) <= truncate_after_step]
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
             os.replace(tmp, self.path)
@@ -100,14 +102,3 @@ def make_sinks(out_dir: Path, *, resume_step: int | None, tensorboard: bool = Fa
     if wandb:
         sinks.append(WandbSink(wandb, Path(out_dir), config))
     return Sinks(sinks)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a metrics file; a torn last line (killed writer) is ignored."""
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kamado import jsonl
 from kamado.report import html as H
 from kamado.report.config import ReportConfig
 from kamado.report.plots import Panel, Series, bars_png, metric_bars_png, panels_fig
@@ -34,18 +35,7 @@ def _json(path: Path) -> Any:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Records of a JSON Lines file; unreadable lines (a run killed mid-write) are skipped."""
-    out: list[dict[str, Any]] = []
-    if not path.is_file():
-        return out
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-    return out
+    return [r for r in jsonl.read_jsonl(path, skip_bad=True, missing_ok=True) if isinstance(r, dict)]
 
 
 @dataclass

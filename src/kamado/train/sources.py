@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +52,25 @@ class TokenWindows:
 def byte_tokens(path: Path | str, max_bytes: int = 2_000_000) -> Any:
     """UTF-8 bytes of a text file (or of the ``text`` fields of a .jsonl[.gz] file) as token ids 0..255."""
     import gzip
-    import json
 
     import numpy as np
 
+    from kamado.jsonl import iter_jsonl
+
     p = Path(path)
-    opener = gzip.open if p.suffix == ".gz" else open
+
+    def lines() -> Iterator[str]:
+        if ".jsonl" in p.name:
+            yield from (r.get("text", "") + "\n" for r in iter_jsonl(p, skip_bad=True) if isinstance(r, dict))
+        else:
+            with (gzip.open if p.suffix == ".gz" else open)(p, "rt", encoding="utf-8") as f:
+                yield from f
+
     buf = bytearray()
-    with opener(p, "rt", encoding="utf-8") as f:
-        for line in f:
-            if ".jsonl" in p.name:
-                try:
-                    line = json.loads(line).get("text", "") + "\n"
-                except (json.JSONDecodeError, AttributeError):
-                    continue
-            buf += line.encode("utf-8")
-            if len(buf) >= max_bytes:
-                break
+    for line in lines():
+        buf += line.encode("utf-8")
+        if len(buf) >= max_bytes:
+            break
     return np.frombuffer(bytes(buf[:max_bytes]), dtype=np.uint8).astype(np.int64)
 
 

@@ -9,15 +9,14 @@ Examples are packed greedily into rows of at most ``seq_len`` tokens (or one per
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kamado.config import KamadoError
+from kamado.jsonl import iter_jsonl
 from kamado.tune.templates import record_to_messages, render
 
 IGNORE = -100
@@ -45,15 +44,6 @@ class SFTData:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _open(path: Path) -> Iterable[str]:
-    if path.suffix == ".gz":
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            yield from f
-    else:
-        with open(path, encoding="utf-8") as f:
-            yield from f
-
-
 def read_chats(path: Path, limit: int | None = None) -> tuple[list[list[dict[str, str]]], dict[str, int]]:
     """Chats from a JSONL file of ``{instruction, input, output}`` or ``{messages}`` records.
 
@@ -64,13 +54,7 @@ def read_chats(path: Path, limit: int | None = None) -> tuple[list[list[dict[str
     chats: list[list[dict[str, str]]] = []
     skipped = 0
     for fp in files:
-        for lineno, line in enumerate(_open(fp), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise KamadoError(f"{fp}:{lineno}: not a JSON line ({e.msg})") from None
+        for rec in iter_jsonl(fp):
             msgs = record_to_messages(rec) if isinstance(rec, dict) else None
             if msgs is None:
                 skipped += 1

@@ -16,6 +16,7 @@ from typing import Any
 
 from kamado import registry
 from kamado.config import KamadoError
+from kamado.jsonl import read_jsonl
 from kamado.manifest import write_json_atomic
 from kamado.stage import StageContext
 from kamado.tune.config import TuneConfig
@@ -44,14 +45,7 @@ def load_tokenizer(base: Path, fallback: Path | None = None) -> Any:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Records of a ``metrics.jsonl`` (unreadable lines skipped)."""
-    out = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+    return read_jsonl(path, skip_bad=True, missing_ok=True)
 
 
 def _summarise_metrics(recs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A tiny random-init LLaMA + SentencePiece tokenizer built from real data-root text, for tests and demos.
+"""Test helper: a tiny random-init LLaMA + SentencePiece tokenizer built from real data-root text, for the tests.
 
 ``build_toy_model(dir, data_root)`` trains a small SentencePiece unigram tokenizer on Japanese Wikipedia
 paragraphs and English text from the data root, saves it as a Hugging Face tokenizer folder
@@ -8,7 +8,6 @@ exactly under transformers 5) and a randomly initialised ``LlamaForCausalLM`` be
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from pathlib import Path
@@ -23,18 +22,18 @@ CHAT_TEMPLATE = (
 
 
 def _sample_text(data_root: Path, chars: int) -> list[str]:
+    from kamado.jsonl import iter_jsonl
     from kamado.registry import resolve
 
     lines: list[str] = []
     n = 0
-    with gzip.open(resolve("ja-wikipedia", data_root), "rt", encoding="utf-8") as f:
-        for line in f:
-            for para in json.loads(line)["text"].split("\n"):
-                if para.strip():
-                    lines.append(para.strip())
-                    n += len(para)
-            if n > chars:
-                break
+    for rec in iter_jsonl(resolve("ja-wikipedia", data_root)):
+        for para in rec["text"].split("\n"):
+            if para.strip():
+                lines.append(para.strip())
+                n += len(para)
+        if n > chars:
+            break
     en = resolve("wikitext2", data_root).read_text(encoding="utf-8")[: chars // 2]
     lines += [s.strip() for s in en.split("\n") if s.strip()]
     return lines

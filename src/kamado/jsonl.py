@@ -1,0 +1,73 @@
+"""The one JSON Lines reader: ``.jsonl``, ``.jsonl.gz`` and ``.jsonl.zst`` files, one JSON value a line.
+
+Blank lines are skipped. A line that is not JSON (or not UTF-8) raises :class:`KamadoError` naming the
+file and the 1-based line, unless ``skip_bad`` is set (logs a writer may have been killed in the middle
+of, such as ``metrics.jsonl``: a torn line is dropped). Corpus shards are read by
+``kamado.corpus.io.read_shard`` instead, which accounts for every broken line as a ``ReadError`` record.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from kamado.config import KamadoError
+
+
+def open_binary(path: Path | str) -> IO[bytes]:
+    """Open a file for binary reading, decompressing ``.gz`` / ``.zst`` / ``.zstd`` by name."""
+    name = str(path).lower()
+    if name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if name.endswith((".zst", ".zstd")):
+        import zstandard
+
+        fh = open(path, "rb")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(fh, closefd=True))
+    return open(path, "rb")
+
+
+def iter_numbered(path: Path | str, *, skip_bad: bool = False) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for every non-blank line of a JSON Lines file, in order."""
+    try:
+        fh = open_binary(path)
+    except OSError as e:
+        raise KamadoError(f"{path}: cannot open: {e.strerror or e}") from None
+    with fh:
+        n = 0
+        try:
+            for n, raw in enumerate(fh, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    value = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    if skip_bad:
+                        continue
+                    raise KamadoError(f"{path}:{n}: invalid UTF-8 at byte {e.start}") from None
+                except (json.JSONDecodeError, RecursionError) as e:
+                    if skip_bad:
+                        continue
+                    why = f"{e.msg} (column {e.colno})" if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+                    raise KamadoError(f"{path}:{n}: not a JSON line: {why}") from None
+                yield n, value
+        except (OSError, EOFError) as e:  # truncated gzip, broken zstd frame
+            if not skip_bad:
+                raise KamadoError(f"{path}:{n + 1}: cannot read the rest of the file: {e}") from None
+
+
+def iter_jsonl(path: Path | str, *, skip_bad: bool = False) -> Iterator[Any]:
+    """The values of a JSON Lines file, in order (see the module doc for blank and broken lines)."""
+    for _, value in iter_numbered(path, skip_bad=skip_bad):
+        yield value
+
+
+def read_jsonl(path: Path | str, *, skip_bad: bool = False, missing_ok: bool = False) -> list[Any]:
+    """All values of a JSON Lines file; a missing file is ``[]`` with ``missing_ok``, else an error."""
+    if missing_ok and not Path(path).is_file():
+        return []
+    return list(iter_jsonl(path, skip_bad=skip_bad))
