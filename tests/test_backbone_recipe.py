@@ -112,3 +112,79 @@ def test_parse_assignments() -> None:
         parse_assignments("ja", "--weights", float, "ja=1")
     with pytest.raises(KamadoError, match="'x' is not a valid int"):
         parse_assignments("a=x", "--fewshot", int, "a=1")
+
+
+# ------------------------------------------------------------ whole-recipe validation (ranges, cross-references)
+
+def _error(d: dict) -> str:
+    with pytest.raises(ConfigError) as e:
+        parse_recipe(d, "r.yaml")
+    return str(e.value)
+
+
+@pytest.mark.parametrize(("path", "value", "where"), [
+    (("pretrain", "train", "steps"), 0, "pretrain.train.steps"),
+    (("pretrain", "train", "batch_size"), 0, "pretrain.train.batch_size"),
+    (("tune", "train", "steps"), -1, "tune.train.steps"),
+    (("tokenizer", "vocab_size"), 10, "tokenizer.vocab_size"),
+    (("corpus", "dedup_threshold"), 1.5, "corpus.dedup_threshold"),
+    (("eval", "batch_size"), 0, "eval.batch_size"),
+    (("data", "valid_fraction"), 1.0, "data.valid_fraction"),
+])
+def test_out_of_range_values_name_their_path(path: tuple[str, ...], value: object, where: str) -> None:
+    d = tiny()
+    node = d
+    for p in path[:-1]:
+        node = node.setdefault(p, {})
+    node[path[-1]] = value
+    assert where in _error(d)
+
+
+def test_negative_mixture_weight_is_an_error() -> None:
+    d = tiny()
+    d["pretrain"]["mixture"]["stages"][1]["weights"]["ja"] = -0.5
+    msg = _error(d)
+    assert "pretrain.mixture" in msg and "stages[1].weights: weights must be >= 0" in msg
+
+
+def test_mixture_weight_naming_no_corpus_source() -> None:
+    d = tiny()
+    d["pretrain"]["mixture"]["stages"][0]["weights"] = {"en": 0.5, "ja_web": 0.5}
+    msg = _error(d)
+    assert "pretrain.mixture.stages[0].weights.ja_web: not a corpus source or language" in msg
+    assert "corpus sources: ja, en" in msg
+    d = tiny()
+    d["tokenizer"]["weights"] = {"ja": 1.0, "fr": 1.0}
+    assert "tokenizer.weights.fr: not a corpus source or language" in _error(d)
+
+
+def test_model_overrides_are_checked_against_llama_config() -> None:
+    d = tiny()
+    d["pretrain"]["model"]["overrides"] = {"num_layers": 2}
+    msg = _error(d)
+    assert "pretrain.model.overrides" in msg and "unknown LlamaConfig field(s) 'num_layers'" in msg
+    d["pretrain"]["model"]["overrides"] = {"num_hidden_layers": 0}
+    assert "num_hidden_layers must be a positive integer" in _error(d)
+    d["pretrain"]["model"]["overrides"] = {"num_hidden_layers": 2, "max_position_embeddings": 128}
+    assert "pretrain.train.seq_len: 256 exceeds the model's context 128" in _error(d)
+    d["pretrain"]["model"]["overrides"] = {"num_hidden_layers": 2}
+    assert parse_recipe(d).pretrain.model.overrides == {"num_hidden_layers": 2}
+
+
+def test_missing_upstream_section_and_tune_nproc() -> None:
+    d = tiny()
+    del d["tokenizer"]
+    msg = _error(d)
+    assert "data: needs the 'tokenizer' section" in msg and "pretrain: needs the 'tokenizer' section" in msg
+    d = tiny()
+    d["tune"]["train"]["nproc"] = 2
+    assert "tune.train: " in _error(d) and "instruction tuning runs in one process" in _error(d)
+
+
+def test_dedup_settings_are_in_the_corpus_config() -> None:
+    d = tiny()
+    d["corpus"] |= {"dedup_threshold": 0.7, "dedup_ngram": 7, "dedup_num_perm": 64, "dedup_bands": 8}
+    r = parse_recipe(d)
+    assert r.corpus.dedup_settings() == {"threshold": 0.7, "ngram": 7, "num_perm": 64, "bands": 8, "near": True}
+    d["corpus"]["sources"][1]["name"] = "ja"
+    assert "duplicate source names ['ja']" in _error(d)

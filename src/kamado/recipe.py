@@ -47,9 +47,63 @@ def parse_recipe(data: Any, source: str = "<recipe>", overrides: list[str] | Non
     for ov in overrides or []:
         apply_override(data, ov)
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as e:
         raise ConfigError(f"{source}: invalid recipe\n" + format_validation_error(e)) from None
+    problems = cross_check(recipe)
+    if problems:
+        raise ConfigError(f"{source}: invalid recipe\n" + "\n".join(problems))
+    return recipe
+
+
+# upstream stages a stage cannot run without (the others in StageSpec.deps are read when present)
+REQUIRED = {"tokenizer": ("corpus",), "data": ("corpus", "tokenizer"), "pretrain": ("data", "tokenizer")}
+
+
+def cross_check(recipe: RecipeBase) -> list[str]:
+    """Checks between sections (each section checked its own values already); one line per problem,
+    naming the YAML path: stages whose required upstream is missing, mixture and tokenizer weights
+    naming no corpus source or language, a sequence longer than the model's context."""
+    problems: list[str] = []
+    stages = recipe.stages()
+    for stage in stages:
+        for dep in REQUIRED.get(stage, ()):
+            if dep not in stages:
+                problems.append(f"{stage}: needs the {dep!r} section (its input), which the recipe lacks")
+    tune = getattr(recipe, "tune", None)
+    if tune is not None and tune.base is None and "pretrain" not in stages:
+        problems.append("tune: needs a pretrain section or tune.base (the model to tune)")
+    corpus = getattr(recipe, "corpus", None)
+    if corpus is not None:
+        names = [s.name for s in corpus.sources]
+        known = set(names) | {s.lang for s in corpus.sources}
+        hint = f"corpus sources: {', '.join(names)}; languages: {', '.join(sorted(known - set(names)))}"
+        weighted: list[tuple[str, dict[str, float] | None]] = []
+        tok = getattr(recipe, "tokenizer", None)
+        if tok is not None:
+            weighted.append(("tokenizer.weights", tok.weights))
+        pre = getattr(recipe, "pretrain", None)
+        if pre is not None:
+            weighted.append(("pretrain.mixture.weights", pre.mixture.weights))
+            weighted += [(f"pretrain.mixture.stages[{i}].weights", st.weights)
+                         for i, st in enumerate(pre.mixture.stages or [])]
+        for where, w in weighted:
+            for key in w or {}:
+                if key not in known:
+                    problems.append(f"{where}.{key}: not a corpus source or language ({hint})")
+    pre = getattr(recipe, "pretrain", None)
+    if pre is not None:
+        from kamado.model.presets import PRESETS  # light: no torch/transformers import
+
+        ctx_len = pre.model.overrides.get("max_position_embeddings",
+                                          PRESETS[pre.model.preset]["max_position_embeddings"])
+        if pre.train.seq_len > ctx_len:
+            problems.append(f"pretrain.train.seq_len: {pre.train.seq_len} exceeds the model's context {ctx_len} "
+                            "(set pretrain.model.overrides.max_position_embeddings)")
+        if pre.train.batch_size % (pre.train.grad_accum * pre.train.nproc):
+            problems.append(f"pretrain.train.batch_size: {pre.train.batch_size} is not a multiple of grad_accum × "
+                            f"nproc ({pre.train.grad_accum} × {pre.train.nproc})")
+    return problems
 
 
 def apply_override(data: dict, override: str) -> None:

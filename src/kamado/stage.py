@@ -84,6 +84,25 @@ STAGES: tuple[StageSpec, ...] = (
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 
 
+def artifact_dir(path: Path | str, stage: str, needs: tuple[str, ...] = ()) -> tuple[Path, dict[str, Any]]:
+    """Check that ``path`` is a ``stage`` artifact folder holding at least one of ``needs``; returns the
+    folder and its manifest counts (empty when the stage has not finished: readers accept partial folders).
+
+    A missing folder, or one without any of ``needs``, is a :class:`KamadoError` naming the folder.
+    """
+    from kamado.manifest import read_manifest
+
+    p = Path(path)
+    if not p.is_dir():
+        raise KamadoError(f"{p}: no {stage} stage folder here (run the {stage} stage first)")
+    if needs and not any((p / n).exists() for n in needs):
+        raise KamadoError(f"{p}: not a complete {stage} stage folder (it lacks {' or '.join(needs)}); "
+                          f"re-run the {stage} stage")
+    man = read_manifest(p)
+    counts = (man or {}).get("counts")
+    return p, counts if isinstance(counts, dict) else {}
+
+
 def stage_spec(name: str) -> StageSpec:
     """The registry entry of stage ``name`` (a clear error listing the stages otherwise)."""
     for s in STAGES:
@@ -122,7 +141,8 @@ def run_stage_alone(name: str, cfg: Any, out: Path, inputs: dict[str, Path] | No
                     quiet: bool = False) -> dict[str, Any]:
     """Run one stage outside a recipe (a stage subcommand), the same ``run`` as ``kamado run`` calls.
 
-    Writes the stage's manifest, so the folder is a finished artifact like one inside a run.
+    Writes the stage's manifest, so the folder is a finished artifact like one inside a run. Tools keep
+    their scratch files in their own default places (``cache_dir`` is None: nothing extra under ``out``).
     """
     import time
 
@@ -131,7 +151,7 @@ def run_stage_alone(name: str, cfg: Any, out: Path, inputs: dict[str, Path] | No
     spec = stage_spec(name)
     out.mkdir(parents=True, exist_ok=True)
     ctx = StageContext(name=name, out=out, inputs=dict(inputs or {}), data_root=data_root, seed=seed,
-                       run_dir=out, cache_dir=out / ".cache", quiet=quiet, recipe_dir=recipe_dir)
+                       run_dir=out, cache_dir=None, quiet=quiet, recipe_dir=recipe_dir)
     t0 = time.perf_counter()
     counts = spec.run_function()(cfg, ctx) or {}
     write_manifest(out, stage=name, config=cfg.model_dump(mode="json"),

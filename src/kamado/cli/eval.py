@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from kamado.config import KamadoError, parse_assignments
+from kamado.stage import DEFAULT_SEED
 
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Folder of the shared data sets "
                                                "(default: $KAMADO_DATA_ROOT, else ../shared/data).")]
@@ -37,30 +38,36 @@ def results_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[list[Any
 
 def evaluate(
     models: Annotated[list[Path], typer.Argument(help="Hugging Face model folders (config.json + tokenizer).")],
-    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma list of tasks or suites: jcommonsenseqa, "
-                                       "jnli, jsts, jsquad, arc-easy, arc-challenge, hellaswag, truthfulqa-mc, "
-                                       "perplexity; suites jglue, en, mc, quick, all.")] = "quick",
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Examples per task (default: all).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write results.json and details here.")] = None,
+    tasks: Annotated[str | None, typer.Option("--tasks", "-t", help="Comma list of tasks or suites: jcommonsenseqa, "
+                                              "jnli, jsts, jsquad, arc-easy, arc-challenge, hellaswag, truthfulqa-mc, "
+                                              "perplexity; suites jglue, en, mc, quick, all (default: eval.tasks).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Examples per task (default: eval.limit; "
+                                              "0: all).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write results.json, details and manifest.json "
+                                             "here (default: a temporary folder).")] = None,
     fewshot: Annotated[list[str] | None, typer.Option("--fewshot", help="TASK=K demonstrations, repeatable.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Questions per forward pass.")] = 16,
-    seed: Annotated[int, typer.Option(help="Seed of the subset and few-shot sampling.")] = 1234,
+    batch_size: Annotated[int | None, typer.Option(help="Questions per forward pass (default: eval.batch_size).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the subset and few-shot sampling.")] = DEFAULT_SEED,
     ppl_source: Annotated[list[str] | None, typer.Option("--ppl-source", help="Perplexity text: a data-root "
-                          "name or file (default: jsquad-valid and wikitext2), or a pack folder.")] = None,
-    ppl_max_tokens: Annotated[int, typer.Option(help="Perplexity tokens per source.")] = 20000,
-    dtype: Annotated[str, typer.Option(help="auto (bfloat16 where the CPU has native bf16), float32 or "
-                                       "bfloat16.")] = "auto",
+                          "name or file, or a pack folder (default: eval.ppl_sources).")] = None,
+    ppl_max_tokens: Annotated[int | None, typer.Option(help="Perplexity tokens per source.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto (bfloat16 where the CPU has native bf16), float32 or "
+                                              "bfloat16.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: 1 for models under 50M "
                                                 "parameters, else torch's choice).")] = None,
     tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer folder when the model folder has none.")] = None,
-    backend: Annotated[str, typer.Option(help="native (kamado's scorer) or lm-eval (lm-evaluation-harness on "
-                                         "the same prompts; arc-easy, arc-challenge, hellaswag, "
-                                         "jcommonsenseqa).")] = "native",
+    backend: Annotated[str | None, typer.Option(help="native (kamado's scorer) or lm-eval (lm-evaluation-harness on "
+                                                "the same prompts; arc-easy, arc-challenge, hellaswag, "
+                                                "jcommonsenseqa).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other eval setting: KEY=VALUE "
+                                                   "(e.g. ppl_window=1024).")] = None,
     data_root: DataRoot = None,
 ) -> None:
     """Evaluate models on Japanese/English benchmarks (log-likelihood multiple choice, generation) and perplexity.
 
-    Results carry standard errors; per-example predictions go to OUT/details/<model>/<task>.jsonl.
+    Runs the eval stage of `kamado run` on the given model folders: every option overrides the same field
+    of the recipe's ``eval`` section, with the same defaults. Results carry standard errors; per-example
+    predictions go to OUT/details/<model>/<task>.jsonl.
 
     Examples:
       kamado eval runs/tiny/pretrain/hf --tasks jcommonsenseqa,arc-easy,perplexity --limit 200 --out runs/ev
@@ -68,64 +75,54 @@ def evaluate(
       kamado eval MODEL --tasks perplexity --ppl-source wikitext2 --ppl-source runs/tiny/data
       kamado eval MODEL --tasks arc-easy,jcommonsenseqa --backend lm-eval --limit 100
     """
-    import os
+    import tempfile
     import time
 
+    from pydantic import ValidationError
+
     from kamado import registry
-    from kamado.eval.harness import EvalSettings, cpu_threads, evaluate_model, load_model
-    from kamado.eval.stage import _clean, safe_name
-    from kamado.eval.tasks import expand
-    from kamado.manifest import write_json_atomic
-    from kamado.ui import console, progress, table
+    from kamado.config import ConfigError, format_validation_error
+    from kamado.eval.artifacts import EvalArtifact
+    from kamado.eval.config import EvalConfig
+    from kamado.recipe import apply_override
+    from kamado.stage import run_stage_alone
+    from kamado.ui import console, table
 
-    if dtype not in ("auto", "float32", "bfloat16"):
-        raise KamadoError(f"--dtype {dtype!r}: expected auto, float32 or bfloat16")
-    if limit is not None and limit < 1:
-        raise KamadoError("--limit must be at least 1")
-    if backend not in ("native", "lm-eval"):
-        raise KamadoError(f"--backend {backend!r}: expected native or lm-eval")
-    names = expand(tasks)
-    root = registry.data_root(data_root)
-    sources = list(ppl_source or ["jsquad-valid", "wikitext2"])
-    pack_dir = None
-    for s in list(sources):
-        if Path(s).is_dir() and (Path(s) / "pack.json").is_file():
-            pack_dir = Path(s)
-            sources[sources.index(s)] = "pack"
-    settings = EvalSettings(limit=limit, batch_size=batch_size, seed=seed, fewshot=_parse_fewshot(fewshot),
-                            ppl_sources=sources, ppl_max_tokens=ppl_max_tokens, pack_dir=pack_dir)
-    results: dict[str, Any] = {}
-    labels: dict[str, str] = {}
-    t0 = time.perf_counter()
+    data: dict[str, Any] = {}
+    for ov in set_ or []:
+        apply_override(data, ov)
+    inputs: dict[str, Path] = {}
+    if tokenizer is not None:
+        inputs["tokenizer"] = tokenizer
+    sources = None
+    if ppl_source:
+        sources = []
+        for s in ppl_source:
+            if Path(s).is_dir() and (Path(s) / "pack.json").is_file():
+                inputs["data"] = Path(s).resolve()
+                s = "pack"
+            sources.append(s)
     short = [p.parent.name if p.name == "hf" and p.parent.name else p.name for p in models]
-    for path, nick in zip(models, short, strict=True):
-        label = nick if short.count(nick) == 1 and nick else str(path)
-        if backend == "lm-eval":
-            from kamado.eval.harness import resolve_dtype
-            from kamado.eval.lmeval_backend import run_lm_eval
-
-            work = out or Path(os.environ.get("HF_HOME", ".cache")) / "kamado-lm-eval"
-            results[label] = _clean(run_lm_eval(path, names, root=root, limit=limit, fewshot=settings.fewshot,
-                                                batch_size=batch_size, work_dir=work, dtype=resolve_dtype(dtype)))
-            labels[label] = safe_name(label)
-            continue
-        model, tok = load_model(path, dtype=dtype, tokenizer_dir=tokenizer)
-
-        def bar(task: str, total: int, _l: str = label) -> Any:
-            return progress(f"{_l} {task}", total=total)
-
-        detail = out / "details" / safe_name(label) if out else None
-        with cpu_threads(model, threads):
-            results[label] = _clean(evaluate_model(model, tok, names, settings, root=root, detail_dir=detail,
-                                                   progress=bar))
-        labels[label] = safe_name(label)
-        del model
-    if out:
-        write_json_atomic(out / "results.json", {
-            "models": results, "tasks": names,
-            "settings": {"limit": limit, "seed": seed, "fewshot": settings.fewshot, "ppl_sources": sources,
-                         "dtype": dtype, "backend": backend},
-            "details": {k: f"details/{v}" for k, v in labels.items()}})
+    entries = [f"{nick if short.count(nick) == 1 and nick else str(p)}={p.resolve()}" for p, nick in zip(models, short,
+                                                                                                        strict=True)]
+    given = {"tasks": tasks.split(",") if tasks else None, "fewshot": _parse_fewshot(fewshot) or None,
+             "batch_size": batch_size, "ppl_sources": sources, "ppl_max_tokens": ppl_max_tokens, "dtype": dtype,
+             "threads": threads, "backend": backend}
+    data |= {k: v for k, v in given.items() if v is not None} | {"models": entries}
+    if limit is not None:
+        data["limit"] = limit or None  # 0: every example
+    try:
+        cfg = EvalConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError("invalid eval settings\n" + format_validation_error(e, "eval")) from None
+    for p in models:
+        if not (p / "config.json").is_file():
+            raise KamadoError(f"{p}: not a Hugging Face model folder (no config.json)")
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="kamado-eval-") as tmp:
+        dest = out or Path(tmp)
+        run_stage_alone("eval", cfg, dest, inputs, seed=seed, data_root=registry.data_root(data_root))
+        results = EvalArtifact.open(dest).models
     console.print(table(f"eval ({time.perf_counter() - t0:.1f}s)", ["model", "task", "metric", "value", "stderr", "n"],
                         results_rows(results)))
     if out:

@@ -8,8 +8,11 @@ from typing import Annotated
 import typer
 
 from kamado.config import KamadoError, parse_assignments
+from kamado.stage import DEFAULT_SEED
+from kamado.tokenizer.config import TokenizerConfig
 
 app = typer.Typer(no_args_is_help=True)
+_DEFAULTS = TokenizerConfig()  # flags default to the tokenizer section's own defaults
 
 
 def parse_weights(spec: str | None) -> dict[str, float] | None:
@@ -21,11 +24,11 @@ def parse_weights(spec: str | None) -> dict[str, float] | None:
 def train_cmd(
     inputs: Annotated[list[str], typer.Argument(help="Corpus folders, shard files/folders, data-set names, NAME=PATH.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Tokenizer folder to write (HF format).")],
-    vocab_size: Annotated[int, typer.Option("--vocab-size", help="Vocabulary size.")] = 8000,
+    vocab_size: Annotated[int, typer.Option("--vocab-size", help="Vocabulary size.")] = _DEFAULTS.vocab_size,
     model_type: Annotated[str, typer.Option("--model-type", help="unigram or bpe.")] = "unigram",
     weights: Annotated[str | None, typer.Option(help="Sampling weights per source or language: ja=0.6,en=0.4.")] = None,
-    sample_chars: Annotated[int, typer.Option("--sample-chars", help="Characters sampled for training.")] = 20_000_000,
-    seed: Annotated[int, typer.Option(help="Sampling and training seed.")] = 1234,
+    sample_chars: Annotated[int, typer.Option("--sample-chars", help="Characters sampled for training.")] = _DEFAULTS.sample_chars,
+    seed: Annotated[int, typer.Option(help="Sampling and training seed.")] = DEFAULT_SEED,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Data root for data-set names.")] = None,
 ) -> None:
     """Train SentencePiece (byte fallback, split digits, exact round-trip) on a weighted sample; export for HF.

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from kamado.stage import DEFAULT_SEED
+
 
 def pretrain(
     pack: Annotated[Path | None, typer.Option("--pack", help="Packed data folder (pack.json), e.g. runs/tiny/data.")] = None,
@@ -25,11 +27,14 @@ def pretrain(
                                          "checkpoint in --out (default) or start over.")] = True,
     export: Annotated[bool, typer.Option("--export", help="Only export the latest checkpoint in --out to "
                                          "--out/hf (Hugging Face format) and stop.")] = False,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed (default: the recipe's, else 1234).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help=f"Seed (default: the recipe's, else {DEFAULT_SEED}).")] = None,
     write_spec: Annotated[bool, typer.Option("--write-spec", help="Only write OUT/launch.json for "
                                              "`torchrun -m kamado.train.launch` (Slurm: scripts/slurm/).")] = False,
 ) -> None:
     """Pretrain a LLaMA model on the ja/en token mixture; logs tokens/s and MFU, exports a Hugging Face model.
+
+    Runs the pretrain stage of `kamado run`: every option overrides the same field of the recipe's
+    ``pretrain`` section (or of its defaults), and OUT gets the stage's manifest.json.
 
     Re-running the same command resumes from the latest complete checkpoint in --out.
 
@@ -40,16 +45,14 @@ def pretrain(
       kamado pretrain --out runs/pt --tokenizer runs/tiny/tokenizer --export
       kamado pretrain --pack D --tokenizer T --out runs/7b --preset 7b --nproc 8 --write-spec  # then sbatch
     """
-    import json
     import shutil
-    import time
 
     from pydantic import ValidationError
 
     from kamado.config import ConfigError, KamadoError, format_validation_error
-    from kamado.manifest import write_manifest
     from kamado.recipe import apply_override, load_recipe
-    from kamado.stage import StageContext
+    from kamado.stage import StageContext, run_stage_alone
+    from kamado.train.artifacts import TrainArtifact
     from kamado.train.config import PretrainConfig
     from kamado.ui import console, table
 
@@ -64,7 +67,7 @@ def pretrain(
     for p, what in ((pack, "--pack"), (tokenizer, "--tokenizer")):
         if not p.is_dir():
             raise KamadoError(f"{what} {p}: no such folder")
-    run_seed = 1234
+    run_seed = DEFAULT_SEED
     data: dict = {}
     if recipe is not None:
         rec = load_recipe(recipe)
@@ -79,10 +82,6 @@ def pretrain(
         data["train"]["compile"] = True
     if not resume:
         data["train"]["resume"] = False
-    if steps is not None:  # keep evaluation/checkpoints sensible for a short run
-        tr = data["train"]
-        tr.setdefault("eval_every", max(1, min(PretrainConfig().train.eval_every, steps // 4 or 1)))
-        tr.setdefault("warmup_steps", min(PretrainConfig().train.warmup_steps, max(1, steps // 10)))
     if preset is not None:
         data.setdefault("model", {})["preset"] = preset
     try:
@@ -92,7 +91,6 @@ def pretrain(
     if not resume and out.exists():
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    from kamado.train.pretrain import run
     from kamado.train.pretrain import write_spec as _write_spec
 
     ctx = StageContext(name="pretrain", out=out, inputs={"data": pack, "tokenizer": tokenizer},
@@ -103,12 +101,10 @@ def pretrain(
                       f"--rdzv-backend c10d --rdzv-endpoint HEAD:29500 -m kamado.train.launch {path}\n"
                       f"or: sbatch --nodes N scripts/slurm/pretrain.sbatch {path}")
         return
-    t0 = time.perf_counter()
-    counts = run(cfg, ctx)
-    wall = time.perf_counter() - t0
-    write_manifest(out, stage="pretrain", config=cfg.model_dump(mode="json"), counts=counts,
-                   timings={"wall_s": round(wall, 3)})
-    res = json.loads((out / "pretrain.json").read_text()) if (out / "pretrain.json").is_file() else counts
+    run_stage_alone("pretrain", cfg, out, {"data": pack, "tokenizer": tokenizer}, seed=ctx.seed)
+    art = TrainArtifact.open(out)
+    counts, res = art.counts.to_counts(), art.result
+    wall = counts["wall_s"] or 0.0
     rows = [["preset", cfg.model.preset], ["parameters", f"{counts['params']:,}"], ["ranks", counts["world_size"]],
             ["precision", counts["precision"]], ["steps", counts["steps"]], ["tokens", f"{counts['tokens']:,}"],
             ["final train loss", f"{counts['final_loss']:.4f}" if counts["final_loss"] is not None else "-"],

@@ -7,28 +7,37 @@ from typing import Annotated
 
 import typer
 
+from kamado.stage import DEFAULT_SEED
+
 
 def tune(
     base: Annotated[Path, typer.Option("--base", help="HF LLaMA folder to tune (with tokenizer files), "
                                        "e.g. runs/tiny/pretrain/hf.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (full/, lora/, tune.json).")],
     data: Annotated[list[str] | None, typer.Option("--data", help="Instruction data: a registry name "
-                                                   "(dolly-ja) or a JSONL file; repeatable.")] = None,
-    method: Annotated[str, typer.Option("--method", help="full, lora or both.")] = "both",
-    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps per method.")] = None,
+                                                   "(dolly-ja) or a JSONL file; repeatable (default: tune.data).")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="full, lora or both (default: tune.methods).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps per method (tune.train.steps).")] = None,
     max_examples: Annotated[int | None, typer.Option("--max-examples", help="Read at most N records per source.")] = None,
-    seq_len: Annotated[int | None, typer.Option("--seq-len", help="Tokens per row.")] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", help="Tokens per row (tune.train.seq_len).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per optimizer step.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate of full fine-tuning.")] = None,
-    lora_lr: Annotated[float | None, typer.Option("--lora-lr", help="Learning rate of LoRA.")] = None,
-    lora_r: Annotated[int | None, typer.Option("--lora-r", help="LoRA rank.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate of full fine-tuning "
+                                             "(tune.train.optimizer.lr).")] = None,
+    min_lr: Annotated[float | None, typer.Option("--min-lr", help="Final learning rate of the schedule "
+                                                 "(tune.train.optimizer.min_lr).")] = None,
+    lora_lr: Annotated[float | None, typer.Option("--lora-lr", help="Learning rate of LoRA (tune.lora_lr).")] = None,
+    lora_r: Annotated[int | None, typer.Option("--lora-r", help="LoRA rank (tune.lora.r).")] = None,
     precision: Annotated[str | None, typer.Option("--precision", help="fp32, bf16, bf16-autocast or bf16-pure.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the order and the init.")] = 1234,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other tune setting: KEY.PATH=VALUE "
+                                                   "(e.g. train.eval_every=10, lora.alpha=32).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the order and the init.")] = DEFAULT_SEED,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder of the shared data sets.")] = None,
 ) -> None:
     """Instruction-tune a model with full fine-tuning and LoRA, and compare them side by side.
 
-    Writes OUT/full/hf, OUT/lora/adapter, OUT/lora/hf (merged), OUT/<method>/metrics.jsonl and OUT/tune.json.
+    Runs the tune stage of `kamado run` on --base: every option overrides the same field of the recipe's
+    ``tune`` section, with the same defaults. Writes OUT/full/hf, OUT/lora/adapter, OUT/lora/hf (merged),
+    OUT/<method>/metrics.jsonl, OUT/tune.json and OUT/manifest.json.
 
     Loss is taken on the assistant answers only. Re-running the same command resumes unfinished work.
 
@@ -36,47 +45,42 @@ def tune(
       kamado tune --base runs/tiny/pretrain/hf --data dolly-ja --method both --out runs/tune-demo --steps 60
       kamado tune --base runs/tiny/pretrain/hf --data my_chats.jsonl --method lora --lora-r 16 --out runs/lora16
     """
-    import time
+    from pydantic import ValidationError
 
-    from kamado.config import KamadoError
-    from kamado.manifest import write_manifest
-    from kamado.stage import StageContext
-    from kamado.tune.config import LoraSettings, TuneConfig
-    from kamado.tune.stage import SUMMARY_COLUMNS, run, summary_rows
+    from kamado import registry
+    from kamado.config import ConfigError, KamadoError, format_validation_error
+    from kamado.recipe import apply_override
+    from kamado.stage import run_stage_alone
+    from kamado.tune.artifacts import TuneArtifact
+    from kamado.tune.config import TuneConfig
+    from kamado.tune.stage import SUMMARY_COLUMNS, summary_rows
     from kamado.ui import console, table
 
-    methods = {"both": ["full", "lora"], "full": ["full"], "lora": ["lora"]}.get(method)
-    if methods is None:
-        raise KamadoError(f"--method {method!r}: expected full, lora or both")
-    cfg = TuneConfig()
-    train = cfg.train
-    upd = {k: v for k, v in {"steps": steps, "seq_len": seq_len, "batch_size": batch_size,
-                             "precision": precision}.items() if v is not None}
-    if upd.get("steps"):
-        upd |= {"eval_every": max(1, upd["steps"] // 2), "ckpt_every": upd["steps"],
-                "warmup_steps": min(train.warmup_steps, max(1, upd["steps"] // 10))}
-    if lr is not None:
-        upd["optimizer"] = train.optimizer.model_copy(update={"lr": lr, "min_lr": lr / 10})
+    cfg_data: dict = {}
+    for ov in set_ or []:
+        apply_override(cfg_data, ov)
+    if method is not None:
+        methods = {"both": ["full", "lora"], "full": ["full"], "lora": ["lora"]}.get(method)
+        if methods is None:
+            raise KamadoError(f"--method {method!r}: expected full, lora or both")
+        cfg_data["methods"] = methods
+    given = {"data": data or None, "max_examples": max_examples, "lora_lr": lora_lr, "train.steps": steps,
+             "train.seq_len": seq_len, "train.batch_size": batch_size, "train.precision": precision,
+             "train.optimizer.lr": lr, "train.optimizer.min_lr": min_lr, "lora.r": lora_r}
+    for key, v in given.items():
+        if v is not None:
+            node = cfg_data
+            *parents, last = key.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[last] = v
+    cfg_data["base"] = str(base)
     try:
-        train = train.model_validate(train.model_dump() | upd)
-        cfg = TuneConfig.model_validate(cfg.model_dump() | {
-            "data": data or ["dolly-ja"], "methods": methods, "max_examples": max_examples, "train": train.model_dump(),
-            "base": str(base), "lora": LoraSettings(r=lora_r or cfg.lora.r,
-                                                    alpha=2 * lora_r if lora_r else cfg.lora.alpha).model_dump(),
-            "lora_lr": lora_lr if lora_lr is not None else cfg.lora_lr})
-    except ValueError as e:
-        raise KamadoError(f"invalid option: {e}") from None
-    from kamado.registry import default_data_root
+        cfg = TuneConfig.model_validate(cfg_data)
+    except ValidationError as e:
+        raise ConfigError("invalid tune settings\n" + format_validation_error(e, "tune")) from None
+    run_stage_alone("tune", cfg, out, seed=seed, data_root=data_root or registry.default_data_root())
+    art = TuneArtifact.open(out)
+    console.print(table("kamado tune", SUMMARY_COLUMNS, summary_rows(art.summary)))
+    console.print(f"models: {', '.join(str(art.hf_dir(m)) for m in art.methods)}")
 
-    out.mkdir(parents=True, exist_ok=True)
-    root = data_root or default_data_root()
-    ctx = StageContext(name="tune", out=out, data_root=root, seed=seed)
-    t0 = time.perf_counter()
-    counts = run(cfg, ctx)
-    write_manifest(out, stage="tune", config=cfg.model_dump(mode="json"), counts=counts,
-                   timings={"wall_s": round(time.perf_counter() - t0, 3)})
-    import json
-
-    summary = json.loads((out / "tune.json").read_text(encoding="utf-8"))
-    console.print(table("kamado tune", SUMMARY_COLUMNS, summary_rows(summary)))
-    console.print(f"models: {', '.join(str(out / m['hf']) for m in summary['methods'].values())}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field, field_validator
+
 from kamado.config import StrictModel
 
 
@@ -19,7 +21,7 @@ class SourceSpec(StrictModel):
     name: str
     lang: Literal["ja", "en", "code", "other"] = "ja"
     inputs: list[str]
-    max_docs: int | None = None  # read at most this many documents per source (tiny recipes)
+    max_docs: int | None = Field(None, ge=1)  # read at most this many documents per source (tiny recipes)
 
 
 class CorpusConfig(StrictModel):
@@ -28,11 +30,33 @@ class CorpusConfig(StrictModel):
     sources: list[SourceSpec]
     chain: str = "default"  # a filter-chain recipe: "default", "default-ja", "default-en" or a YAML path
     dedup: bool = True
+    # deduplication (kamado.corpus.dedup): exact copies, then MinHash-LSH near duplicates
+    dedup_threshold: float = Field(0.8, gt=0.0, le=1.0)  # character n-gram Jaccard counted as duplicate
+    dedup_ngram: int = Field(5, ge=1)  # character n-gram size
+    dedup_num_perm: int = Field(128, ge=8)  # MinHash signature length
+    dedup_bands: int = Field(0, ge=0)  # LSH bands (0: chosen from the threshold)
+    dedup_near: bool = True  # also remove near duplicates (False: exact copies only)
     executor: Literal["local", "ray"] = "local"
-    workers: int = 2
+    workers: int = Field(2, ge=1)
     ray_address: str | None = None  # an existing Ray cluster (default: start a local one)
-    shard_mb: int = 256  # output shard size (uncompressed MB)
-    text_doc_kb: int = 32  # plain-text inputs are cut into documents of about this size
+    shard_mb: int = Field(256, ge=1)  # output shard size (uncompressed MB)
+    text_doc_kb: int = Field(32, ge=1)  # plain-text inputs are cut into documents of about this size
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, v: list[SourceSpec]) -> list[SourceSpec]:
+        names = [s.name for s in v]
+        if not names:
+            raise ValueError("at least one source is needed")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate source names {dup}: each source needs its own name")
+        return v
+
+    def dedup_settings(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`kamado.corpus.dedup.run_dedup` this config asks for."""
+        return {"threshold": self.dedup_threshold, "ngram": self.dedup_ngram, "num_perm": self.dedup_num_perm,
+                "bands": self.dedup_bands, "near": self.dedup_near}
 
 
 class ChainConfig(StrictModel):

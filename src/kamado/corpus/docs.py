@@ -13,7 +13,6 @@ from the script (kana/kanji share).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -69,28 +68,21 @@ def resolve_inputs(inputs: list[str], data_root: Path | None = None) -> list[Inp
 
 
 def corpus_sources(corpus_dir: Path, only: list[str] | None = None) -> list[InputSpec]:
-    """The kept shards of each source of a corpus stage folder (from its ``sources.json``)."""
+    """The kept shards of each source of a corpus stage folder (read through :class:`CorpusArtifact`)."""
+    from kamado.corpus.artifacts import CorpusArtifact
     from kamado.corpus.io import list_inputs
 
-    sj = Path(corpus_dir) / "sources.json"
-    try:
-        entries = json.loads(sj.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise KamadoError(f"{sj}: cannot read the corpus source list: {e}") from None
-    if isinstance(entries, dict):  # tolerate {"sources": [...]}
-        entries = entries.get("sources", [])
+    art = CorpusArtifact.open(corpus_dir)
     specs = []
-    for i, e in enumerate(entries):
-        if not isinstance(e, dict) or "name" not in e or "kept" not in e:
-            raise KamadoError(f"{sj}: entry {i} needs 'name' and 'kept' (got {e!r})")
-        if only and e["name"] not in only:
+    for e in art.sources:
+        if only and e.name not in only:
             continue
-        kept = Path(corpus_dir) / e["kept"]
+        kept = art.kept_dir(e.name)
         if not kept.exists():
-            raise KamadoError(f"{sj}: source {e['name']!r}: kept shards {kept} are missing")
+            raise KamadoError(f"{art.path / 'sources.json'}: source {e.name!r}: kept shards {kept} are missing")
         files = list_inputs([kept]) if kept.is_file() or any(kept.iterdir()) else []
-        specs.append(InputSpec(label=f"{corpus_dir.name}:{e['name']}", files=files, source=e["name"],
-                               force_source=True, lang=e.get("lang")))
+        specs.append(InputSpec(label=f"{art.path.name}:{e.name}", files=files, source=e.name,
+                               force_source=True, lang=e.lang))
     return specs
 
 

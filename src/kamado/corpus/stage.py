@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kamado.config import KamadoError
+from kamado.corpus.artifacts import CorpusArtifact, CorpusCounts, CorpusSource, SourceCounts
 from kamado.corpus.config import ChainConfig, CorpusConfig, SourceSpec, load_chain
 from kamado.manifest import write_json_atomic
 from kamado.stage import StageContext
@@ -44,13 +45,9 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
     from kamado import registry
     from kamado.corpus.executors import clean
 
-    names = [s.name for s in cfg.sources]
-    if len(set(names)) != len(names):
-        raise KamadoError(f"corpus.sources: duplicate source names in {names}")
     out = Path(ctx.out)
-    counts: dict[str, Any] = {"input": 0, "kept": 0, "rejected": 0, "errors": 0, "final_docs": 0}
-    per_source: dict[str, Any] = {}
-    listing = []
+    counts = CorpusCounts()
+    listing: list[CorpusSource] = []
     for src in cfg.sources:
         t0 = time.perf_counter()
         inputs = [registry.resolve(n, ctx.data_root, ctx.recipe_dir) for n in src.inputs]
@@ -69,29 +66,22 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
                 raise KamadoError("corpus.dedup is true but kamado.corpus.dedup.run_dedup is not available; "
                                   "set corpus.dedup: false")
             marker = sdir / ".dedup-done.json"
-            if marker.is_file():
-                dstats = json.loads(marker.read_text(encoding="utf-8"))
-            else:
+            settings = cfg.dedup_settings()
+            dstats = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
+            if dstats is None or dstats.get("_settings", settings) != settings:
                 kept_files = sorted((sdir / "clean" / "kept").glob("*.jsonl.gz"))
                 dstats = run_dedup(kept_files, sdir / "dedup", executor=cfg.executor, workers=cfg.workers,
-                                   ray_address=cfg.ray_address)
+                                   ray_address=cfg.ray_address, **settings)
                 dstats = {k: v for k, v in dstats.items() if isinstance(v, int | float | str)}
-                write_json_atomic(marker, dstats)
+                write_json_atomic(marker, dstats | {"_settings": settings})
             final = int(dstats.get("kept", final))
             dedup_removed = int(dstats.get("rejected", 0))
             kept_rel = f"{src.name}/dedup/kept"
-        listing.append({"name": src.name, "lang": src.lang, "kept": kept_rel})
-        for k in ("input", "kept", "rejected", "errors"):
-            counts[k] += int(stats[k])
-        counts["final_docs"] += final
-        per_source.update({
-            f"{src.name}.input": stats["input"], f"{src.name}.kept": stats["kept"],
-            f"{src.name}.rejected": stats["rejected"], f"{src.name}.errors": stats["errors"],
-            f"{src.name}.dedup_removed": dedup_removed, f"{src.name}.final_docs": final,
-            f"{src.name}.chars_in": stats["chars_in"], f"{src.name}.chars_kept": stats["chars_kept"],
-            f"{src.name}.mb_in": round(stats["text_bytes_in"] / 1e6, 3),
-            f"{src.name}.seconds": round(time.perf_counter() - t0, 2),
-            f"{src.name}.chain": chain.name,
-        })
-    write_json_atomic(out / "sources.json", listing)
-    return {**counts, **per_source}
+        listing.append(CorpusSource(src.name, src.lang, kept_rel))
+        counts.add(src.name, SourceCounts(
+            input=int(stats["input"]), kept=int(stats["kept"]), rejected=int(stats["rejected"]),
+            errors=int(stats["errors"]), dedup_removed=dedup_removed, final_docs=final,
+            chars_in=stats["chars_in"], chars_kept=stats["chars_kept"], mb_in=round(stats["text_bytes_in"] / 1e6, 3),
+            seconds=round(time.perf_counter() - t0, 2), chain=chain.name))
+    CorpusArtifact.write_sources(out, listing)
+    return counts.to_counts()

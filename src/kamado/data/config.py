@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from kamado.config import StrictModel
 
@@ -12,9 +12,9 @@ from kamado.config import StrictModel
 class PackConfig(StrictModel):
     """Tokenize clean shards into memory-mapped token files, one set per source."""
 
-    workers: int = 2
+    workers: int = Field(2, ge=1)
     append_eos: bool = True
-    valid_fraction: float = 0.01  # documents held out per source for validation loss
+    valid_fraction: float = Field(0.01, ge=0.0, lt=1.0)  # documents held out per source for validation loss
     prepend_bos: bool = False  # also start every document with BOS
     executor: Literal["local", "ray"] = "local"  # local: multiprocessing; ray: a Ray pool (cluster)
     batch_chars: int = 1_000_000  # characters per tokenization job sent to a worker
@@ -40,6 +40,15 @@ class MixtureConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_stages(self) -> MixtureConfig:
+        for where, w in [("weights", self.weights), *((f"stages[{i}].weights", s.weights)
+                                                    for i, s in enumerate(self.stages or []))]:
+            if w is None:
+                continue
+            bad = {k: v for k, v in w.items() if v < 0}
+            if bad:
+                raise ValueError(f"{where}: weights must be >= 0 (got {bad})")
+            if not any(v > 0 for v in w.values()):
+                raise ValueError(f"{where}: at least one weight must be positive")
         if self.stages:
             starts = [s.start for s in self.stages]
             if starts[0] != 0.0:

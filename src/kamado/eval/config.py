@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from kamado.config import StrictModel
 
@@ -13,24 +13,28 @@ class EvalConfig(StrictModel):
     """Which task suites to run on which models, and how many examples of each.
 
     ``tasks`` takes task and suite names (``kamado eval --help`` lists them). ``models`` names the run's
-    models: ``pretrain``, ``tune/full``, ``tune/lora`` (missing ones are skipped). ``ppl_sources`` are
-    ``pack`` (the pack's validation split) and/or data-root text sets such as ``wikitext2``,
-    ``jsquad-valid``.
+    models: ``pretrain``, ``tune/full``, ``tune/lora`` (missing ones are skipped), or model folders
+    (``PATH`` or ``LABEL=PATH``, relative to the run folder). ``ppl_sources`` are
+    ``pack`` (the data stage's validation split; without a data stage: ``jsquad-valid`` and
+    ``wikitext2``) and/or data-root text sets such as ``wikitext2``, ``jsquad-valid``.
     """
 
     tasks: list[str] = ["perplexity", "jcommonsenseqa"]
     limit: int | None = 200  # examples per task (None: all)
     models: list[str] = ["pretrain", "tune/full", "tune/lora"]
-    batch_size: int = 16
+    batch_size: int = Field(16, ge=1)
     fewshot: dict[str, int] = {}  # per-task number of demonstrations (default: the task's own)
     ppl_sources: list[str] = ["pack"]
-    ppl_max_tokens: int = 20000  # per source
-    ppl_window: int = 512
-    max_new_tokens: int = 32  # generation tasks (JSQuAD)
+    ppl_max_tokens: int = Field(20000, ge=1)  # per source
+    ppl_window: int = Field(512, ge=2)
+    max_new_tokens: int = Field(32, ge=1)  # generation tasks (JSQuAD)
     # auto: bfloat16 on CPUs with native bf16 (AMX/AVX512-BF16; about 2x faster here, same accuracy on the
     # tiny recipe) and on GPUs, else float32
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    threads: int | None = None  # torch CPU threads (None: 1 for models under 50M parameters, else torch's)
+    threads: int | None = Field(None, ge=1)  # torch CPU threads (None: 1 for models under 50M parameters, else torch's)
+    # native: kamado's scorer; lm-eval: lm-evaluation-harness on the same prompts (arc-easy, arc-challenge,
+    # hellaswag, jcommonsenseqa)
+    backend: Literal["native", "lm-eval"] = "native"
 
     @field_validator("tasks")
     @classmethod

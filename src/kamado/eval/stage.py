@@ -1,65 +1,91 @@
-"""The eval stage: every model of the run on every task; ``results.json`` plus per-example details."""
+"""The eval stage: every model of the run on every task; ``results.json`` plus per-example details.
+
+``kamado eval MODEL...`` runs this same stage (each model given as ``LABEL=PATH``), so a model evaluated
+alone and inside a recipe gets the same numbers for the same config.
+"""
 
 from __future__ import annotations
 
 import json
-import math
+import os
 from pathlib import Path
 from typing import Any
 
 from kamado.config import KamadoError
+from kamado.eval.artifacts import MAIN_METRICS, EvalArtifact, clean, safe_name
 from kamado.eval.config import EvalConfig
 from kamado.stage import StageContext
 
-# run model name -> (upstream stage, HF folder inside it)
-MODEL_DIRS = {"pretrain": ("pretrain", "hf"), "tune/full": ("tune", "full/hf"), "tune/lora": ("tune", "lora/hf")}
-# the metrics that go into the manifest counts (the full set is in results.json)
-MAIN_METRICS = ("acc", "acc_norm", "mc1", "mc2", "pearson", "spearman", "exact_match", "char_f1",
-                "token_ppl_ja", "token_ppl_en", "char_ppl_ja", "char_ppl_en", "bpc_ja", "bpc_en", "token_ppl")
+__all__ = ["MAIN_METRICS", "model_path", "run", "safe_name", "split_model"]
 
 
-def safe_name(name: str) -> str:
-    """A model name usable as a folder name (``tune/full`` -> ``tune-full``)."""
-    return name.replace("/", "-").replace("\\", "-").strip(".-") or "model"
+def split_model(entry: str) -> tuple[str, str]:
+    """``LABEL=PATH`` -> (label, path); a run model name or a plain path is its own label."""
+    if "=" in entry and not Path(entry).exists():
+        label, _, ref = entry.partition("=")
+        if label and ref:
+            return label, ref
+    return entry, entry
 
 
 def model_path(name: str, ctx: StageContext) -> Path | None:
-    """The HF folder of a run model name (or a path relative to the run folder); None when absent."""
-    if name in MODEL_DIRS:
-        stage, sub = MODEL_DIRS[name]
-        base = ctx.inputs.get(stage)
-        p = base / sub if base is not None else None
+    """The HF folder of a run model (``pretrain``, ``tune/full``, ``tune/lora``, read through the upstream
+    stages' artifact readers) or of a path (relative to the run folder); None when absent."""
+    _, ref = split_model(name)
+    p: Path | None
+    if ref == "pretrain" or ref.startswith("tune/"):
+        stage = "pretrain" if ref == "pretrain" else "tune"
+        if stage not in ctx.inputs:
+            return None
+        try:
+            art = ctx.artifact(stage)
+        except KamadoError:
+            return None
+        p = art.hf_dir if stage == "pretrain" else art.hf_dir(ref.split("/", 1)[1])
     else:
-        p = Path(name)
+        p = Path(ref).expanduser()
         if not p.is_absolute() and ctx.run_dir is not None:
             p = ctx.run_dir / p
     return p if p is not None and (p / "config.json").is_file() else None
 
 
-def _clean(x: Any) -> Any:
-    """NaN/inf become None so results.json is strict JSON."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_clean(v) for v in x]
-    return x
+def _evaluate(name: str, path: Path, tasks: list[str], cfg: EvalConfig, settings: Any, ctx: StageContext) -> dict:
+    from kamado.eval.harness import cpu_threads, evaluate_model, load_model, resolve_dtype
+    from kamado.ui import progress
+
+    if cfg.backend == "lm-eval":
+        from kamado.eval.lmeval_backend import run_lm_eval
+
+        return run_lm_eval(path, tasks, root=ctx.data_root, limit=cfg.limit, fewshot=dict(cfg.fewshot),
+                           batch_size=cfg.batch_size,
+                           work_dir=ctx.cache_dir or Path(os.environ.get("HF_HOME", ".cache")) / "kamado-lm-eval",
+                           dtype=resolve_dtype(cfg.dtype))
+    model, tok = load_model(path, dtype=cfg.dtype, tokenizer_dir=ctx.inputs.get("tokenizer"))
+
+    def bar(task: str, total: int) -> Any:
+        return progress(f"eval {name} {task}", total=total)
+
+    with cpu_threads(model, cfg.threads):
+        res = evaluate_model(model, tok, tasks, settings, root=ctx.data_root,
+                             detail_dir=ctx.out / "details" / safe_name(name), progress=None if ctx.quiet else bar)
+    del model
+    return res
 
 
 def run(cfg: EvalConfig, ctx: StageContext) -> dict[str, Any]:
     """Evaluate each model of ``cfg.models`` that exists; write ``results.json``; return flat counts."""
-    from kamado.eval.harness import EvalSettings, cpu_threads, evaluate_model, load_model
+    from kamado.eval.harness import EvalSettings
     from kamado.eval.tasks import expand
     from kamado.manifest import write_json_atomic
-    from kamado.ui import progress
 
     tasks = expand(cfg.tasks)
+    pack_dir = None
+    if "pack" in cfg.ppl_sources and "data" in ctx.inputs:
+        pack_dir = ctx.artifact("data").path
     settings = EvalSettings(limit=cfg.limit, batch_size=cfg.batch_size, seed=ctx.seed, fewshot=dict(cfg.fewshot),
                             ppl_sources=list(cfg.ppl_sources), ppl_max_tokens=cfg.ppl_max_tokens,
-                            ppl_window=cfg.ppl_window, max_new_tokens=cfg.max_new_tokens,
-                            pack_dir=ctx.inputs.get("data"))
-    found = {n: model_path(n, ctx) for n in cfg.models}
+                            ppl_window=cfg.ppl_window, max_new_tokens=cfg.max_new_tokens, pack_dir=pack_dir)
+    found = {split_model(n)[0]: model_path(n, ctx) for n in cfg.models}
     todo = {n: p for n, p in found.items() if p is not None}
     if not todo:
         raise KamadoError(f"eval: none of the models {cfg.models} exists in this run (expected e.g. "
@@ -72,28 +98,11 @@ def run(cfg: EvalConfig, ctx: StageContext) -> dict[str, Any]:
             if prev.get("tasks") == tasks:
                 results[name] = prev["results"]
                 continue
-        model, tok = load_model(path, dtype=cfg.dtype, tokenizer_dir=ctx.inputs.get("tokenizer"))
-
-        def bar(task: str, total: int, _n: str = name) -> Any:
-            return progress(f"eval {_n} {task}", total=total)
-
-        with cpu_threads(model, cfg.threads):
-            res = evaluate_model(model, tok, tasks, settings, root=ctx.data_root,
-                                 detail_dir=ctx.out / "details" / safe_name(name),
-                                 progress=None if ctx.quiet else bar)
-        results[name] = _clean(res)
+        results[name] = clean(_evaluate(name, path, tasks, cfg, settings, ctx))
         write_json_atomic(part, {"tasks": tasks, "results": results[name]})
-        del model
-    write_json_atomic(ctx.out / "results.json", {
-        "models": results, "tasks": tasks, "skipped_models": [n for n, p in found.items() if p is None],
-        "settings": {"limit": cfg.limit, "seed": ctx.seed, "fewshot": cfg.fewshot, "ppl_sources": cfg.ppl_sources,
-                     "dtype": cfg.dtype, "batch_size": cfg.batch_size},
-        "details": {n: f"details/{safe_name(n)}" for n in results},
-    })
-    counts: dict[str, Any] = {"models": len(results), "tasks": len(tasks)}
-    for name, per in results.items():
-        for task, mets in per.items():
-            for k in MAIN_METRICS:
-                if mets.get(k) is not None:
-                    counts[f"{name}.{task}.{k}"] = round(float(mets[k]), 6)
-    return counts
+    art = EvalArtifact(ctx.out, results, tasks, [n for n, p in found.items() if p is None],
+                       {"limit": cfg.limit, "seed": ctx.seed, "fewshot": cfg.fewshot, "ppl_sources": cfg.ppl_sources,
+                        "dtype": cfg.dtype, "batch_size": cfg.batch_size, "backend": cfg.backend,
+                        "models": {n: str(p) for n, p in todo.items()}})
+    art.write()
+    return art.to_counts()

@@ -1,8 +1,8 @@
 """The report stage: one self-contained ``report.html`` built only from the files of a run folder.
 
-Every number shown is read from a stage's artifacts (manifests, ``stats.json``, ``pack.json``,
-``metrics.jsonl``, ``tune.json``, ``results.json``); a section whose inputs are missing is replaced by a
-note. :func:`build` also compares runs (loss curves and results of each run side by side).
+Every number shown is read from a stage's artifacts through that stage's reader (``kamado.<stage>.artifacts``,
+named by the stage registry: :meth:`Run.artifact`) and from the manifests; a section whose inputs are
+missing is replaced by a note. :func:`build` also compares runs (loss curves and results side by side).
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from kamado import jsonl
+from kamado.config import KamadoError
 from kamado.report import html as H
+from kamado.report.artifacts import ReportCounts
 from kamado.report.config import ReportConfig
 from kamado.report.plots import Panel, Series, bars_png, metric_bars_png, panels_fig
-from kamado.stage import STAGE_NAMES, StageContext
+from kamado.stage import STAGE_NAMES, StageContext, stage_spec
 
 STAGES = tuple(s for s in STAGE_NAMES if s != "report")  # the stages a report reads
 LOWER_IS_BETTER = ("ppl", "perplexity", "loss", "bpb", "bits", "bpc", "nll", "ece", "stderr")
@@ -51,6 +53,16 @@ class Run:
         """The stage folder when it exists."""
         p = self.dir / name
         return p if p.is_dir() else None
+
+    def artifact(self, name: str) -> Any:
+        """The stage's folder through its artifact reader (a KamadoError naming the folder if unreadable)."""
+        return stage_spec(name).artifact_class().open(self.dir / name)
+
+    def artifact_or_none(self, name: str) -> Any:
+        try:
+            return self.artifact(name)
+        except KamadoError:
+            return None
 
 
 def load_run(run_dir: Path) -> Run:
@@ -122,15 +134,18 @@ def manifests_section(run: Run) -> str:
 
 
 def corpus_section(run: Run) -> str:
-    d = run.stage("corpus")
-    if d is None:
+    if run.stage("corpus") is None:
         return H.note("no corpus stage in this run")
+    try:
+        art = run.artifact("corpus")
+    except KamadoError as e:
+        return H.note(str(e))
+    d = art.path
     body = ""
-    sources = _json(d / "sources.json")
-    if isinstance(sources, list) and sources:
+    if art.sources:
         body += "<h3>Sources</h3>" + H.table(["source", "lang", "kept shards"],
-                                             [[s.get("name"), s.get("lang"), s.get("kept")] for s in sources])
-    stats_files = sorted(p for p in d.rglob("stats.json") if len(p.relative_to(d).parts) <= 4)
+                                             [[s.name, s.lang, s.kept] for s in art.sources])
+    stats_files = art.stats_files()
     rows, reasons, names, kept, rej, err = [], [], [], [], [], []
     for p in stats_files:
         st = _json(p)
@@ -206,27 +221,33 @@ def _reasons(rec: dict[str, Any]) -> list[list[Any]]:
 
 
 def tokenizer_section(run: Run) -> str:
-    d = run.stage("tokenizer")
-    if d is None:
+    if run.stage("tokenizer") is None:
         return H.note("no tokenizer stage in this run")
+    try:
+        art = run.artifact("tokenizer")
+    except KamadoError as e:
+        return H.note(str(e))
+    c = art.counts
     body = ""
-    counts = (run.manifests.get("tokenizer") or {}).get("counts") or {}
-    if counts:
-        body += H.kv_table(_scalars(counts))
-        nested = {k: v for k, v in counts.items() if isinstance(v, dict)}
-        for k, v in nested.items():
-            rows = [[n, *(_scalars(x).values())] for n, x in v.items() if isinstance(x, dict)]
-            if rows:
-                cols = list(_scalars(next(x for x in v.values() if isinstance(x, dict))).keys())
-                body += f"<h3>{H.esc(k)}</h3>" + H.table([k, *cols], rows)
-            elif _scalars(v):
-                body += f"<h3>{H.esc(k)}</h3>" + H.kv_table(_scalars(v))
-    for name in ("stats.json", "eval.json", "report.json"):
-        st = _json(d / name)
-        if isinstance(st, dict):
-            body += f"<h3>{H.esc(name)}</h3>" + H.kv_table(_scalars(st))
-    cfg = _json(d / "tokenizer_config.json")
-    if isinstance(cfg, dict):
+    head = {"vocab size": c.vocab_size or None, "model type": c.model_type or None,
+            "sample chars": c.sample_chars or None, "sample lines": c.sample_lines or None,
+            "training s": c.train_s or None, "read errors": c.read_errors if art.raw_counts else None}
+    head = {k: v for k, v in head.items() if v is not None}
+    if head:
+        body += H.kv_table(head)
+    langs = list(dict.fromkeys([*c.chars_per_token, *c.byte_fallback_rate]))
+    if langs:
+        body += "<h3>Held-out text per language</h3>" + H.table(
+            ["lang", "chars/token", "byte fallback rate", "unk rate", "held-out chars"],
+            [[lg, c.chars_per_token.get(lg), c.byte_fallback_rate.get(lg), c.unk_rate.get(lg),
+              c.heldout_chars.get(lg)] for lg in langs])
+    if c.sources:
+        rows = [[n, *(_scalars(x).values())] for n, x in c.sources.items() if isinstance(x, dict)]
+        if rows:
+            cols = list(_scalars(next(x for x in c.sources.values() if isinstance(x, dict))).keys())
+            body += "<h3>Training sample per source</h3>" + H.table(["source", *cols], rows)
+    cfg = art.hf_config()
+    if cfg:
         keep = {k: cfg.get(k) for k in ("tokenizer_class", "bos_token", "eos_token", "unk_token", "pad_token",
                                         "model_max_length") if k in cfg}
         if (_num(keep.get("model_max_length")) or 0) > 1e9:
@@ -236,20 +257,20 @@ def tokenizer_section(run: Run) -> str:
 
 
 def data_section(run: Run) -> str:
-    d = run.stage("data")
-    if d is None:
+    if run.stage("data") is None:
         return H.note("no data (pack) stage in this run")
-    pack = _json(d / "pack.json")
-    if not isinstance(pack, dict) or not isinstance(pack.get("sources"), dict):
-        return H.note("data/pack.json missing or unreadable")
-    srcs = pack["sources"]
-    tot = sum(_num(s.get("train_tokens")) or 0 for s in srcs.values()) or 1
-    rows = [[n, s.get("lang"), s.get("docs"), s.get("train_tokens"), s.get("valid_tokens"),
-             f"{100 * (_num(s.get('train_tokens')) or 0) / tot:.1f}%"] for n, s in srcs.items()]
-    body = H.kv_table({k: pack.get(k) for k in ("vocab_size", "dtype", "bos_id", "eos_id") if k in pack})
+    try:
+        art = run.artifact("data")
+    except KamadoError as e:
+        return H.note(f"data/pack.json missing or unreadable: {e}")
+    srcs = art.sources
+    tot = art.train_tokens or 1
+    rows = [[n, s.lang, s.docs, s.train_tokens, s.valid_tokens, f"{100 * s.train_tokens / tot:.1f}%"]
+            for n, s in srcs.items()]
+    body = H.kv_table({"vocab_size": art.vocab_size, "dtype": art.dtype, "bos_id": art.bos_id, "eos_id": art.eos_id})
     body += H.table(["source", "lang", "docs", "train tokens", "valid tokens", "share of train"], rows)
-    body += H.img(bars_png(list(srcs), {"train": [_num(s.get("train_tokens")) or 0 for s in srcs.values()],
-                                        "valid": [_num(s.get("valid_tokens")) or 0 for s in srcs.values()]},
+    body += H.img(bars_png(list(srcs), {"train": [s.train_tokens for s in srcs.values()],
+                                        "valid": [s.valid_tokens for s in srcs.values()]},
                            "packed tokens per source", "tokens", logy=True), "tokens per source")
     return body
 
@@ -270,10 +291,14 @@ def _val_series(val: list[dict], prefix: str = "") -> list[Series]:
 
 
 def pretrain_section(run: Run) -> str:
-    d = run.stage("pretrain")
-    if d is None:
+    if run.stage("pretrain") is None:
         return H.note("no pretrain stage in this run")
-    recs = read_jsonl(d / "metrics.jsonl")
+    try:
+        art = run.artifact("pretrain")
+    except KamadoError as e:
+        return H.note(str(e))
+    d = art.path
+    recs = art.metrics()
     train, val = _train_records(recs)
     if not train:
         return H.note("pretrain/metrics.jsonl missing or without loss records")
@@ -287,10 +312,9 @@ def pretrain_section(run: Run) -> str:
                "median tokens/s": _median([r.get("tokens_per_s") for r in train[1:]]),
                "median TFLOP/s": _median([r.get("tflops") for r in train[1:]]),
                "median MFU %": (_median(mfu) or 0) * mfu_scale if _median(mfu) is not None else None}
-    for k in ("tokens", "tokens_seen", "total_tokens"):
-        if _num(train[-1].get(k)) is not None:
-            summary["tokens seen"] = train[-1][k]
-            break
+    tokens = art.tokens_seen(recs)
+    if tokens is not None:
+        summary["tokens seen"] = tokens
     body = H.kv_table(summary)
     body += H.figure(panels_fig([
         Panel("training loss", [Series("train loss", steps, [r["loss"] for r in train]), *_val_series(val)],
@@ -318,29 +342,31 @@ def pretrain_section(run: Run) -> str:
 
 
 def tune_section(run: Run) -> str:
-    d = run.stage("tune")
-    if d is None:
+    if run.stage("tune") is None:
         return H.note("no tune stage in this run")
-    summary = _json(d / "tune.json")
+    try:
+        art = run.artifact("tune")
+    except KamadoError as e:
+        return H.note(str(e))
     body = ""
-    methods = (summary or {}).get("methods") or {}
+    methods = art.methods
     if methods:
         rows = [[m, r.get("trainable_params"), r.get("trainable_pct"), r.get("wall_s"), r.get("tokens_per_s"),
                  r.get("steps"), r.get("lr"), r.get("final_train_loss"), r.get("val_loss_before"),
                  r.get("val_loss_after")] for m, r in methods.items()]
         body += H.table(["method", "trainable params", "trainable %", "wall s", "tokens/s", "steps", "lr",
                          "final train loss", "val loss before", "val loss after"], rows)
-        data = (summary or {}).get("data") or {}
+        data = art.data
         body += H.details("instruction data", H.kv_table(_scalars(data)) + H.table(
             ["source", *list(_scalars(next(iter(data.get("sources", {}).values()), {})).keys())],
             [[n, *_scalars(v).values()] for n, v in (data.get("sources") or {}).items()]))
-        if summary.get("chat_template"):
-            body += H.details("chat template", H.pre(summary["chat_template"]))
+        if art.summary.get("chat_template"):
+            body += H.details("chat template", H.pre(art.summary["chat_template"]))
     else:
         body += H.note("tune/tune.json missing: showing whatever metrics exist")
     panels_train, panels_val = [], []
-    for m in methods or [p.name for p in sorted(d.iterdir()) if (p / "metrics.jsonl").is_file()]:
-        train, val = _train_records(read_jsonl(d / m / "metrics.jsonl"))
+    for m in art.method_names():
+        train, val = _train_records(read_jsonl(art.metrics_path(m)))
         if train:
             panels_train.append(Series(m, [r["step"] for r in train], [r["loss"] for r in train]))
         panels_val += [Series(f"{m} {s.label}", s.x, s.y, points=True) for s in _val_series(val)]
@@ -413,19 +439,21 @@ def results_table(rows_by_model: dict[str, dict[str, Any]]) -> tuple[str, list[t
 
 
 def eval_section(run: Run) -> str:
-    d = run.stage("eval")
-    if d is None:
+    if run.stage("eval") is None:
         return H.note("no eval stage in this run")
-    res = _json(d / "results.json")
-    models = (res or {}).get("models") if isinstance(res, dict) else None
-    if not isinstance(models, dict) or not models:
+    try:
+        art = run.artifact("eval")
+    except KamadoError as e:
+        return H.note(f"eval/results.json missing or without models: {e}")
+    models = art.models
+    if not models:
         return H.note("eval/results.json missing or without models")
     body, cols = results_table(models)
     body += "<p class=\"sub\">Bold: best model per column (lowest for perplexity/loss-like metrics).</p>"
     shown = [(t, m, _lower_better(m)) for t, m in cols][:16]
     values = {(t, m): [_num((models[n].get(t) or {}).get(m)) for n in models] for t, m, _ in shown}
     body += H.img(metric_bars_png(shown, list(models), values), "results per metric")
-    others = sorted(p.name for p in d.iterdir() if p.name not in ("results.json", "manifest.json"))
+    others = art.other_files()
     if others:
         body += H.details("other files of the eval stage", H.pre("\n".join(others)))
     return body
@@ -441,8 +469,9 @@ def compare_section(runs: list[Run]) -> str:
     names = _unique_names(runs)
     pre_train, pre_val = [], []
     for r, n in zip(runs, names, strict=True):
-        if r.stage("pretrain"):
-            train, val = _train_records(read_jsonl(r.dir / "pretrain" / "metrics.jsonl"))
+        pre = r.artifact_or_none("pretrain")
+        if pre is not None:
+            train, val = _train_records(pre.metrics())
             if train:
                 pre_train.append(Series(n, [x["step"] for x in train], [x["loss"] for x in train]))
             pts = [(x["step"], x["val_loss"]) for x in val if _num(x.get("val_loss")) is not None]
@@ -452,16 +481,17 @@ def compare_section(runs: list[Run]) -> str:
                               Panel("pretraining val loss", pre_val, ylabel="cross-entropy")]), "pretrain compare")
     tune_series = []
     for r, n in zip(runs, names, strict=True):
-        for m in ("full", "lora"):
-            train, _ = _train_records(read_jsonl(r.dir / "tune" / m / "metrics.jsonl"))
+        tune = r.artifact_or_none("tune")
+        for m in tune.method_names() if tune is not None else []:
+            train, _ = _train_records(read_jsonl(tune.metrics_path(m)))
             if train:
                 tune_series.append(Series(f"{n} {m}", [x["step"] for x in train], [x["loss"] for x in train],
                                           dashed=m == "lora"))
     body += H.figure(panels_fig([Panel("tuning loss", tune_series, ylabel="cross-entropy")]), "tune compare")
     merged: dict[str, dict[str, Any]] = {}
     for r, n in zip(runs, names, strict=True):
-        res = _json(r.dir / "eval" / "results.json")
-        for model, tasks in ((res or {}).get("models") or {}).items() if isinstance(res, dict) else []:
+        ev = r.artifact_or_none("eval")
+        for model, tasks in ev.models.items() if ev is not None else []:
             merged[f"{n}: {model}"] = tasks
     if merged:
         body += "<h3>Results</h3>" + results_table(merged)[0]
@@ -514,8 +544,8 @@ def build(run_dirs: list[Path], title: str | None = None) -> tuple[str, dict[str
                      + (f" · git {commit}" if commit else "")
                      + (f" · compared with {', '.join(r.name for r in runs[1:])}" if len(runs) > 1 else ""))
     doc = H.page(title, subtitle, sections)
-    counts = {"sections": len(sections), "sections_missing": len(missing), "plots": doc.count("data:image/png"),
-              "bytes": len(doc.encode()), "missing": ",".join(missing)}
+    counts = ReportCounts(sections=len(sections), sections_missing=len(missing), plots=doc.count("data:image/png"),
+                          bytes=len(doc.encode()), missing=",".join(missing)).to_counts()
     return doc, counts
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field, field_validator
+
 from kamado.config import StrictModel
 
 
 class TokenizerConfig(StrictModel):
     """SentencePiece training on a mixture-weighted sample of the clean corpus."""
 
-    vocab_size: int = 8000
+    vocab_size: int = Field(8000, ge=256, le=1 << 20)  # 256+: byte fallback needs a piece per byte
     model_type: Literal["unigram", "bpe"] = "unigram"
-    sample_chars: int = 20_000_000  # characters drawn from the corpus for training
+    sample_chars: int = Field(20_000_000, ge=1)  # characters drawn from the corpus for training
     weights: dict[str, float] | None = None  # per-source (or per-language) sampling weights; None = by size
     character_coverage: float = 0.9995
     byte_fallback: bool = True
@@ -23,3 +25,14 @@ class TokenizerConfig(StrictModel):
     seed_pieces: int = 1_000_000  # SentencePiece seed_sentencepiece_size
     sub_iterations: int = 1  # SentencePiece num_sub_iterations (its default 2 doubles the time, same chars/token)
     num_threads: int = 0  # 0: all cores (at most 16)
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None:
+            bad = {k: w for k, w in v.items() if w < 0}
+            if bad:
+                raise ValueError(f"weights must be >= 0 (got {bad})")
+            if not any(w > 0 for w in v.values()):
+                raise ValueError("at least one weight must be positive")
+        return v

@@ -11,9 +11,16 @@ from kamado.tokenizer.config import TokenizerConfig
 def run(cfg: TokenizerConfig, ctx: StageContext) -> dict[str, Any]:
     """Train into ``ctx.out`` (the HF tokenizer folder itself); returns vocab size and chars/token per language."""
     from kamado.corpus.docs import corpus_sources
+
+    return train_on(corpus_sources(ctx.input("corpus")), cfg, ctx)
+
+
+def train_on(specs: list[Any], cfg: TokenizerConfig, ctx: StageContext) -> dict[str, Any]:
+    """Train on resolved inputs into ``ctx.out``; the counts go through :class:`TokenizerCounts`, so what
+    the stage writes is what :class:`TokenizerArtifact` reads."""
+    from kamado.tokenizer.artifacts import TokenizerCounts
     from kamado.tokenizer.train import train_tokenizer
     from kamado.ui import console
 
-    specs = corpus_sources(ctx.input("corpus"))
     log = None if ctx.quiet else (lambda m: console.print(f"  {m}"))
-    return train_tokenizer(specs, cfg, ctx.out, seed=ctx.seed, log=log)
+    return TokenizerCounts.from_counts(train_tokenizer(specs, cfg, ctx.out, seed=ctx.seed, log=log)).to_counts()

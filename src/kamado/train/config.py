@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from kamado.config import StrictModel
 from kamado.data.config import MixtureConfig
 from kamado.model.config import ModelConfig
@@ -14,9 +16,9 @@ from kamado.monitor.guard import GuardConfig
 class OptimizerConfig(StrictModel):
     """AdamW with decoupled weight decay (no decay on norms and biases)."""
 
-    lr: float = 3e-3
-    min_lr: float = 3e-4
-    weight_decay: float = 0.1
+    lr: float = Field(3e-3, gt=0)
+    min_lr: float = Field(3e-4, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     fused: bool = True
@@ -25,13 +27,13 @@ class OptimizerConfig(StrictModel):
 class TrainConfig(StrictModel):
     """One training run: batch, schedule, precision, checkpoints."""
 
-    steps: int = 200
-    batch_size: int = 8  # sequences per optimizer step, all ranks together
-    grad_accum: int = 1
-    seq_len: int = 256
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(8, ge=1)  # sequences per optimizer step, all ranks together
+    grad_accum: int = Field(1, ge=1)
+    seq_len: int = Field(256, ge=2)
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
-    warmup_steps: int = 20
+    warmup_steps: int = Field(20, ge=0)
     decay_fraction: float = 0.2  # WSD: last fraction of steps decays
     grad_clip: float = 1.0
     precision: Literal["fp32", "bf16", "bf16-autocast", "bf16-pure"] = "bf16"  # see kamado.train.engine
@@ -45,7 +47,7 @@ class TrainConfig(StrictModel):
     ckpt_every: int = 100
     keep_last: int = 2
     keep_every: int = 0  # also keep every M-th checkpoint (0: none)
-    nproc: int = 1  # >1 launches torchrun with FSDP2
+    nproc: int = Field(1, ge=1)  # >1 launches torchrun with FSDP2
     seed: int | None = None  # default: the recipe's seed
     resume: bool = True  # continue from the latest complete checkpoint in the output folder
     tensorboard: bool = False  # also log to <out>/tensorboard

@@ -56,13 +56,10 @@ def build(cfg: PretrainConfig, ctx: StageContext, rank: int = 0, world_size: int
 
 
 def counts(res: dict[str, Any]) -> dict[str, Any]:
-    """Flat manifest counts from a TrainResult dict."""
-    keys = ("params", "trainable_params", "steps", "tokens", "final_loss", "first_val_loss", "val_loss",
-            "tokens_per_s", "tflops", "mfu", "peak_tflops", "wall_s", "world_size", "precision", "resumed_from")
-    out = {k: (round(res[k], 5) if isinstance(res.get(k), float) else res.get(k)) for k in keys}
-    out["hf"] = "hf"
-    out["metrics"] = "metrics.jsonl"
-    return out
+    """Flat manifest counts from a TrainResult dict (through :class:`TrainCounts`, which readers use)."""
+    from kamado.train.artifacts import TrainCounts
+
+    return TrainCounts.from_result(res).to_counts()
 
 
 def run_rank(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:

@@ -27,7 +27,7 @@ RESULT = "result.json"
 
 def base_dir(cfg: TuneConfig, ctx: StageContext) -> Path:
     """The HF model folder to tune: ``cfg.base`` if set, else the pretrain stage's ``hf/``."""
-    base = Path(cfg.base).expanduser() if cfg.base else ctx.input("pretrain") / "hf"
+    base = Path(cfg.base).expanduser() if cfg.base else ctx.artifact("pretrain").hf_dir
     if not (base / "config.json").is_file():
         raise KamadoError(f"{base}: not a Hugging Face model folder (no config.json)")
     return base
@@ -217,14 +217,9 @@ def run(cfg: TuneConfig, ctx: StageContext) -> dict[str, Any]:
     summary = {"base": str(cfg.base) if cfg.base else "pretrain/hf", "data": data.stats, "chat_template": CHAT_TEMPLATE,
                "methods": methods}
     write_json_atomic(ctx.out / "tune.json", summary)
-    counts: dict[str, Any] = {"train_examples": data.stats["train_examples"],
-                              "valid_examples": data.stats["valid_examples"],
-                              "train_target_tokens": data.stats["train_target_tokens"]}
-    for m, r in methods.items():
-        counts |= {f"{m}_val_loss_before": r["val_loss_before"], f"{m}_val_loss_after": r["val_loss_after"],
-                   f"{m}_final_train_loss": r["final_train_loss"], f"{m}_trainable_pct": r["trainable_pct"],
-                   f"{m}_wall_s": r["wall_s"], f"{m}_tokens_per_s": r["tokens_per_s"]}
-    return counts
+    from kamado.tune.artifacts import TuneCounts
+
+    return TuneCounts.of(data.stats, methods).to_counts()
 
 
 def summary_rows(summary: dict[str, Any]) -> list[list[Any]]:
