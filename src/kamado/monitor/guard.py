@@ -49,6 +49,7 @@ from kamado.monitor.alerts import Alerter, AlertsConfig, clean
 EVENTS = "events.jsonl"
 HEARTBEAT = "heartbeat.json"
 STATE = "guard_state.json"  # rollbacks and skipped data windows, for a resume
+STOP = ".watchdog-stop"  # why the watchdog sent SIGTERM
 
 
 class InjectConfig(StrictModel):
@@ -241,6 +242,7 @@ class RunGuard:
                     self.fired.add(f"{e['detail'].get('kind')}@{e.get('step')}")
         if not self.is_main:
             return
+        (self.out_dir / STOP).unlink(missing_ok=True)
         if not resumed:
             self.events.path.unlink(missing_ok=True)
             (self.out_dir / STATE).unlink(missing_ok=True)
@@ -254,9 +256,13 @@ class RunGuard:
             self._old_term = signal.signal(signal.SIGTERM, self._on_term)
 
     def _on_term(self, signum: int, frame: Any) -> None:
-        raise GuardStop(f"stopped by SIGTERM after step {self.last_step}: if the run guard's watchdog sent it, no "
-                        f"training step finished within guard.hang_timeout_s={self.cfg.hang_timeout_s:g} s "
-                        f"(see {self.events.path})")
+        why = self.out_dir / STOP
+        if why.is_file():
+            reason = why.read_text(encoding="utf-8").strip()
+            why.unlink(missing_ok=True)
+            raise GuardStop(f"the run guard's watchdog stopped training: {reason} (see {self.events.path}; "
+                            "resume with the same command)")
+        raise GuardStop(f"stopped by SIGTERM after step {self.last_step}")
 
     def _start_watchdog(self) -> None:
         spec = {"pid": os.getpid(), "heartbeat": str(self.out_dir / HEARTBEAT), "events": str(self.events.path),

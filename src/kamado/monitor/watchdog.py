@@ -95,6 +95,10 @@ def watch(spec: dict[str, Any], poll_s: float | None = None) -> str:
             alerter.send("hang", step, f"hang: {msg}", action="SIGTERM to the trainer, SIGKILL after "
                          f"{grace:g} s; resume from the last checkpoint", checkpoint=hb.get("checkpoint"),
                          metrics=hb.get("metrics"))
+            try:
+                (hb_path.parent / ".watchdog-stop").write_text(msg, encoding="utf-8")
+            except OSError:
+                pass
             _stop(pid, grace)
             events.log(step, "stopped", {"pid": pid, "by": "watchdog", "alive": pid_alive(pid)})
             return "hang"
