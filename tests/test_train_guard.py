@@ -1,0 +1,175 @@
+"""The run guard in real (tiny) training runs through the Trainer's seams: an LR-spike drill is detected,
+rolled back and its data window skipped; a NaN drill costs one skipped update; a hanging trainer is
+stopped by the watchdog; a SIGKILLed trainer is reported as crashed; two gloo ranks decide together."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from test_monitor_guard import Receivers
+
+from kamado.monitor.guard import GuardConfig, InjectConfig, RunGuard, guarded_run, read_events
+
+pytest.importorskip("kamado.train.trainer", reason="needs the Trainer (kamado.train.trainer) and its update hooks")
+
+
+@pytest.fixture
+def receivers():
+    """A real SMTP server and HTTP webhook receiver on 127.0.0.1."""
+    r = Receivers()
+    yield r
+    r.close()
+
+
+# A tiny LLaMA on a learnable synthetic stream (rows are arithmetic sequences mod V), resumable by position.
+_COMMON = textwrap.dedent('''
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    V, T = 64, 32
+
+    class Stream:
+        def __init__(self, micro=4, rank=0, world=1):
+            self.pos, self.micro, self.rank, self.world = 0, micro, rank, world
+        def next_batch(self):
+            g = torch.Generator().manual_seed(1000 + self.pos * self.world + self.rank)
+            a = torch.randint(0, V, (self.micro, 1), generator=g)
+            b = torch.randint(1, 4, (self.micro, 1), generator=g)
+            ids = (a + b * torch.arange(T)) % V
+            self.pos += 1
+            return {"input_ids": ids, "labels": ids.clone()}
+        def state_dict(self):
+            return {"pos": self.pos}
+        def load_state_dict(self, d):
+            self.pos = int(d["pos"])
+
+    def model():
+        torch.manual_seed(0)
+        return LlamaForCausalLM(LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=T))
+
+    def tcfg(steps=60, **kw):
+        from kamado.train.config import TrainConfig
+        return TrainConfig(steps=steps, batch_size=4, seq_len=T, precision="fp32", warmup_steps=5, ckpt_every=10,
+                           keep_last=10, eval_every=0, fused_ce=False, seed=1, **kw)
+''')
+exec(_COMMON)  # noqa: S102  (the same definitions for in-process runs and the subprocess trainer below)
+
+
+def _run(out: Path, guard: GuardConfig, steps: int = 60):
+    from kamado.train.trainer import train
+
+    g = RunGuard(guard, None, out, run="test")
+    res = guarded_run(g, lambda **kw: train(model(), Stream(), tcfg(steps), out, quiet=True, **kw))  # noqa: F821
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return res, [r for r in recs if "loss" in r], read_events(out / "events.jsonl")
+
+
+def _tail(recs, n=5):
+    return sum(r["loss"] for r in recs[-n:]) / n
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, one_thread):
+    res, recs, ev = _run(tmp_path_factory.mktemp("clean"), GuardConfig(warmup=8, watchdog=False))
+    assert [e["kind"] for e in ev] == ["started", "finished"]  # no false alarms on a healthy run
+    return recs
+
+
+def test_lr_spike_rolled_back_and_window_skipped(tmp_path, clean, one_thread):
+    res, recs, ev = _run(tmp_path, GuardConfig(warmup=8, watchdog=False, inject=InjectConfig(step=35, kind="lr_spike")))
+    kinds = [e["kind"] for e in ev]
+    assert "inject" in kinds and "rollback" in kinds and kinds[-1] == "finished", kinds
+    assert any(k in ("spike", "nonfinite", "grad_explosion") for k in kinds)
+    rb = next(e for e in ev if e["kind"] == "rollback")
+    d = rb["detail"]
+    assert d["from_step"] == 30 and d["to_step"] == rb["step"] and d["first_bad_step"] == 36
+    assert d["sampler_from"] == [{"pos": 30}] and d["sampler_to"][0]["pos"] == rb["step"]
+    # the weights went back to step 30, the data did not: steps 31.. read batches never seen before
+    assert res.steps == 60 and recs[-1]["step"] == 60
+    state = json.loads((tmp_path / "checkpoints" / "step_00000030" / "state.json").read_text())
+    assert state["sampler"] == d["sampler_to"] and state["guard"]["rollbacks"] == 1
+    final_ck = json.loads((tmp_path / "checkpoints" / "step_00000060" / "state.json").read_text())
+    assert final_ck["sampler"][0]["pos"] == 60 + rb["step"] - 30
+    spiked = max(r["loss"] for r in recs if r["step"] > 35)
+    assert spiked > 2 * clean[34]["loss"]  # the drill really blew the loss up
+    assert _tail(recs) < _tail(clean) * 1.10, (_tail(recs), _tail(clean))
+
+
+def test_nan_step_is_skipped_without_rollback(tmp_path, clean, one_thread):
+    res, recs, ev = _run(tmp_path, GuardConfig(warmup=8, watchdog=False, inject=InjectConfig(step=20, kind="nan")),
+                         steps=30)
+    kinds = [e["kind"] for e in ev]
+    assert kinds == ["started", "inject", "nonfinite", "finished"], kinds
+    bad = next(e for e in ev if e["kind"] == "nonfinite")
+    assert bad["step"] == 20 and bad["detail"]["action"] == "skip" and bad["detail"]["loss"] == "nan"
+    assert [r["step"] for r in recs if r.get("skipped")] == [20]
+    assert all(r["loss"] == r["loss"] for r in recs if r["step"] != 20)  # finite everywhere else
+    assert abs(recs[-1]["loss"] - clean[29]["loss"]) < 0.5
+
+
+# ---------------------------------------------------------------- real processes: hang and SIGKILL
+
+_TRAINER = _COMMON + textwrap.dedent('''
+    import sys
+    from pathlib import Path
+    from kamado.monitor.alerts import AlertsConfig
+    from kamado.monitor.guard import GuardConfig, RunGuard, guarded_run
+    from kamado.train.trainer import train
+    torch.set_num_threads(1)
+    out, guard, alerts = Path(sys.argv[1]), GuardConfig.model_validate_json(sys.argv[2]), AlertsConfig.model_validate_json(sys.argv[3])
+    g = RunGuard(guard, alerts, out, run="proc")
+    guarded_run(g, lambda **kw: train(model(), Stream(), tcfg(int(sys.argv[4])), out, quiet=True, **kw))
+''')
+
+
+def _proc(tmp_path: Path, guard: GuardConfig, alerts, steps: int) -> subprocess.Popen:
+    script = tmp_path / "trainer.py"
+    script.write_text(_TRAINER)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, str(script), str(tmp_path / "run"), guard.model_dump_json(),
+                             alerts.model_dump_json(), str(steps)], stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_hang_drill_in_real_training_stopped_by_watchdog(tmp_path, receivers):
+    alerts = receivers.alerts("json").model_copy(update={"email": None})
+    p = _proc(tmp_path, GuardConfig(hang_timeout_s=4, term_grace_s=3, inject=InjectConfig(step=8, kind="hang")),
+              alerts, 1000)
+    rc = p.wait(timeout=55)
+    err = p.stderr.read()
+    assert rc != 0 and "hang_timeout_s=4" in err, err[-2000:]
+    out = tmp_path / "run"
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert recs[-1]["step"] == 8
+    hang = [json.loads(x["body"]) for x in receivers.posts if '"hang"' in x["body"]]
+    assert hang and hang[0]["step"] == 8
+    assert hang[0]["time"] - (out / "metrics.jsonl").stat().st_mtime < 4 + 5
+    kinds = [e["kind"] for e in read_events(out / "events.jsonl")]
+    assert "hang" in kinds and "stopped" in kinds  # the watchdog's events and the trainer's own `stopped`
+
+
+def test_sigkill_of_real_trainer_gives_crashed_alert(tmp_path, receivers):
+    p = _proc(tmp_path, GuardConfig(hang_timeout_s=60), receivers.alerts("slack"), 100000)
+    m = tmp_path / "run" / "metrics.jsonl"
+    t_end = time.time() + 40
+    while time.time() < t_end and not (m.is_file() and m.read_text().count("\n") >= 5):
+        time.sleep(0.1)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=10)
+    t_end = time.time() + 25
+    while time.time() < t_end and not any("crashed" in x["body"] for x in receivers.posts):
+        time.sleep(0.1)
+    crashed = [json.loads(x["body"])["text"] for x in receivers.posts if "crashed" in x["body"]]
+    assert crashed and "died without a clean end" in crashed[0]
+    assert any("crashed" in x["data"] for x in receivers.mails)
+    ev = read_events(tmp_path / "run" / "events.jsonl")
+    last = [json.loads(x) for x in m.read_text().splitlines() if x.strip()][-1]["step"]
+    assert any(e["kind"] == "crashed" and abs(e["step"] - last) <= 1 for e in ev)  # the heartbeat is per update
