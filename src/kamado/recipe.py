@@ -120,8 +120,9 @@ def apply_override(data: dict, override: str) -> None:
     node[parts[-1]] = yaml.safe_load(value)
 
 
-def load_recipe(path: Path | str, overrides: list[str] | None = None) -> RecipeBase:
-    """Read and validate a recipe file; a missing file or bad YAML is a clear error."""
+def read_recipe_data(path: Path | str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The recipe file as a mapping, with ``a.b.c=value`` overrides applied; clear errors for a missing
+    file, bad YAML or a file that is not a mapping."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such recipe file")
@@ -131,7 +132,18 @@ def load_recipe(path: Path | str, overrides: list[str] | None = None) -> RecipeB
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{p}:{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
-    return parse_recipe(data, str(p), overrides)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    for ov in overrides or []:
+        apply_override(data, ov)
+    return data
+
+
+def load_recipe(path: Path | str, overrides: list[str] | None = None) -> RecipeBase:
+    """Read and validate a recipe file (see :func:`read_recipe_data`)."""
+    return parse_recipe(read_recipe_data(path, overrides), str(path))
 
 
 def check_inputs(recipe: RecipeBase, recipe_dir: Path | None, data_root: Path | None) -> None:

@@ -10,6 +10,7 @@ from its unfinished shards); anything else is cleared and redone.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -45,11 +46,12 @@ def _external_inputs(recipe: RecipeBase, stage: str, recipe_dir: Path | None, ro
     return {f"{k}": v for k, v in digest_files(files).items()}
 
 
-def fingerprint(recipe: RecipeBase, stage: str, upstream: dict[str, dict], external: dict[str, str]) -> str:
+def fingerprint(recipe: RecipeBase, stage: str, upstream: dict[str, dict], external: dict[str, str],
+                seed: int | None = None) -> str:
     """Identity of a stage's work: config, seed, upstream outputs and external inputs."""
     cfg = recipe.stage_config(stage).model_dump(mode="json")
     ups = {k: [m.get("fingerprint"), m.get("outputs_digest"), m.get("finished_ns")] for k, m in upstream.items()}
-    return digest_json({"stage": stage, "config": cfg, "seed": recipe.seed, "upstream": ups,
+    return digest_json({"stage": stage, "config": cfg, "seed": recipe.seed if seed is None else seed, "upstream": ups,
                         "external": sorted(external.values())})
 
 
@@ -62,8 +64,15 @@ def run_recipe(
     until: str | None = None,
     force: str | None = None,
     only: str | None = None,
+    seeds: dict[str, int] | None = None,
+    store: Path | None = None,
 ) -> list[StageOutcome]:
-    """Run (or skip) each stage of ``recipe`` into ``out/<stage>``; returns what happened to each."""
+    """Run (or skip) each stage of ``recipe`` into ``out/<stage>``; returns what happened to each.
+
+    ``seeds`` overrides the recipe seed for some stages (an experiment varies the seed from training on).
+    With ``store``, each stage's folder lives in ``store/<stage>-<fingerprint>`` and ``out/<stage>`` links to
+    it, so runs that share a stage's fingerprint (the variants of an experiment) share its work.
+    """
     stages = recipe.stages()
     for flag, val in (("--until", until), ("--force", force), ("--only", only)):
         if val is not None and val not in stages:
@@ -95,8 +104,11 @@ def run_recipe(
             continue
         upstream = {d: manifests[d] for d in stage_spec(stage).deps if d in manifests}
         external = _external_inputs(recipe, stage, recipe_dir, root)
-        fp = fingerprint(recipe, stage, upstream, external)
+        seed = (seeds or {}).get(stage, recipe.seed)
+        fp = fingerprint(recipe, stage, upstream, external, seed)
         sdir = out / stage
+        if store is not None:
+            sdir = _link_stage(out / stage, store / f"{stage}-{fp[:16]}")
         man = read_manifest(sdir)
         if man is not None and man.get("fingerprint") == fp and not forced:
             console.print(f"[green]✓[/] {stage}: up to date, skipped ({man.get('timings', {}).get('wall_s', 0):.1f}s "
@@ -105,7 +117,7 @@ def run_recipe(
             outcomes.append(StageOutcome(stage, "skipped", 0.0, man.get("counts", {})))
         else:
             manifests[stage] = _run_stage(recipe, stage, sdir, fp, upstream, external, out, root, cache, forced,
-                                          recipe_dir)
+                                          recipe_dir, seed)
             m = manifests[stage]
             outcomes.append(StageOutcome(stage, "ran", m["timings"]["wall_s"], m.get("counts", {})))
         if stage == until:
@@ -115,7 +127,7 @@ def run_recipe(
 
 def _run_stage(recipe: RecipeBase, stage: str, sdir: Path, fp: str, upstream: dict[str, dict],
                external: dict[str, str], out: Path, root: Path | None, cache: Path, forced: bool,
-               recipe_dir: Path | None) -> dict:
+               recipe_dir: Path | None, seed: int) -> dict:
     attempt = sdir / ATTEMPT
     prev = None
     if attempt.is_file():
@@ -130,7 +142,7 @@ def _run_stage(recipe: RecipeBase, stage: str, sdir: Path, fp: str, upstream: di
     write_json_atomic(attempt, {"fingerprint": fp, "started": time.time()})
     console.rule(f"[bold]{stage}[/]" + (" (resuming)" if resuming else ""))
     ctx = StageContext(name=stage, out=sdir, inputs={d: out / d for d in upstream}, data_root=root,
-                       seed=recipe.seed, run_dir=out, cache_dir=cache, recipe_dir=recipe_dir)
+                       seed=seed, run_dir=out, cache_dir=cache, recipe_dir=recipe_dir)
     t0 = time.perf_counter()
     counts = stage_spec(stage).run_function()(recipe.stage_config(stage), ctx) or {}
     wall = time.perf_counter() - t0
@@ -138,6 +150,25 @@ def _run_stage(recipe: RecipeBase, stage: str, sdir: Path, fp: str, upstream: di
     inputs = {f"stage:{k}": v.get("outputs_digest", "") for k, v in upstream.items()} | external
     return write_manifest(sdir, stage=stage, config=recipe.stage_config(stage).model_dump(mode="json"),
                           inputs=inputs, counts=counts, timings={"wall_s": round(wall, 3)}, fingerprint=fp)
+
+
+def _link_stage(link: Path, target: Path) -> Path:
+    """Point ``link`` (a run's stage entry) at ``target`` (a shared stage folder); returns ``target``.
+
+    A real folder already at ``link`` is the user's earlier work: it is never deleted, the link is refused.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    rel = Path(os.path.relpath(target, link.parent))
+    if link.is_symlink():
+        if Path(os.readlink(link)) == rel:
+            return target
+        link.unlink()
+    elif link.exists():
+        raise KamadoError(f"{link} is a folder, not a link into the experiment's shared stages; move it away "
+                          "or use another --out")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(rel, target_is_directory=True)
+    return target
 
 
 def summary_table(outcomes: list[StageOutcome]) -> Any:

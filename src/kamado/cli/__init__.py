@@ -60,14 +60,24 @@ def run_cmd(
       kamado run recipes/tiny.yaml --out runs/tiny
       kamado run recipes/tiny.yaml --out runs/tiny --until data
       kamado run recipes/tiny.yaml --out runs/tiny --force pretrain --set pretrain.train.steps=300
+      kamado run recipes/experiments/mixture.yaml --out runs/mixture   (variants x seeds: experiment.md)
     """
-    from kamado.recipe import load_recipe
-
-    rec = load_recipe(recipe, set_ or [])
-    out = out or Path("runs") / rec.name
+    from kamado.experiment import run_experiment, split_experiment
+    from kamado.recipe import parse_recipe, read_recipe_data
     from kamado.runner import run_recipe, summary_table
     from kamado.ui import console
 
+    data, exp = split_experiment(read_recipe_data(recipe, set_ or []), str(recipe))
+    if exp is not None:
+        if only is not None:
+            raise KamadoError("--only: not available for an experiment recipe (use --until or --force)")
+        out = out or Path("runs") / str(data.get("name", recipe.stem))
+        run_experiment(data, exp, out, source=str(recipe), recipe_dir=recipe.resolve().parent,
+                       data_root=data_root, until=until, force=force)
+        console.print(f"[bold green]experiment:[/] {(out / 'experiment.md').resolve()}")
+        return
+    rec = parse_recipe(data, str(recipe))
+    out = out or Path("runs") / rec.name
     outcomes = run_recipe(rec, out, recipe_dir=recipe.resolve().parent, data_root=data_root,
                           until=until, force=force, only=only)
     console.print(summary_table(outcomes))

@@ -1,0 +1,224 @@
+"""Experiments: one recipe, several variants and seeds, one comparison table.
+
+A recipe with an ``experiment:`` section runs each variant (a set of ``a.b.c: value`` overrides of the
+recipe) for each seed into ``OUT/<variant>/s<seed>``. Every stage lives once in ``OUT/.stages`` under
+its fingerprint, so variants share the stages they do not change (a mixture ablation retrains, but
+does not re-clean or re-tokenize). The seed is varied from ``seed_from`` on (default: pretraining); the
+stages before it keep the recipe's seed and are shared by every seed.
+
+At the end ``OUT/experiment.json`` and ``OUT/experiment.md`` hold, per variant and metric, the mean and
+the spread over seeds, and ``OUT/experiment.html`` overlays the variants' curves.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+
+from kamado.config import ConfigError, KamadoError, StrictModel, format_validation_error
+from kamado.manifest import read_manifest, write_json_atomic
+from kamado.recipe import RecipeBase, parse_recipe
+from kamado.stage import STAGE_NAMES
+
+# metrics that say something at CPU scale: held-out bits per character, losses; tasks where asked for
+DEFAULT_METRICS = ("bpc_ja", "bpc_en", "val_loss", "final_loss")
+
+
+class ExperimentConfig(StrictModel):
+    """The ``experiment:`` section of a recipe."""
+
+    variants: dict[str, dict[str, Any]] = Field(min_length=1)  # name -> {dot.path: value}
+    seeds: list[int] = Field(default_factory=list, max_length=16)  # default: the recipe's seed
+    seed_from: str = "pretrain"  # the first stage whose seed varies; earlier stages are shared
+    metrics: list[str] = list(DEFAULT_METRICS)  # substrings of metric names to tabulate
+    models: list[str] | None = None  # eval models to tabulate (default: all)
+    description: str = ""
+
+    @field_validator("seed_from")
+    @classmethod
+    def _stage(cls, v: str) -> str:
+        if v not in STAGE_NAMES:
+            raise ValueError(f"{v!r} is not a stage ({', '.join(STAGE_NAMES)})")
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in v:
+            if not name or "/" in name or name.startswith("."):
+                raise ValueError(f"variant name {name!r} must be a plain folder name")
+        return v
+
+
+def split_experiment(data: dict[str, Any], source: str) -> tuple[dict[str, Any], ExperimentConfig | None]:
+    """The recipe mapping without its ``experiment`` section, and that section validated (or None)."""
+    if not isinstance(data, dict) or "experiment" not in data:
+        return data, None
+    data = dict(data)
+    raw = data.pop("experiment")
+    try:
+        return data, ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: invalid recipe\n" + format_validation_error(e, "experiment")) from None
+
+
+def _set_path(data: dict[str, Any], key: str, value: Any, where: str) -> None:
+    node = data
+    parts = key.split(".")
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{where}: {key}: {p} is not a mapping in the recipe")
+        node = nxt
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def expand(data: dict[str, Any], exp: ExperimentConfig, source: str) -> dict[str, dict[int, RecipeBase]]:
+    """Every variant × seed as a validated recipe; all are checked before any work starts."""
+    seeds = exp.seeds or [int(data.get("seed", RecipeBase.model_fields["seed"].default))]
+    out: dict[str, dict[int, RecipeBase]] = {}
+    for name, overrides in exp.variants.items():
+        d = copy.deepcopy(data)
+        for key, value in overrides.items():
+            _set_path(d, key, value, f"{source}: experiment.variants.{name}")
+        d["name"] = f"{data.get('name', 'run')}/{name}"
+        out[name] = {}
+        for seed in seeds:
+            try:
+                out[name][seed] = parse_recipe(copy.deepcopy(d), f"{source} (variant {name}, seed {seed})")
+            except ConfigError as e:
+                raise ConfigError(f"experiment.variants.{name}: {e}") from None
+    return out
+
+
+def stage_seeds(recipe: RecipeBase, seed: int, seed_from: str) -> dict[str, int]:
+    """The seed of each stage: the recipe's before ``seed_from``, the run's from it on."""
+    first = STAGE_NAMES.index(seed_from)
+    return {s: (seed if STAGE_NAMES.index(s) >= first else recipe.seed) for s in STAGE_NAMES}
+
+
+def run_metrics(run_dir: Path, models: list[str] | None = None) -> dict[str, float]:
+    """Flat metrics of one finished run: ``<model>.<task>.<metric>`` from eval, losses from training."""
+    out: dict[str, float] = {}
+    pre = read_manifest(run_dir / "pretrain")
+    for k in ("final_loss", "val_loss"):
+        v = (pre or {}).get("counts", {}).get(k)
+        if isinstance(v, int | float):
+            out[f"pretrain.{k}"] = float(v)
+    tune = read_manifest(run_dir / "tune")
+    for k, v in ((tune or {}).get("counts") or {}).items():
+        if isinstance(v, int | float) and not isinstance(v, bool) and "loss" in k:
+            out[f"tune.{k}"] = float(v)
+    if read_manifest(run_dir / "eval") is not None:
+        from kamado.eval.artifacts import EvalArtifact
+
+        art = EvalArtifact.open(run_dir / "eval")
+        for model, tasks in art.results.items():
+            if models and model not in models:
+                continue
+            for task, mets in (tasks or {}).items():
+                for k, v in (mets or {}).items():
+                    if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                        out[f"{model}.{task}.{k}"] = float(v)
+    return out
+
+
+def _wanted(metric: str, patterns: list[str]) -> bool:
+    return not metric.endswith("_stderr") and any(p in metric for p in patterns)
+
+
+def summarise(per_run: dict[str, dict[int, dict[str, float]]], patterns: list[str]) -> dict[str, Any]:
+    """Per variant and metric: mean, sample std over seeds, n, and the mean within-run standard error."""
+    table: dict[str, dict[str, Any]] = {}
+    for variant, by_seed in per_run.items():
+        names = sorted({m for mets in by_seed.values() for m in mets if _wanted(m, patterns)})
+        row: dict[str, Any] = {}
+        for m in names:
+            xs = [mets[m] for mets in by_seed.values() if m in mets]
+            ses = [mets[f"{m}_stderr"] for mets in by_seed.values() if f"{m}_stderr" in mets]
+            row[m] = {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else None,
+                      "n": len(xs), "values": xs, "stderr": statistics.fmean(ses) if ses else None}
+        table[variant] = row
+    return table
+
+
+def _cell(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "—"
+    s = f"{c['mean']:.4g}"
+    if c.get("std") is not None:
+        s += f" ± {c['std']:.2g}"
+    elif c.get("stderr") is not None:
+        s += f" (se {c['stderr']:.2g})"
+    return s
+
+
+def markdown(title: str, summary: dict[str, Any], seeds: list[int], walls: dict[str, float]) -> str:
+    """One Markdown table: variants as rows, metrics as columns (mean ± std over seeds)."""
+    metrics = sorted({m for row in summary.values() for m in row})
+    lines = [f"# {title}", "", f"Seeds: {', '.join(map(str, seeds))}. Cells: mean ± sample std over seeds "
+             "(one seed: mean and its standard error over scoring windows).", "",
+             "| variant | " + " | ".join(metrics) + " | wall s |",
+             "|---|" + "---|" * (len(metrics) + 1)]
+    for variant, row in summary.items():
+        lines.append(f"| {variant} | " + " | ".join(_cell(row.get(m)) for m in metrics)
+                     + f" | {walls.get(variant, 0):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_experiment(data: dict[str, Any], exp: ExperimentConfig, out: Path, *, source: str,
+                   recipe_dir: Path | None, data_root: Path | None, until: str | None = None,
+                   force: str | None = None) -> dict[str, Any]:
+    """Run every variant × seed, sharing unchanged stages; write the comparison table and report."""
+    from kamado.runner import run_recipe, summary_table
+    from kamado.ui import console
+
+    runs = expand(data, exp, source)
+    seeds = exp.seeds or [next(iter(next(iter(runs.values())).values())).seed]
+    out.mkdir(parents=True, exist_ok=True)
+    store = out / ".stages"
+    per_run: dict[str, dict[int, dict[str, float]]] = {}
+    walls: dict[str, float] = {}
+    dirs: list[Path] = []
+    for variant, by_seed in runs.items():
+        for seed, recipe in by_seed.items():
+            rdir = out / variant / f"s{seed}"
+            console.rule(f"[bold]experiment[/] {variant} · seed {seed}")
+            outcomes = run_recipe(recipe, rdir, recipe_dir=recipe_dir, data_root=data_root, until=until,
+                                  force=force, seeds=stage_seeds(recipe, seed, exp.seed_from), store=store)
+            console.print(summary_table(outcomes))
+            walls[variant] = walls.get(variant, 0.0) + sum(o.seconds for o in outcomes)
+            per_run.setdefault(variant, {})[seed] = run_metrics(rdir, exp.models)
+            dirs.append(rdir)
+    summary = summarise(per_run, exp.metrics)
+    title = f"experiment {data.get('name', out.name)}"
+    doc = {"name": data.get("name"), "description": exp.description, "seeds": seeds,
+           "variants": {k: v for k, v in exp.variants.items()}, "seed_from": exp.seed_from,
+           "wall_s": walls, "summary": summary, "runs": {v: {str(s): m for s, m in r.items()} for v, r in per_run.items()}}
+    write_json_atomic(out / "experiment.json", doc)
+    md = markdown(title, summary, seeds, walls)
+    if exp.description:
+        md = md.replace("\n\n", f"\n\n{exp.description.strip()}\n\n", 1)
+    (out / "experiment.md").write_text(md, encoding="utf-8")
+    _overlay_report(dirs, out / "experiment.html", title)
+    console.print(md)
+    return doc
+
+
+def _overlay_report(dirs: list[Path], dest: Path, title: str) -> None:
+    """One report comparing every variant's run (curves overlaid)."""
+    from kamado.report.stage import build
+
+    try:
+        html, _ = build(dirs, title)
+    except KamadoError as e:  # a report is a view: its failure does not undo the runs
+        from kamado.ui import console
+
+        console.print(f"[yellow]experiment report not written:[/] {e}")
+        return
+    dest.write_text(html, encoding="utf-8")

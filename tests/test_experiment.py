@@ -1,0 +1,75 @@
+"""Experiments: variants × seeds run into their own folders, unchanged stages are shared, one table."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kamado import stage as stage_registry
+from kamado.config import ConfigError
+from kamado.experiment import expand, run_experiment, split_experiment, summarise
+
+TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
+
+
+@pytest.fixture()
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("FAKE_STAGE_LOG", str(log))
+    fakes = tuple(dataclasses.replace(s, run="_fake_stages:run") for s in stage_registry.STAGES)
+    monkeypatch.setattr(stage_registry, "STAGES", fakes)
+    return log
+
+
+def _data(**experiment: object) -> dict:
+    d = yaml.safe_load(TINY.read_text(encoding="utf-8"))
+    d["eval"] = None  # the fake stages write no eval results
+    d["report"] = None
+    d["experiment"] = experiment
+    return d
+
+
+def test_variants_share_unchanged_stages(fake: Path, tmp_path: Path, data_root: Path) -> None:
+    data, exp = split_experiment(_data(
+        variants={"en-first": {}, "ja-heavy": {"pretrain.mixture.stages": [{"start": 0.0, "weights": {"ja": 0.9, "en": 0.1}}]}},
+        seeds=[1, 2]), "x.yaml")
+    out = tmp_path / "exp"
+    doc = run_experiment(data, exp, out, source="x.yaml", recipe_dir=TINY.parent, data_root=data_root)
+    ran = fake.read_text().split()
+    # corpus, tokenizer, data once for everything; pretrain and tune once per variant x seed
+    assert ran.count("corpus") == 1 and ran.count("tokenizer") == 1 and ran.count("data") == 1
+    assert ran.count("pretrain") == 4 and ran.count("tune") == 4
+    for v in ("en-first", "ja-heavy"):
+        for s in (1, 2):
+            run = out / v / f"s{s}"
+            assert (run / "corpus").is_symlink() and (run / "pretrain" / "manifest.json").is_file()
+    assert (out / "en-first/s1/data").resolve() == (out / "ja-heavy/s2/data").resolve()
+    assert (out / "en-first/s1/pretrain").resolve() != (out / "en-first/s2/pretrain").resolve()
+    assert (out / "experiment.md").is_file() and json.loads((out / "experiment.json").read_text())["seeds"] == [1, 2]
+    assert set(doc["runs"]) == {"en-first", "ja-heavy"}
+
+    # a second run of the same experiment does no work
+    fake.write_text("")
+    run_experiment(data, exp, out, source="x.yaml", recipe_dir=TINY.parent, data_root=data_root)
+    assert fake.read_text().split() == []
+
+
+def test_bad_variant_is_refused_before_work(tmp_path: Path) -> None:
+    data, exp = split_experiment(_data(variants={"bad": {"pretrain.train.steps": -5}}), "x.yaml")
+    with pytest.raises(ConfigError, match="experiment.variants.bad"):
+        expand(data, exp, "x.yaml")
+    with pytest.raises(ConfigError, match="experiment.seed_from"):
+        split_experiment(_data(variants={"a": {}}, seed_from="nope"), "x.yaml")
+
+
+def test_summary_mean_and_spread() -> None:
+    per = {"a": {1: {"m.bpc_ja": 2.0, "m.bpc_ja_stderr": 0.1}, 2: {"m.bpc_ja": 4.0, "m.bpc_ja_stderr": 0.3}},
+           "b": {1: {"m.bpc_ja": 3.0, "m.bpc_ja_stderr": 0.2}}}
+    s = summarise(per, ["bpc"])
+    assert s["a"]["m.bpc_ja"]["mean"] == 3.0 and abs(s["a"]["m.bpc_ja"]["std"] - 2 ** 0.5) < 1e-9
+    assert s["b"]["m.bpc_ja"]["std"] is None and abs(s["b"]["m.bpc_ja"]["stderr"] - 0.2) < 1e-12
+    assert "m.bpc_ja_stderr" not in s["a"]
