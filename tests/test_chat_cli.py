@@ -49,10 +49,11 @@ def test_streamed_reply_equals_greedy_generation(model_dir, one_thread):
 
 
 def test_chat_command_reads_stdin_when_not_a_terminal(model_dir):
-    """Each input line is a turn, /commands work, /exit stops; replies go to stdout one per line."""
+    """Each input line is a turn, /commands work, /exit stops; replies go to stdout one per line. The stage
+    folder is given (its hf/ subfolder is the model)."""
     kamado = Path(sys.executable).with_name("kamado")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([str(kamado), "chat", str(model_dir), "--temperature", "0", "--max-new-tokens", "6",
+    r = subprocess.run([str(kamado), "chat", str(model_dir.parent), "--temperature", "0", "--max-new-tokens", "6",
                         "--system", "あなたは親切です。"],
                        input="こんにちは\n\n/temperature 0.8\n/reset\n/system\nもう一度\n/exit\nnot read\n",
                        capture_output=True, text=True, timeout=300, env=env)

@@ -143,7 +143,8 @@ class Chat:
 
 
 def chat(
-    model_dir: Annotated[Path, typer.Argument(help="Hugging Face model folder, e.g. runs/tiny/tune/full/hf.")],
+    model_dir: Annotated[Path, typer.Argument(help="Hugging Face model folder, e.g. runs/tiny/tune/full/hf "
+                                              "(a stage folder such as runs/tiny/tune/full works too).")],
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Longest reply, in tokens.")] = 256,
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 0.7,
@@ -173,6 +174,8 @@ def chat(
 
     from kamado.eval.harness import load_model
 
+    if not (model_dir / "config.json").is_file() and (model_dir / "hf" / "config.json").is_file():
+        model_dir = model_dir / "hf"  # a stage folder (runs/tiny/tune/full): its exported model
     model, tok = load_model(model_dir, dtype=dtype)
     if threads:
         torch.set_num_threads(threads)
