@@ -67,7 +67,7 @@ def worker(kind: str, opts: dict, preset: str, seq: int, batch: int, steps: int,
     turn = Turn()
     if kind == "kamado":
         from kamado.train.config import TrainConfig
-        from kamado.train.engine import train
+        from kamado.train.trainer import train
 
         class Rows:
             def __init__(self) -> None:

@@ -100,7 +100,7 @@ def run_dir(tmp_path_factory, data_root) -> Path:
     from kamado.recipe import Recipe
     from kamado.stage import StageContext
     from kamado.train.config import OptimizerConfig, TrainConfig
-    from kamado.train.engine import train
+    from kamado.train.trainer import train
     from kamado.tune.config import LoraSettings, TuneConfig
     from kamado.tune.sft import collate, encode_chat, evaluate_loss, read_chats
     from kamado.tune.stage import run as tune_run

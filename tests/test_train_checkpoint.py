@@ -71,8 +71,8 @@ def test_engine_exports_a_loadable_hf_model(tmp_path: Path, data_root: Path) -> 
 
     from kamado.model.presets import build_model, llama_config
     from kamado.train.config import TrainConfig
-    from kamado.train.engine import train
     from kamado.train.sources import TokenWindows, byte_tokens
+    from kamado.train.trainer import train
 
     toks = byte_tokens(data_root / "en_text" / "alice_in_wonderland.txt", 50_000)
     mconf = llama_config("tiny", vocab_size=256, overrides=dict(hidden_size=64, intermediate_size=128,

@@ -20,7 +20,7 @@ import json, os, sys, time
 from pathlib import Path
 from kamado.model.presets import build_model, llama_config
 from kamado.train.config import TrainConfig
-from kamado.train.engine import train
+from kamado.train.trainer import train
 from kamado.train.sources import TokenWindows, byte_tokens
 
 spec = json.loads(sys.argv[1])

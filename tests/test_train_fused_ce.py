@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kamado.train.fused_ce import linear_cross_entropy
+from kamado.train.loss import linear_cross_entropy
 
 
 def _reference(h: torch.Tensor, w: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -18,8 +18,8 @@ def measure(preset: str, precision: str, *, seq_len: int = 256, batch: int = 8, 
     from kamado.model.flops import model_flops
     from kamado.model.presets import build_model, llama_config
     from kamado.train.config import TrainConfig
-    from kamado.train.engine import train
     from kamado.train.sources import TokenWindows, random_tokens
+    from kamado.train.trainer import train
 
     mconf = llama_config(preset, vocab_size=vocab)
     model = build_model(mconf, seed=0)

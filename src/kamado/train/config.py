@@ -1,4 +1,4 @@
-"""Config of the training engine, shared by pretraining and instruction tuning."""
+"""Config of the trainer (kamado.train.trainer), shared by pretraining and instruction tuning."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class TrainConfig(StrictModel):
     warmup_steps: int = Field(20, ge=0)
     decay_fraction: float = 0.2  # WSD: last fraction of steps decays
     grad_clip: float = 1.0
-    precision: Literal["fp32", "bf16", "bf16-autocast", "bf16-pure"] = "bf16"  # see kamado.train.engine
+    precision: Literal["fp32", "bf16", "bf16-autocast", "bf16-pure"] = "bf16"  # see kamado.train.precision
     z_loss: float = 0.0
     activation_checkpointing: bool = False
     compile: bool = False

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = json.loads(Path(args[0]).read_text())
     from kamado.config import KamadoError
-    from kamado.stage import StageContext
+    from kamado.stage import DEFAULT_SEED, StageContext
     from kamado.train import distributed
     from kamado.train.config import PretrainConfig
     from kamado.train.pretrain import run_rank
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     c = spec["ctx"]
     ctx = StageContext(name=c.get("name", "pretrain"), out=Path(c["out"]),
                        inputs={k: Path(v) for k, v in c.get("inputs", {}).items()},
-                       data_root=Path(c["data_root"]) if c.get("data_root") else None, seed=int(c.get("seed", 1234)),
+                       data_root=Path(c["data_root"]) if c.get("data_root") else None, seed=int(c.get("seed", DEFAULT_SEED)),
                        run_dir=Path(c["run_dir"]) if c.get("run_dir") else None,
                        cache_dir=Path(c["cache_dir"]) if c.get("cache_dir") else None,
                        quiet=bool(c.get("quiet")) or int(os.environ.get("RANK", "0")) != 0)

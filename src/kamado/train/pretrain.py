@@ -66,7 +66,7 @@ def run_rank(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
     """Train in this process (one rank of torchrun, or the only one); rank 0 writes ``pretrain.json``."""
     from kamado.manifest import write_json_atomic
     from kamado.train import distributed
-    from kamado.train.engine import train
+    from kamado.train.trainer import train
 
     d = distributed.setup()
     tcfg = cfg.train
@@ -75,7 +75,7 @@ def run_rank(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
         cfg = cfg.model_copy(update={"train": tcfg})
     model, sampler, valid = build(cfg, ctx, d.rank, d.world_size)
     res = train(model, sampler, tcfg, ctx.out, valid=valid, hf_export=ctx.out / "hf",
-                tokenizer=_tokenizer_dir(ctx), cache_dir=ctx.cache_dir, description="pretrain",
+                tokenizer=_tokenizer_dir(ctx), description="pretrain",
                 quiet=ctx.quiet or None).to_dict()
     out = counts(res)
     if d.is_main:
@@ -120,7 +120,7 @@ def export_checkpoint(run_dir: Path, out: Path, tokenizer: Path | None = None, s
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from kamado.train import checkpoint as ckpt
-    from kamado.train.engine import export_hf
+    from kamado.train.export import export_hf
 
     run_dir = Path(run_dir)
     cks = dict(ckpt.list_checkpoints(run_dir / "checkpoints"))
@@ -131,7 +131,7 @@ def export_checkpoint(run_dir: Path, out: Path, tokenizer: Path | None = None, s
     path = cks[step if step is not None else max(cks)]
     cfg_file = run_dir / "model_config.json"
     if not cfg_file.is_file():
-        raise KamadoError(f"{cfg_file}: missing (written by the engine at the start of training)")
+        raise KamadoError(f"{cfg_file}: missing (written by the trainer at the start of training)")
     mconf = AutoConfig.from_pretrained(str(cfg_file))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(mconf)

@@ -4,7 +4,7 @@ Loss is taken on assistant tokens only: each chat is rendered once with the toke
 the character spans of the assistant answers (content + EOS) are found from prefix renders, and a token
 gets a label only when its characters lie wholly inside such a span; every other label is ``-100``.
 Examples are packed greedily into rows of at most ``seq_len`` tokens (or one per row), and
-:class:`SFTBatches` serves them as a resumable ``BatchSource`` for :func:`kamado.train.engine.train`.
+:class:`SFTBatches` serves them as a resumable ``BatchSource`` for :class:`kamado.train.trainer.Trainer`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from kamado.config import KamadoError
 from kamado.jsonl import iter_jsonl
+from kamado.stage import DEFAULT_SEED
 from kamado.tune.templates import record_to_messages, render
 
 IGNORE = -100
@@ -125,7 +126,7 @@ def prepare(
     *,
     valid_fraction: float = 0.05,
     max_examples: int | None = None,
-    seed: int = 1234,
+    seed: int = DEFAULT_SEED,
 ) -> SFTData:
     """Read every source, tokenize and mask each chat, truncate to ``seq_len``, split off validation."""
     train: list[Example] = []

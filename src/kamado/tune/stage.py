@@ -1,7 +1,7 @@
 """The tune stage: full fine-tuning and LoRA on the same instruction data, compared side by side.
 
 Reads the pretrain stage's ``hf/`` folder (or ``cfg.base``), writes per method ``<method>/metrics.jsonl``
-and checkpoints (through the one training engine, :func:`kamado.train.engine.train`), ``full/hf/``,
+and checkpoints (through the one trainer, :class:`kamado.train.trainer.Trainer`), ``full/hf/``,
 ``lora/adapter/`` and ``lora/hf/`` (merged), and ``tune.json`` with the comparison.
 """
 
@@ -71,21 +71,6 @@ def _train_config(cfg: TuneConfig, method: str) -> Any:
     return tcfg
 
 
-def export_hf(model: Any, tokenizer: Any, out: Path) -> None:
-    """An HF LLaMA folder (config, safetensors, tokenizer with chat template), written then renamed."""
-    import shutil
-
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.config.use_cache = True  # training turned the KV cache off; generation wants it
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-
-
 def _fresh_model(method: str, cfg: TuneConfig, base: Path) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
@@ -100,7 +85,7 @@ def _fresh_model(method: str, cfg: TuneConfig, base: Path) -> Any:
 def restore_fp32(method: str, cfg: TuneConfig, base: Path, ck_root: Path) -> Any:
     """The trained model in fp32 from the final checkpoint (fp32 master weights of what was trained).
 
-    The engine may train in bf16 (frozen weights rounded to bf16 too); rebuilding from the fp32 base and
+    The trainer may train in bf16 (frozen weights rounded to bf16 too); rebuilding from the fp32 base and
     the checkpoint's trained tensors keeps LoRA's frozen base weights exactly as they were.
     """
     import torch
@@ -127,7 +112,8 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
 
     import torch
 
-    from kamado.train.engine import train
+    from kamado.train.export import export_hf
+    from kamado.train.trainer import train
     from kamado.tune import lora as lora_mod
     from kamado.tune.sft import SFTBatches, evaluate_loss, pack, valid_batches
 
@@ -156,7 +142,7 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
                   f"({100 * trainable / total:.2f}%), {len(rows):,} rows, lr {tcfg.optimizer.lr:g}")
     result = train(model, batches, tcfg, mdir, valid=valid or None,
                    trainable=lora_mod.trainable_names(model) if method == "lora" else None,
-                   cache_dir=ctx.cache_dir, description=f"tune/{method}", quiet=ctx.quiet or None)
+                   description=f"tune/{method}", quiet=ctx.quiet or None)
     del model
     model = restore_fp32(method, cfg, base, mdir / "checkpoints").eval()
     val_after = evaluate_loss(model, valid) if valid else None
@@ -175,12 +161,12 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
     if method == "lora":
         lora_mod.save_adapter(model, mdir / "adapter", tokenizer)
         merged = lora_mod.merge(model)
-        export_hf(merged, tokenizer, mdir / "hf")
+        export_hf(merged, mdir / "hf", tokenizer=tokenizer)
         out |= {"adapter": "lora/adapter", "hf": "lora/hf",
                 "lora": {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "dropout": cfg.lora.dropout,
                          "target_modules": cfg.lora.target_modules}}
     else:
-        export_hf(model, tokenizer, mdir / "hf")
+        export_hf(model, mdir / "hf", tokenizer=tokenizer)
         out["hf"] = "full/hf"
     if not cfg.keep_checkpoints:
         shutil.rmtree(mdir / "checkpoints", ignore_errors=True)

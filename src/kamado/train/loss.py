@@ -1,0 +1,105 @@
+"""The training loss: summed next-token cross-entropy (labels -100 ignored) plus an optional z-loss.
+
+:class:`CausalLMLoss` computes one micro-batch's ``(ce, z)`` sums; the trainer scales them to the mean
+over every target token of the optimizer step. Two ways to the same cross-entropy:
+
+* plain: the model's logits (under the precision policy's autocast), upcast to fp32, ``F.cross_entropy``;
+  the z-loss term is ``sum(logsumexp(logits)^2)`` over target tokens.
+* fused (``TrainConfig.fused_ce``; one process, a plain LLaMA with a bias-free ``lm_head``, no z-loss,
+  no autocast, no PEFT): :func:`linear_cross_entropy` below, which never materialises the logits.
+
+``linear_cross_entropy(h, w, target)`` equals ``F.cross_entropy((h @ w.T).float(), target,
+ignore_index=-100, reduction="sum")`` with the matmuls in ``h``'s dtype (bf16 on AMX) and the log-softmax
+in fp32. The gradients are computed chunk by chunk during the forward (the loss is a scalar, so the
+backward only scales them), which saves the logits' memory traffic and a second pass over the vocab.
+Deterministic: the same inputs give bit-identical results (needed for exact resume).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from kamado.train.config import TrainConfig
+from kamado.train.export import is_peft, unwrap
+from kamado.train.precision import Precision
+
+
+class _LinearCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, chunk: int) -> torch.Tensor:
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        gh = torch.empty_like(h) if need_h else None
+        gw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
+        for s in range(0, h.shape[0], chunk):
+            hc, tc = h[s: s + chunk], target[s: s + chunk]
+            logits = (hc @ w.t()).float()
+            valid = tc != -100
+            safe = torch.where(valid, tc, 0)
+            picked = logits.gather(1, safe[:, None]).squeeze(1)
+            mx = logits.amax(dim=-1, keepdim=True)
+            e = logits.sub_(mx).exp_()  # in place: one [chunk, vocab] fp32 buffer for everything below
+            se = e.sum(dim=-1)
+            lse = mx.squeeze(1) + se.log()
+            total += ((lse - picked) * valid).sum()
+            if need_h or need_w:
+                g = e.mul_((valid / se)[:, None])  # softmax, zero on ignored rows
+                g.scatter_add_(1, safe[:, None], -valid[:, None].to(g.dtype))
+                g = g.to(h.dtype)
+                if need_h:
+                    gh[s: s + chunk] = g @ w
+                if need_w:
+                    gw.add_(g.t() @ hc)
+        ctx.w_dtype = w.dtype
+        ctx.save_for_backward(gh, gw)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        gh, gw = ctx.saved_tensors
+        gh = None if gh is None else gh * grad.to(gh.dtype)
+        gw = None if gw is None else (gw * grad).to(ctx.w_dtype)
+        return gh, gw, None, None
+
+
+def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, chunk_elems: int = 2**22) -> torch.Tensor:
+    """Summed cross-entropy of ``h @ w.T`` against ``target`` (-100 ignored); h [N, H], w [V, H], target [N]."""
+    chunk = max(1, chunk_elems // w.shape[0])
+    return _LinearCE.apply(h, w, target, chunk)
+
+
+def fused_ce_applies(model: Any, cfg: TrainConfig, distributed: bool) -> bool:
+    """Whether the fused output layer + cross-entropy computes this run's loss (see the module docstring)."""
+    base = unwrap(model)
+    lm_head = getattr(base, "lm_head", None)
+    return (cfg.fused_ce and cfg.z_loss == 0 and not distributed and cfg.precision != "bf16-autocast"
+            and not is_peft(base) and isinstance(lm_head, torch.nn.Linear) and lm_head.bias is None
+            and isinstance(getattr(base, "model", None), torch.nn.Module))
+
+
+class CausalLMLoss:
+    """``loss(ids, labels, mask) -> (ce, z)``: summed next-token cross-entropy and z-loss of a micro-batch."""
+
+    def __init__(self, model: Any, precision: Precision, *, z_loss: float = 0.0, fused: bool = False) -> None:
+        self.model, self.precision, self.z_loss, self.fused = model, precision, z_loss, fused
+        self.base = unwrap(model)
+
+    def __call__(self, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> tuple[Any, Any]:
+        if self.fused:  # never materialises the [tokens, vocab] logits; the same loss
+            hs = self.base.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+            ce = linear_cross_entropy(hs.reshape(-1, hs.size(-1)), self.base.lm_head.weight,
+                                      labels[:, 1:].reshape(-1))
+            return ce, torch.zeros((), device=ce.device)
+        with self.precision.autocast():
+            logits = self.model(input_ids=ids, attention_mask=mask).logits
+        logits = logits[:, :-1].float()
+        tgt = labels[:, 1:]
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1),
+                                               ignore_index=-100, reduction="sum")
+        if self.z_loss > 0:
+            z = (torch.logsumexp(logits, dim=-1).square() * (tgt != -100)).sum()
+        else:
+            z = torch.zeros((), device=ce.device)
+        return ce, z

@@ -1,0 +1,120 @@
+"""The precision policy: which dtype the weights, the optimizer and the matmuls use.
+
+Modes (``TrainConfig.precision``):
+  fp32           fp32 weights and math.
+  bf16           bf16 weights for compute, fp32 master weights and optimizer state (one process: a
+                 bf16 copy of the model plus fp32 masters; FSDP2: ``MixedPrecisionPolicy(bf16)``).
+  bf16-autocast  fp32 weights, matmuls under ``torch.autocast(bfloat16)``.
+  bf16-pure      bf16 weights and optimizer state, no master copy (fastest, least exact).
+
+:class:`Precision` owns the parameters the optimizer steps, moves gradients and weights between the
+model and the fp32 masters, and reads/writes the full (unsharded) model and optimizer state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from kamado.config import KamadoError
+
+
+class Precision:
+    """Owns the parameters the optimizer steps and moves gradients/weights between model and masters."""
+
+    def __init__(self, model: Any, mode: str, fsdp: bool) -> None:
+        import torch
+
+        self.model, self.mode, self.fsdp = model, mode, fsdp
+        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.master: dict[str, Any] | None = None
+        if mode == "bf16" and not fsdp:
+            self.master = {n: torch.nn.Parameter(p.detach().float().clone()) for n, p in self.named}
+        if mode in ("bf16", "bf16-pure") and not fsdp:
+            for p in model.parameters():
+                p.data = p.data.to(torch.bfloat16)
+
+    def opt_named(self) -> list[tuple[str, Any]]:
+        """(name, parameter) pairs the optimizer steps: the fp32 masters, else the trainable weights."""
+        if self.master is not None:
+            return list(self.master.items())
+        return self.named
+
+    def autocast(self) -> Any:
+        import torch
+
+        if self.mode == "bf16-autocast":
+            dev = "cuda" if next(self.model.parameters()).is_cuda else "cpu"
+            return torch.autocast(dev, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def after_backward(self) -> None:
+        """Move bf16 grads into the fp32 masters (accumulating over micro-batches)."""
+        if self.master is None:
+            return
+        for n, p in self.named:
+            if p.grad is None:
+                continue
+            m = self.master[n]
+            if m.grad is None:
+                m.grad = p.grad.float()
+            else:
+                m.grad.add_(p.grad)
+            p.grad = None
+
+    def after_step(self) -> None:
+        """Copy the updated masters into the model's compute weights."""
+        import torch
+
+        if self.master is None:
+            return
+        with torch.no_grad():
+            torch._foreach_copy_([p for _, p in self.named], [self.master[n] for n, _ in self.named])
+
+    def grads_params(self) -> list[Any]:
+        return [p for _, p in self.opt_named()]
+
+    # --- checkpoint state: full (unsharded) tensors keyed by parameter name ---
+    def model_state(self) -> dict[str, Any]:
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        out = {}
+        for n, p in self.model.named_parameters():
+            out[n] = self.master[n].detach() if self.master is not None and n in self.master else p.detach()
+        return out
+
+    def load_model_state(self, sd: dict[str, Any]) -> None:
+        import torch
+
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(self.model, sd, options=StateDictOptions(full_state_dict=True))
+            return
+        names = dict(self.model.named_parameters())
+        missing = set(names) - set(sd)
+        if missing:
+            raise KamadoError(f"checkpoint lacks parameters: {sorted(missing)[:5]}")
+        with torch.no_grad():
+            for n, p in names.items():
+                p.copy_(sd[n])
+                if self.master is not None and n in self.master:
+                    self.master[n].copy_(sd[n])
+
+    def optim_state(self, opt: Any) -> dict[str, Any]:
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            return get_optimizer_state_dict(self.model, opt,
+                                            options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return opt.state_dict()
+
+    def load_optim_state(self, opt: Any, sd: dict[str, Any]) -> None:
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.model, opt, sd, options=StateDictOptions(full_state_dict=True))
+            return
+        opt.load_state_dict(sd)

@@ -1,0 +1,487 @@
+"""The one training loop, shared by pretraining and instruction tuning.
+
+``Trainer(model, batches, cfg, out_dir).fit()`` (or ``train(...)``) runs AdamW with a warmup +
+cosine/WSD schedule, gradient clipping and accumulation, a precision policy
+(:mod:`kamado.train.precision`), the loss of :mod:`kamado.train.loss` (optional z-loss), activation
+checkpointing and ``torch.compile``; logs every step to ``out_dir/metrics.jsonl``; checkpoints atomically
+under ``out_dir/checkpoints/`` and resumes from the latest complete one, continuing on the exact next
+batch. Run it under ``torchrun`` and it shards the model with FSDP2 over the data-parallel ranks.
+
+The loop, in :meth:`Trainer.fit`::
+
+    setup()                          seed, place/shard the model, precision, loss, optimizer
+    resume(checkpoint)               latest complete checkpoint (or a named one), else a fresh start
+    while step < cfg.steps:
+        step()                       micro-batches → loss, grad norm → before_update() → optimizer update
+        log / evaluate() / save()    on their schedules
+    save(), export_hf()              final checkpoint and Hugging Face folder
+
+Seams for a run guard (not implemented here):
+
+* :meth:`Trainer.before_update` sees each step's :class:`StepStats` (loss, pre-clip gradient norm, lr)
+  after the backward and *before* the optimizer update; returning False skips the update (gradients are
+  dropped, weights and optimizer state stay as they were). By default it asks the ``hooks`` given to the
+  trainer, ``hook(trainer, stats) -> bool | None``; any False vetoes. Loss and norm are global (the same on
+  every rank), so a deterministic hook decides the same everywhere, as FSDP needs.
+* :meth:`Trainer.resume` takes a checkpoint folder or step and may also be called from a hook or between
+  steps to roll back: the step in progress is abandoned and the loop continues from the restored step
+  (the records already logged after that step stay in ``metrics.jsonl``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from kamado.config import KamadoError
+from kamado.stage import DEFAULT_SEED
+from kamado.train import checkpoint as ckpt
+from kamado.train import distributed
+from kamado.train.config import TrainConfig
+from kamado.train.export import export_hf, hf_config, is_peft
+from kamado.train.loss import CausalLMLoss, fused_ce_applies
+from kamado.train.optim import adamw, lr_at
+from kamado.train.precision import Precision
+
+
+class BatchSource(Protocol):
+    """What the trainer reads from: ``next_batch()`` -> {"input_ids", "labels"} LongTensors [B, T].
+
+    Optional: ``set_step(step)`` before each step's batches, ``metrics()`` -> extra scalars to log.
+    """
+
+    def next_batch(self) -> dict[str, Any]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, d: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    params: int
+    trainable_params: int
+    final_loss: float | None
+    val_loss: float | None
+    first_val_loss: float | None
+    tokens_per_s: float  # median over the run's steps (all ranks together)
+    tflops: float  # per device
+    mfu: float
+    peak_tflops: float
+    wall_s: float
+    resumed_from: int | None
+    world_size: int
+    precision: str
+    checkpoint: str | None = None
+    hf_dir: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StepStats:
+    """One step as the update hooks see it, after the backward and before the optimizer update."""
+
+    step: int  # 1-based number of the step being taken
+    loss: float  # mean cross-entropy per target token (all micro-batches and ranks)
+    grad_norm: float  # total gradient norm before clipping
+    lr: float
+
+
+UpdateHook = Callable[["Trainer", StepStats], "bool | None"]  # False: skip this step's update
+Valid = list[dict[str, Any]] | Callable[[], Iterable[dict[str, Any]]]
+
+
+def _median(xs: list[float]) -> float:
+    if not xs:
+        return 0.0
+    s = sorted(xs)
+    return s[len(s) // 2] if len(s) % 2 else 0.5 * (s[len(s) // 2 - 1] + s[len(s) // 2])
+
+
+def _mem_gb(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux -> GiB
+
+
+def _apply_trainable(model: Any, trainable: Callable[[str], bool] | Iterable[str] | None) -> None:
+    if trainable is None:
+        return
+    if callable(trainable):
+        pred = trainable
+    else:
+        names = set(trainable)
+
+        def pred(n: str) -> bool:
+            return n in names
+    for n, p in model.named_parameters():
+        p.requires_grad_(bool(pred(n)))
+
+
+class Trainer:
+    """Trains ``model`` on ``batches`` per ``cfg``; see the module docstring.
+
+    ``trainable``: a predicate on parameter names (or a set of names) choosing what is trained (LoRA);
+    by default every parameter with ``requires_grad``. Labels of -100 are ignored by the loss, which is
+    the mean over all non-ignored tokens of the optimizer step (all micro-batches and ranks together).
+    ``hf_export``: folder for a Hugging Face export at the end (``tokenizer``: a tokenizer dir to copy
+    in, or an object with ``save_pretrained``). ``hooks``: see :meth:`before_update`.
+    """
+
+    def __init__(self, model: Any, batches: BatchSource, cfg: TrainConfig, out_dir: Path, *,
+                 valid: Valid | None = None, trainable: Callable[[str], bool] | Iterable[str] | None = None,
+                 hf_export: Path | None = None, tokenizer: Any = None, description: str = "train",
+                 quiet: bool | None = None, hooks: Sequence[UpdateHook] = ()) -> None:
+        self.model, self.batches, self.cfg, self.out_dir = model, batches, cfg, Path(out_dir)
+        self.valid, self.trainable, self.hf_export, self.tokenizer = valid, trainable, hf_export, tokenizer
+        self.description, self.quiet, self.hooks = description, quiet, list(hooks)
+        self.seed = DEFAULT_SEED if cfg.seed is None else int(cfg.seed)
+        self.ck_root = self.out_dir / "checkpoints"
+        self.step_no = 0  # optimizer steps done
+        self.resumed_from: int | None = None
+        self.tokens_done = 0
+        self.final_loss: float | None = None
+        self.val_loss: float | None = None
+        self.first_val_loss: float | None = None
+        self._ready = False
+        self._restores = 0  # resume() calls; a change during a step abandons that step (rollback)
+        self._tok_s: list[float] = []
+        self._tflops: list[float] = []
+
+    # --- setup ---
+    def setup(self) -> None:
+        """Seed, place (and under torchrun shard) the model, build the precision policy, loss and optimizer."""
+        if self._ready:
+            return
+        import torch
+
+        self.t_start = time.perf_counter()
+        d = self.dist = distributed.setup()
+        self._seed_everything(self.seed + d.rank)
+        if d.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        per_step = d.world_size * self.cfg.grad_accum
+        if self.cfg.batch_size % per_step:
+            raise KamadoError(f"train.batch_size {self.cfg.batch_size} is not divisible by "
+                              f"nproc × grad_accum = {per_step}")
+        self.micro_batch = self.cfg.batch_size // per_step
+        self._prepare_model()
+        self.precision = Precision(self.model, self.cfg.precision, fsdp=d.enabled)
+        self.opt = adamw(self.precision.opt_named(), self.cfg.optimizer)
+        self.model.train()
+        self.loss = CausalLMLoss(self.model, self.precision, z_loss=self.cfg.z_loss,
+                                 fused=fused_ce_applies(self.model, self.cfg, d.enabled))
+        self.forward = self.loss
+        if self.cfg.compile:
+            if d.enabled:
+                for layer in getattr(getattr(self.model, "model", None), "layers", []):
+                    layer.compile()
+            else:
+                self.forward = torch.compile(self.loss.__call__)
+        self._ready = True
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+
+    def _prepare_model(self) -> None:
+        """Trainable set, KV cache off, activation checkpointing, device, FSDP2; ``model_config.json``."""
+        import torch
+
+        model, d = self.model, self.dist
+        _apply_trainable(model, self.trainable)
+        self.n_params = sum(p.numel() for p in model.parameters())
+        self.n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if self.n_trainable == 0:
+            raise KamadoError("no trainable parameters")
+        mcfg = hf_config(model)
+        if mcfg is not None and hasattr(mcfg, "use_cache"):
+            mcfg.use_cache = False
+        if self.cfg.activation_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.to(d.device)
+        if d.enabled:
+            if self.cfg.precision == "bf16-pure":
+                for p in model.parameters():
+                    p.data = p.data.to(torch.bfloat16)
+            distributed.shard_model(model, self.cfg.precision)
+        if d.is_main and mcfg is not None and hasattr(mcfg, "to_json_string") and not is_peft(model):
+            (self.out_dir / "model_config.json").write_text(mcfg.to_json_string())  # for export_checkpoint
+
+    # --- checkpoints ---
+    def resume(self, checkpoint: Path | str | int | None = None) -> int | None:
+        """Restore model, optimizer, batch source and RNG from a checkpoint; returns its step.
+
+        ``checkpoint``: a checkpoint folder, a step number under ``out_dir/checkpoints``, or None for the
+        latest complete one (None is returned when there is none). Also a rollback: called between steps,
+        or from a hook during one (that step is then abandoned), training continues from the restored step.
+        """
+        self.setup()
+        path = self._checkpoint_path(checkpoint)
+        if path is None:
+            return None
+        msd, osd, state = ckpt.load(path)
+        world = self.dist.world_size
+        if int(state.get("world_size", world)) != world:
+            raise KamadoError(f"{path}: saved with {state.get('world_size')} ranks, now {world}; "
+                              "resume with the same --nproc")
+        self.precision.load_model_state(msd)
+        self.precision.load_optim_state(self.opt, osd)
+        if state.get("sampler") is not None:
+            self.batches.load_state_dict(state["sampler"][self.dist.rank])
+        ckpt.set_rng_state(state["rng"][self.dist.rank])
+        self.step_no = self.resumed_from = int(state["step"])
+        self.tokens_done = self.step_no * self.cfg.batch_size * self.cfg.seq_len
+        self._restores += 1
+        return self.step_no
+
+    def _checkpoint_path(self, checkpoint: Path | str | int | None) -> Path | None:
+        if checkpoint is None:
+            return ckpt.latest(self.ck_root)
+        if isinstance(checkpoint, int):
+            found = dict(ckpt.list_checkpoints(self.ck_root))
+            if checkpoint not in found:
+                raise KamadoError(f"{self.ck_root}: no complete checkpoint at step {checkpoint} (have {sorted(found)})")
+            return found[checkpoint]
+        if not (Path(checkpoint) / "state.json").is_file():
+            raise KamadoError(f"{checkpoint}: not a complete checkpoint (no state.json)")
+        return Path(checkpoint)
+
+    def save(self, step: int | None = None) -> Path | None:
+        """Checkpoint (model, optimizer, every rank's batch source and RNG) as ``step`` (default: now)."""
+        s = self.step_no if step is None else step
+        d = self.dist
+        msd = self.precision.model_state()
+        osd = self.precision.optim_state(self.opt)
+        samplers = distributed.gather_objects(self.batches.state_dict(), d)
+        rngs = distributed.gather_objects(ckpt.rng_state(), d)
+        path = None
+        if d.is_main:
+            path = ckpt.save(self.ck_root, s, msd, osd,
+                             {"world_size": d.world_size, "sampler": samplers, "rng": rngs, "seed": self.seed,
+                              "config": self.cfg.model_dump(mode="json")},
+                             keep_last=self.cfg.keep_last, keep_every=self.cfg.keep_every)
+        if d.enabled:
+            import torch.distributed as tdist
+
+            tdist.barrier()
+        return path
+
+    # --- one step ---
+    def step(self) -> dict[str, Any] | None:
+        """One optimizer step; returns its metrics record (None: a hook rolled back, nothing was done)."""
+        import torch
+
+        cfg, d, step = self.cfg, self.dist, self.step_no
+        t0 = time.perf_counter()
+        if hasattr(self.batches, "set_step"):
+            self.batches.set_step(step)
+        lr = lr_at(step, lr=cfg.optimizer.lr, min_lr=cfg.optimizer.min_lr, total=cfg.steps,
+                   warmup=cfg.warmup_steps, schedule=cfg.schedule, decay_fraction=cfg.decay_fraction)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        micro = self._next_micro_batches()
+        loss = self._forward_backward(micro)
+        gn = torch.nn.utils.clip_grad_norm_(self.precision.grads_params(),
+                                            cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        gn = float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)
+        restores = self._restores
+        update = self.before_update(StepStats(step + 1, loss, gn, lr))
+        if self._restores != restores:  # a hook rolled back to a checkpoint: abandon this step
+            self.opt.zero_grad(set_to_none=True)
+            return None
+        if update:
+            self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if update:
+            self.precision.after_step()
+        if d.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        self.step_no = step + 1
+        self.final_loss = loss
+        if update and not math.isfinite(loss):
+            raise KamadoError(f"loss is {loss} at step {step + 1}: lower train.optimizer.lr or use fp32")
+        seq = micro[-1][0].shape[1]
+        return self._record(loss, lr, gn, time.perf_counter() - t0, seq) | ({} if update else {"skipped": True})
+
+    def before_update(self, stats: StepStats) -> bool:
+        """The guard seam: False skips this step's optimizer update. Default: no hook says False."""
+        return all(hook(self, stats) is not False for hook in self.hooks)
+
+    def _to_device(self, b: dict[str, Any]) -> tuple[Any, Any, Any]:
+        dev = self.dist.device
+        ids = b["input_ids"].to(dev, non_blocking=True)
+        labels = b.get("labels")
+        labels = ids if labels is None else labels.to(dev, non_blocking=True)
+        mask = b.get("attention_mask")
+        return ids, labels, (None if mask is None else mask.to(dev))
+
+    def _next_micro_batches(self) -> list[tuple[Any, Any, Any]]:
+        cfg = self.cfg
+        micro = [self._to_device(self.batches.next_batch()) for _ in range(cfg.grad_accum)]
+        for ids, _, _ in micro:
+            if ids.shape[0] != self.micro_batch:
+                raise KamadoError(f"batch source gave {ids.shape[0]} sequences, expected {self.micro_batch} "
+                                  f"(batch_size {cfg.batch_size} / ranks {self.dist.world_size} / "
+                                  f"grad_accum {cfg.grad_accum})")
+        return micro
+
+    def _forward_backward(self, micro: list[tuple[Any, Any, Any]]) -> float:
+        """Backward of the step's loss (mean over every target token of all micro-batches and ranks)."""
+        d = self.dist
+        n_local = sum(float((lab[:, 1:] != -100).sum()) for _, lab, _ in micro)
+        n_global = distributed.all_reduce_sum([n_local], d)[0]
+        loss_local = 0.0
+        for i, (ids, labels, mask) in enumerate(micro):
+            if d.enabled:
+                self.model.set_requires_gradient_sync(i == len(micro) - 1)
+            ce, z = self.forward(ids, labels, mask)
+            scaled = (ce + self.cfg.z_loss * z) * (d.world_size / max(n_global, 1.0))
+            scaled.backward()
+            self.precision.after_backward()
+            loss_local += float(ce.detach())
+        return distributed.all_reduce_sum([loss_local], d)[0] / max(n_global, 1.0)
+
+    def _record(self, loss: float, lr: float, gn: float, dt: float, seq: int) -> dict[str, Any]:
+        world = self.dist.world_size
+        ntok = self.micro_batch * self.cfg.grad_accum * world * seq
+        self.tokens_done += ntok
+        tps = ntok / dt
+        tflops = self.flops_per_token * tps / world / 1e12
+        if self.step_no > self._first_step + 1:  # the first step after (re)start includes warm-up / compilation
+            self._tok_s.append(tps)
+            self._tflops.append(tflops)
+        rec: dict[str, Any] = {"step": self.step_no, "loss": loss, "lr": lr, "grad_norm": round(gn, 6),
+                               "tokens": self.tokens_done, "tokens_per_s": round(tps, 1),
+                               "tflops": round(tflops, 5), "mfu": round(tflops * 1e12 / self.peak, 5),
+                               "mem_gb": round(_mem_gb(self.dist.device), 3), "step_s": round(dt, 4)}
+        if hasattr(self.batches, "metrics"):
+            rec |= {k: v for k, v in self.batches.metrics().items() if isinstance(v, int | float | str)}
+        return rec
+
+    # --- evaluation ---
+    def evaluate(self) -> float | None:
+        """Mean validation cross-entropy per target token (None without validation batches)."""
+        import torch
+
+        if self.valid is None:
+            return None
+        vb = list(self.valid() if callable(self.valid) else self.valid)[: max(0, self.cfg.eval_batches) or None]
+        if not vb:
+            return None
+        d = self.dist
+        self.model.eval()
+        tot = n = 0.0
+        with torch.no_grad():
+            for r in range(math.ceil(len(vb) / d.world_size)):  # every rank runs the same forwards (FSDP)
+                i = r * d.world_size + d.rank
+                ids, labels, mask = self._to_device(vb[i if i < len(vb) else 0])
+                ce, _ = self.loss(ids, labels, mask)
+                if i < len(vb):
+                    tot += float(ce)
+                    n += float((labels[:, 1:] != -100).sum())
+        self.model.train()
+        tot, n = distributed.all_reduce_sum([tot, n], d)
+        return tot / max(n, 1.0)
+
+    # --- the loop ---
+    def fit(self, resume_from: Path | str | int | None = None) -> TrainResult:
+        """setup → resume (``resume_from``, else the latest checkpoint if ``cfg.resume``) → steps → export."""
+        from kamado import ui
+
+        cfg = self.cfg
+        self.setup()
+        if (resume_from is None and not cfg.resume) or self.resume(resume_from) is None:
+            if self.dist.is_main and self.ck_root.exists():
+                ckpt.prune(self.ck_root, keep_last=cfg.keep_last, keep_every=cfg.keep_every)
+        self._start_logging()
+        last_saved = self.resumed_from
+        show = self.dist.is_main and not (ui.quiet() if self.quiet is None else self.quiet)
+        bar = ui.progress(self.description, total=cfg.steps) if show else contextlib.nullcontext(lambda n=1, **kw: None)
+        with bar as advance:
+            if self.step_no:
+                advance(self.step_no)
+            while self.step_no < cfg.steps:
+                rec = self.step()
+                if rec is None:
+                    continue
+                if self._due(cfg.log_every):
+                    self.sinks.log(rec)
+                if self.valid is not None and cfg.eval_every > 0 and self._due(cfg.eval_every):
+                    self.val_loss = self.evaluate()
+                    self.sinks.log({"step": self.step_no, "val_loss": self.val_loss, "tokens": self.tokens_done})
+                if cfg.ckpt_every > 0 and self._due(cfg.ckpt_every):
+                    self.save()
+                    last_saved = self.step_no
+                advance(1, loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:,.0f}")
+        if last_saved != cfg.steps and cfg.steps > self._first_step:
+            self.save(cfg.steps)
+        self.sinks.close()
+        return self._result()
+
+    def _due(self, every: int) -> bool:
+        """Whether a thing done every ``every`` steps (and at the last) is due after this step."""
+        return self.step_no % max(1, every) == 0 or self.step_no == self.cfg.steps
+
+    def _start_logging(self) -> None:
+        """FLOPs per token and device peak, the metric sinks, and the validation loss before training."""
+        from kamado.model.flops import device_peak, model_flops
+        from kamado.monitor.sinks import make_sinks
+
+        cfg = self.cfg
+        self._first_step = self.step_no
+        mcfg = hf_config(self.model)
+        if mcfg is not None and hasattr(mcfg, "num_hidden_layers"):
+            mf = model_flops(mcfg, cfg.seq_len)
+            self.flops_per_token = mf.flops_per_token
+            if self.n_trainable < self.n_params:  # frozen weights: no weight gradients (4N instead of 6N)
+                self.flops_per_token -= 2.0 * (mf.non_embedding - min(mf.non_embedding, self.n_trainable))
+        else:
+            self.flops_per_token = 6.0 * self.n_params
+        self.peak, self.peak_how = device_peak(cfg.precision, self.dist.device)  # one user-wide cache
+        self.sinks = make_sinks(self.out_dir, resume_step=self.resumed_from, tensorboard=cfg.tensorboard,
+                                wandb=cfg.wandb, config=cfg.model_dump(mode="json"), enabled=self.dist.is_main)
+        if self.step_no == 0 and self.valid is not None and cfg.eval_every > 0:
+            self.first_val_loss = self.val_loss = self.evaluate()
+            self.sinks.log({"step": 0, "val_loss": self.val_loss, "tokens": 0})
+
+    def _result(self) -> TrainResult:
+        """Export to Hugging Face (if asked) and sum the run up."""
+        hf_dir = None
+        if self.hf_export is not None:
+            export_hf(self.model, Path(self.hf_export), tokenizer=self.tokenizer,
+                      state=self.precision.model_state(), is_main=self.dist.is_main)
+            hf_dir = str(self.hf_export)
+        latest = ckpt.latest(self.ck_root)
+        tps, tfl = _median(self._tok_s), _median(self._tflops)
+        return TrainResult(steps=self.cfg.steps, tokens=self.tokens_done, params=self.n_params,
+                           trainable_params=self.n_trainable, final_loss=self.final_loss, val_loss=self.val_loss,
+                           first_val_loss=self.first_val_loss, tokens_per_s=round(tps, 1), tflops=round(tfl, 5),
+                           mfu=round(tfl * 1e12 / self.peak, 5), peak_tflops=round(self.peak / 1e12, 4),
+                           wall_s=round(time.perf_counter() - self.t_start, 2), resumed_from=self.resumed_from,
+                           world_size=self.dist.world_size, precision=self.cfg.precision,
+                           checkpoint=str(latest) if latest else None, hf_dir=hf_dir,
+                           extra={"peak": self.peak_how, "flops_per_token": self.flops_per_token})
+
+
+def train(model: Any, batches: BatchSource, cfg: TrainConfig, out_dir: Path, **kw: Any) -> TrainResult:
+    """``Trainer(model, batches, cfg, out_dir, **kw).fit()``: the whole run, for callers that need no more."""
+    return Trainer(model, batches, cfg, out_dir, **kw).fit()
