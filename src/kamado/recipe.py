@@ -117,7 +117,11 @@ def apply_override(data: dict, override: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {p} is not a mapping")
-    node[parts[-1]] = yaml.safe_load(value)
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {override!r}: the value {value!r} is not valid YAML "
+                          f"({getattr(e, 'problem', None) or e}); quote it, e.g. --set '{key}=\"{value}\"'") from None
 
 
 def read_recipe_data(path: Path | str, overrides: list[str] | None = None) -> dict[str, Any]:

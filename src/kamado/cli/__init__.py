@@ -150,16 +150,114 @@ def _register() -> None:
 _register()
 
 
+_PATH_NAMES = ("path", "p", "f", "file", "fname", "filename", "src", "dst", "out", "folder", "d", "model_dir",
+               "ckpt", "tok_dir", "name", "pretrained_model_name_or_path")
+
+
+def _culprit(exc: BaseException) -> str | None:
+    """A file or folder the failing code was working on: the exception's own filename, else a path-like local
+    of the innermost kamado frame (walking outwards), so a message can name it."""
+    fn = getattr(exc, "filename", None)
+    if fn:
+        return str(fn)
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for fr in reversed(frames):
+        if "kamado" not in fr.f_code.co_filename or "site-packages" in fr.f_code.co_filename:
+            continue
+        for n in _PATH_NAMES:
+            v = fr.f_locals.get(n)
+            if isinstance(v, Path) or (isinstance(v, str) and os.sep in v and len(v) < 1000):
+                return str(v)
+    return None
+
+
+def _origin(exc: BaseException) -> str:
+    """``module.py:line`` of the innermost frame that raised ``exc``."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None:
+        return "?"
+    return f"{Path(last.tb_frame.f_code.co_filename).name}:{last.tb_lineno}"
+
+
+def _from_library(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised outside kamado's own code (a library refusing its input)."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    return last is not None and "/kamado/" not in last.tb_frame.f_code.co_filename.replace(os.sep, "/")
+
+
+def error_message(exc: BaseException) -> tuple[str, int]:
+    """The one-line message and exit code for an exception that reached the command line.
+
+    2: bad input or environment (kamado's own errors, OS errors, unreadable JSON/weights/tokenizers, a library
+    refusing a value); 1: anything else (a bug: the message says so and how to see the traceback).
+    """
+    import json
+
+    name = type(exc).__name__
+    where = _culprit(exc)
+    at = f"{where}: " if where else ""
+    if isinstance(exc, KamadoError):
+        return str(exc), 2
+    if isinstance(exc, PermissionError):
+        return f"{at}permission denied (cannot read or write here; choose another location)", 2
+    if isinstance(exc, FileNotFoundError):
+        return f"{at}no such file or folder ({exc.strerror or exc})", 2
+    if isinstance(exc, IsADirectoryError | NotADirectoryError | FileExistsError):
+        return f"{at}{exc.strerror or exc}", 2
+    if isinstance(exc, OSError):
+        if exc.strerror:
+            return f"{at}{exc.strerror}", 2
+        return f"{at}{str(exc).splitlines()[0] if str(exc) else name}", 2
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{at}not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})", 2
+    if isinstance(exc, UnicodeDecodeError):
+        return (f"{at}not UTF-8 text ({exc.reason} at byte {exc.start}); convert it, or pass --encoding where the "
+                "command has it"), 2
+    first = (str(exc).strip().splitlines() or [name])[0][:400]
+    if name in ("SafetensorError", "HeaderTooLarge", "HeaderTooSmall", "InvalidHeaderDeserialization"):
+        return f"{at}damaged or not a safetensors weights file ({first})", 2
+    mod = type(exc).__module__ or ""
+    if mod.startswith(("tokenizers", "sentencepiece", "safetensors", "yaml", "pyarrow", "zstandard")) or (
+            isinstance(exc, ValueError) and _from_library(exc)):
+        return f"{at}{first} ({name})", 2
+    return (f"internal error: {name}: {first} (at {_origin(exc)}); this is a bug in kamado. Rerun with --debug "
+            "(or KAMADO_DEBUG=1) for the traceback"), 1
+
+
 def main() -> None:
-    """Entry point: user errors print one clear message and exit 2, without a traceback."""
+    """Entry point: user errors print one clear message and exit 2, without a traceback; OS and library errors
+    become a one-line message naming the file (exit 2); anything else is reported as a bug (exit 1).
+    ``--debug`` (anywhere on the command line) or KAMADO_DEBUG=1 shows the full traceback instead."""
     _scratch_dirs()
+    if "--debug" in sys.argv[1:]:
+        sys.argv = [a for i, a in enumerate(sys.argv) if i == 0 or a != "--debug"]
+        os.environ["KAMADO_DEBUG"] = "1"
+    debug = os.environ.get("KAMADO_DEBUG", "") not in ("", "0")
     try:
         app()
-    except KamadoError as e:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the one top-level handler
+        msg, code = error_message(e)
+        if debug and not isinstance(e, KamadoError):
+            raise
         from kamado.ui import console
 
-        console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
-        sys.exit(2)
+        console.print(f"[bold red]error:[/] {msg}", markup=True, highlight=False, soft_wrap=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ def clean(
     shard_mb: Annotated[int, typer.Option("--shard-mb", help="Output shard size (uncompressed MB).")] = 256,
     text_doc_kb: Annotated[int, typer.Option("--text-doc-kb", help="Plain-text inputs: paragraphs grouped into "
                                              "documents of about this size.")] = 32,
-    overwrite: Annotated[bool, typer.Option(help="Replace an output folder that holds a different job.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an output folder that holds a different job (never one "
+                                            "that holds an input: that is refused).")] = False,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder of the shared data sets "
                                                    "(word lists).")] = None,
 ) -> None:
@@ -46,6 +47,7 @@ def clean(
       kamado corpus clean web/*.jsonl.gz --out runs/clean --recipe my-ja.yaml --workers 4
       kamado corpus clean crawl/ --out runs/clean --executor ray --ray-address auto
     """
+    from kamado.cli._guard import check_writable, refuse_overlap
     from kamado.corpus.config import load_chain
     from kamado.corpus.executors import clean as run_clean
     from kamado.corpus.executors import print_summary
@@ -54,6 +56,8 @@ def clean(
     chain, base = load_chain(recipe, Path.cwd())
     root = data_root or default_data_root()
     paths = [Path(x) if Path(x).exists() else resolve(x, root) for x in inputs]
+    refuse_overlap(paths, out, "corpus clean")
+    check_writable(out)
     stats = run_clean(paths, out, chain, executor=executor, workers=workers, ray_address=ray_address,
                       data_root=root, base_dir=base, source=source, max_docs=max_docs,
                       shard_bytes=shard_mb << 20, text_doc_bytes=text_doc_kb * 1000, overwrite=overwrite)

@@ -23,6 +23,8 @@ def dedup(
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check LSH candidates on the signatures.")] = True,
     scheme: Annotated[str, typer.Option(help="oph (one-permutation, fast) or classic (num_perm hash functions).")] = "oph",
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Join this Ray cluster (else a local one).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an output folder that is not an earlier dedup result "
+                                            "(never one that holds an input: that is refused).")] = False,
 ) -> None:
     """Remove exact and near-duplicate documents; keep the first of each cluster in input order.
 
@@ -34,6 +36,9 @@ def dedup(
       kamado corpus dedup runs/tiny/corpus/ja_web/kept --out dedup/ja_web
       kamado corpus dedup shards/ --out dedup --executor ray --workers 8 --threshold 0.7
     """
+    import shutil
+
+    from kamado.cli._guard import check_writable, refuse_overlap, swap_in
     from kamado.config import KamadoError
     from kamado.corpus.dedup import run_dedup
     from kamado.ui import console, table
@@ -44,15 +49,34 @@ def dedup(
         raise KamadoError(f"--scheme must be oph or classic, not {scheme!r}")
     if not 0.0 < threshold <= 1.0:
         raise KamadoError(f"--threshold must be in (0, 1], got {threshold}")
-    st = run_dedup(inputs, out, executor=executor, workers=workers, ray_address=ray_address,
+    refuse_overlap(inputs, out, "corpus dedup")
+    if out.is_dir() and any(out.iterdir()) and not overwrite and not _is_dedup_output(out):
+        raise KamadoError(f"corpus dedup: --out {out} is not empty and holds no earlier dedup result; nothing was "
+                          "changed. Choose another --out, or pass --overwrite to replace it")
+    check_writable(out)
+    # write into an attempt folder beside --out; the previous result is replaced only once this one is complete
+    attempt = out.with_name(f".{out.name}.attempt")
+    if attempt.exists():
+        shutil.rmtree(attempt)
+    st = run_dedup(inputs, attempt, executor=executor, workers=workers, ray_address=ray_address,
                    threshold=threshold, num_perm=num_perm, bands=bands, rows=rows, ngram=ngram, exact=exact,
                    near=near, verify=verify, scheme=scheme)
+    swap_in(attempt, out)
     mh = st["steps"][1]
     rows_ = [["input", st["input"]], ["kept", st["kept"]], ["exact duplicates", st["exact_duplicates"]],
              ["near duplicates", st["near_duplicates"]], ["errors", st["errors"]],
              ["LSH", f"{mh['bands']}×{mh['rows']} of {mh['num_perm']}, t={mh['threshold']}"],
              ["throughput", f"{st['mb']:.1f} MB in {st['seconds']:.1f}s ({st['mb_per_s']:.1f} MB/s)"]]
     console.print(table(f"dedup → {out}", ["", "value"], rows_))
+
+
+def _is_dedup_output(out: Path) -> bool:
+    import json
+
+    try:
+        return "exact_duplicates" in json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
 
 
 def train_classifier(

@@ -1,0 +1,146 @@
+"""Nothing lost, nothing silently wrong: real `kamado` processes on real files refuse what would destroy
+inputs or give plausible garbage, and print one-line messages (no tracebacks) with exit code 2."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KAMADO = [sys.executable, "-m", "kamado.cli"]
+
+
+def kamado(*args: str | Path, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = {**os.environ, "KAMADO_QUIET": "1", "COLUMNS": "200", **(env or {})}
+    return subprocess.run([*KAMADO, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=e,
+                          cwd=ROOT)
+
+
+def no_traceback(r: subprocess.CompletedProcess) -> str:
+    out = r.stdout + r.stderr
+    assert "Traceback" not in out, out
+    return " ".join(out.split())
+
+
+def tree_digest(d: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(d.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(d)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory, data_root: Path) -> Path:
+    src = data_root / "ja_web_noisy" / "fineweb2_edu_ja_docs.jsonl"
+    p = tmp_path_factory.mktemp("raw") / "in.jsonl"
+    with open(src, encoding="utf-8") as f:
+        p.write_text("".join(next(f) for _ in range(60)), encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="module")
+def cleaned(tmp_path_factory, raw: Path) -> Path:
+    out = tmp_path_factory.mktemp("clean") / "c"
+    r = kamado("corpus", "clean", raw, "--out", out, "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out
+
+
+def test_dedup_into_its_input_folder_is_refused(cleaned: Path):
+    before = tree_digest(cleaned)
+    r = kamado("corpus", "dedup", cleaned / "kept", "--out", cleaned)
+    assert r.returncode == 2
+    assert "is inside the output folder" in no_traceback(r)
+    assert tree_digest(cleaned) == before
+    r = kamado("corpus", "dedup", cleaned / "kept", "--out", cleaned / "kept" / "sub")
+    assert r.returncode == 2 and "inside the input folder" in no_traceback(r)
+    assert tree_digest(cleaned) == before
+
+
+def test_dedup_replaces_only_its_own_earlier_result(cleaned: Path, tmp_path: Path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep me")
+    r = kamado("corpus", "dedup", cleaned / "kept", "--out", other)
+    assert r.returncode == 2 and "holds no earlier dedup result" in no_traceback(r)
+    assert (other / "mine.txt").read_text() == "keep me"
+    out = tmp_path / "dd"
+    for _ in range(2):  # the second run replaces the first result, through an attempt folder
+        r = kamado("corpus", "dedup", cleaned / "kept", "--out", out)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (out / "stats.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dd", "other"]
+
+
+def test_clean_overwrite_over_its_input_is_refused(raw: Path, tmp_path: Path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "in.jsonl").write_bytes(raw.read_bytes())
+    r = kamado("corpus", "clean", d / "in.jsonl", "--out", d, "--overwrite")
+    assert r.returncode == 2
+    assert "is inside the output folder" in no_traceback(r)
+    assert (d / "in.jsonl").read_bytes() == raw.read_bytes()
+    assert [p.name for p in d.iterdir()] == ["in.jsonl"]
+
+
+def test_unwritable_out_is_a_message(raw: Path):
+    r = kamado("corpus", "clean", raw, "--out", "/proc/kamado-cannot-write")
+    assert r.returncode == 2
+    assert "--out /proc/kamado-cannot-write: cannot create or write" in no_traceback(r)
+
+
+@pytest.mark.parametrize(("setting", "words"), [
+    ("pretrain.train.steps=-5", "pretrain.train.steps"),
+    ("pretrain.train.batch_size=0", "pretrain.train.batch_size"),
+    ("tokenizer.vocab_size=10", "tokenizer.vocab_size"),
+    ("pretrain.train.steps=[1", "is not valid YAML"),
+])
+def test_bad_settings_refused_before_work(setting: str, words: str, tmp_path: Path):
+    run = tmp_path / "run"
+    (run / "pretrain").mkdir(parents=True)
+    (run / "pretrain" / "manifest.json").write_text('{"stage": "pretrain"}')
+    before = tree_digest(run)
+    r = kamado("run", "recipes/tiny.yaml", "--out", run, "--set", setting, timeout=30)
+    assert r.returncode == 2
+    assert words in no_traceback(r)
+    assert tree_digest(run) == before
+
+
+def test_error_messages_and_exit_codes(tmp_path: Path):
+    import json
+
+    from kamado.cli import error_message
+
+    def raised(fn):
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001
+            return e
+        raise AssertionError("no error")
+
+    path = tmp_path / "x.json"
+    path.write_text("{broken")
+    msg, code = error_message(raised(lambda: json.loads(path.read_text())))
+    assert code == 2 and "not valid JSON" in msg
+    msg, code = error_message(raised(lambda: open(tmp_path / "missing.bin", "rb")))
+    assert code == 2 and "missing.bin" in msg
+    msg, code = error_message(raised(lambda: [][1]))
+    assert code == 1 and "bug" in msg and "--debug" in msg
+
+
+def test_debug_flag_shows_the_traceback(tmp_path: Path):
+    f = tmp_path / "shard.jsonl"
+    f.write_text('{"text": "x"}\n')
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "stats.json").write_text("{broken")
+    r = kamado("corpus", "inspect", tmp_path / "out")
+    msg = no_traceback(r)
+    assert r.returncode in (1, 2) and "error:" in msg
+    r = kamado("corpus", "inspect", tmp_path / "out", "--debug")
+    assert "Traceback" in r.stderr
