@@ -110,3 +110,28 @@ def test_only_runs_one_stage_and_needs_its_upstream(fake: Path, tmp_path: Path, 
     calls(fake)
     res = runner.run_recipe(recipe(**{"tune.train.steps": 5}), out, data_root=data_root, only="tune")
     assert [o.stage for o in res] == ["tune"] and calls(fake) == ["tune"]
+
+
+def test_failing_stage_keeps_the_previous_finished_result(fake: Path, tmp_path: Path, data_root: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    runner.run_recipe(recipe(), out, data_root=data_root)
+    calls(fake)
+    finished = (out / "pretrain" / "result.json").read_text()
+    monkeypatch.setenv("FAKE_STAGE_CRASH", "pretrain")
+    for over, force in (({"pretrain.train.steps": 7}, None), ({}, "pretrain")):
+        with pytest.raises(RuntimeError, match="pretrain killed"):
+            runner.run_recipe(recipe(**over), out, data_root=data_root, force=force)
+        assert (out / "pretrain.prev" / "result.json").read_text() == finished
+        assert read_manifest(out / "pretrain.prev") is not None
+        assert (out / "pretrain" / "partial.txt").is_file()  # the failed attempt, resumable in place
+    monkeypatch.delenv("FAKE_STAGE_CRASH")
+    calls(fake)
+    # the original settings again: the kept result is put back, nothing is redone
+    res = runner.run_recipe(recipe(), out, data_root=data_root)
+    assert [o.status for o in res] == ["skipped"] * 7 and calls(fake) == []
+    assert (out / "pretrain" / "result.json").read_text() == finished and not (out / "pretrain.prev").exists()
+    # a successful redo replaces it and removes the kept copy
+    runner.run_recipe(recipe(**{"pretrain.train.steps": 7}), out, data_root=data_root)
+    assert calls(fake) == ["pretrain", "tune", "eval", "report"]
+    assert not (out / "pretrain.prev").exists() and not (out / "tune.prev").exists()

@@ -4,7 +4,9 @@ A stage's fingerprint covers its config, the run seed and what its upstream stag
 fingerprints and output digests, and when they finished). A stage directory that holds a complete
 manifest with the same fingerprint is skipped; one with a partial attempt under the same fingerprint
 is handed back to the stage, which resumes it (pretraining from its last checkpoint, corpus cleaning
-from its unfinished shards); anything else is cleared and redone.
+from its unfinished shards); an unfinished attempt of other settings is cleared and redone. A finished
+result that is redone is never deleted first: it waits in ``<stage>.prev`` until the new result is complete
+(a failing stage leaves it there, and a later run whose settings match it puts it back).
 """
 
 from __future__ import annotations
@@ -109,6 +111,8 @@ def run_recipe(
         sdir = out / stage
         if store is not None:
             sdir = _link_stage(out / stage, store / f"{stage}-{fp[:16]}")
+        if not forced:
+            _restore_previous(sdir, fp)
         man = read_manifest(sdir)
         if man is not None and man.get("fingerprint") == fp and not forced:
             console.print(f"[green]✓[/] {stage}: up to date, skipped ({man.get('timings', {}).get('wall_s', 0):.1f}s "
@@ -135,8 +139,15 @@ def _run_stage(recipe: RecipeBase, stage: str, sdir: Path, fp: str, upstream: di
             prev = json.loads(attempt.read_text()).get("fingerprint")
         except (OSError, json.JSONDecodeError):
             prev = None
-    if sdir.exists() and (prev != fp or forced or read_manifest(sdir) is not None):
-        shutil.rmtree(sdir)  # stale or forced: start clean
+    kept = _previous(sdir)
+    if read_manifest(sdir) is not None:
+        # a finished result that is stale or forced is never deleted before its replacement is complete:
+        # it waits in <stage>.prev (put back by a later run whose settings match it again)
+        if kept.exists():
+            shutil.rmtree(kept)
+        os.replace(sdir, kept)
+    elif sdir.exists() and (prev != fp or forced):
+        shutil.rmtree(sdir)  # an unfinished attempt of other settings (or forced): start clean
     resuming = sdir.exists()
     sdir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(attempt, {"fingerprint": fp, "started": time.time()})
@@ -144,12 +155,41 @@ def _run_stage(recipe: RecipeBase, stage: str, sdir: Path, fp: str, upstream: di
     ctx = StageContext(name=stage, out=sdir, inputs={d: out / d for d in upstream}, data_root=root,
                        seed=seed, run_dir=out, cache_dir=cache, recipe_dir=recipe_dir)
     t0 = time.perf_counter()
-    counts = stage_spec(stage).run_function()(recipe.stage_config(stage), ctx) or {}
+    try:
+        counts = stage_spec(stage).run_function()(recipe.stage_config(stage), ctx) or {}
+    except BaseException:
+        if kept.exists():
+            console.print(f"[yellow]{stage}: the previous finished result is kept in {kept}; a later run with the "
+                          "settings it was made with puts it back[/]")
+        raise
     wall = time.perf_counter() - t0
     attempt.unlink(missing_ok=True)
     inputs = {f"stage:{k}": v.get("outputs_digest", "") for k, v in upstream.items()} | external
-    return write_manifest(sdir, stage=stage, config=recipe.stage_config(stage).model_dump(mode="json"),
-                          inputs=inputs, counts=counts, timings={"wall_s": round(wall, 3)}, fingerprint=fp)
+    man = write_manifest(sdir, stage=stage, config=recipe.stage_config(stage).model_dump(mode="json"),
+                         inputs=inputs, counts=counts, timings={"wall_s": round(wall, 3)}, fingerprint=fp)
+    if kept.exists():
+        shutil.rmtree(kept)  # replaced by a complete result only now
+    return man
+
+
+def _previous(sdir: Path) -> Path:
+    """Where a finished stage result waits while a new attempt replaces it."""
+    return sdir.with_name(sdir.name + ".prev")
+
+
+def _restore_previous(sdir: Path, fp: str) -> None:
+    """Put back a kept finished result (``<stage>.prev``) whose fingerprint matches again, replacing an unfinished
+    attempt of other settings (a failed run with a bad setting does not cost the earlier result)."""
+    kept = _previous(sdir)
+    if not kept.is_dir() or read_manifest(sdir) is not None:
+        return
+    man = read_manifest(kept)
+    if man is None or man.get("fingerprint") != fp:
+        return
+    if sdir.exists():
+        shutil.rmtree(sdir)
+    os.replace(kept, sdir)
+    console.print(f"[green]↺[/] {sdir.name}: put back the finished result kept in {kept.name}")
 
 
 def _link_stage(link: Path, target: Path) -> Path:
