@@ -87,37 +87,22 @@ class ScriptRunTokenizer:
 
 
 def make_kamado(root: Path):
-    import numpy as np
-
     from kamado.corpus.config import default_chain
     from kamado.corpus.io import Document
-    from kamado.corpus.pipeline import Pipeline, build_steps, repeated_index
-    from kamado.corpus.steps import Analysis, Cleaner, Env
+    from kamado.corpus.pipeline import LineCounter, Pipeline, repeated_index
+    from kamado.corpus.steps import Env
 
     chain = default_chain("default-ja")
     env = Env(root)
     k = repeated_index(chain)
-    prefix = build_steps(chain, env, upto=k)
-    rep_step = build_steps(chain, env, upto=k + 1)[k]
+    counter = LineCounter(chain, env)
     pipe = Pipeline(chain, env)
 
     def run(texts: list[str]) -> int:
-        counts: dict[int, int] = {}
-        for t in texts:  # pass 1: line hashes after the cleaners before repeated_lines
-            ok = True
-            for st in prefix:
-                if isinstance(st, Cleaner):
-                    t = st.clean(t)
-                else:
-                    m = st.measure(Analysis(t), None)
-                    if st.decide(m) is not None:
-                        ok = False
-                        break
-            if ok:
-                for h in rep_step.doc_hashes(t):
-                    counts[h] = counts.get(h, 0) + 1
-        max_docs = chain.steps[k]["max_docs"]
-        env.repeated = np.sort(np.array([h for h, c in counts.items() if c > max_docs], dtype=np.uint64))
+        counter.counts = {}  # pass 1 (the same step loop): line hashes after the steps before repeated_lines
+        for i, t in enumerate(texts):
+            counter.add(Document(id=str(i), text=t, source="bench"))
+        env.repeated = counter.frequent()
         pipe.steps[k].env.repeated = env.repeated
         kept = 0
         for i, t in enumerate(texts):  # pass 2: the whole chain

@@ -21,9 +21,9 @@ a ``reason`` and ``duplicate_of`` (the id of the kept document; for an exact cop
 document with the same normalised text). Output files and ``stats.json`` are byte-identical for every
 executor and worker count.
 
-Executors: ``local`` runs the per-shard tasks in a process pool of ``workers`` (in-process for one);
-``ray`` runs them as Ray tasks on a local cluster (``num_cpus=workers``) or on the cluster at
-``ray_address`` / ``$RAY_ADDRESS``. Across machines the input shards and ``OUT`` must be on storage
+Executors (:mod:`kamado.executor`): ``local`` runs the per-shard tasks in a process pool of ``workers``
+(in-process for one); ``ray`` runs them as Ray tasks on a local cluster (``num_cpus=workers``) or on the
+cluster at ``ray_address`` / ``$RAY_ADDRESS``. Across machines the input shards and ``OUT`` must be on storage
 every node sees (the tasks write their spill files and output shards there).
 
 LSH bands and rows default to the split that best separates ``threshold − lsh_margin`` (0.2), so
@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -49,6 +48,7 @@ import numpy as np
 from kamado.config import KamadoError
 from kamado.corpus.io import Document, ReadError, ShardWriter, list_inputs, read_shard
 from kamado.corpus.minhash import LshSpec, band_hashes, lsh_params, min_labels, normalize, signatures
+from kamado.executor import Executor
 
 KEEP, EXACT, NEAR = 0, 1, 2
 STEP_NAMES = {EXACT: "exact_dedup", NEAR: "minhash_dedup"}
@@ -324,43 +324,22 @@ def write_shard(idx: int, path: str, work: str, out: str, max_bytes: int) -> dic
 
 
 # ---------------------------------------------------------------------------------------------
-# executors
+# tasks (run on kamado.executor: one dict per shard, named by its path in errors)
 
 
-_RAY_STARTED = [False]
+def _sketch_task(t: dict) -> dict:
+    return sketch_shard(t["index"], t["path"], t["work"], t["settings"])
 
 
-def _map(fn: Callable[..., Any], args: list[tuple], executor: str, workers: int,
-         ray_address: str | None) -> list[Any]:
-    """Run ``fn(*a)`` for every ``a``, results in order: in-process, a process pool, or Ray tasks."""
-    if executor == "ray":
-        import ray
-
-        if not ray.is_initialized():
-            _RAY_STARTED[0] = True
-            if ray_address or os.environ.get("RAY_ADDRESS"):
-                ray.init(address=ray_address or os.environ["RAY_ADDRESS"], include_dashboard=False,
-                         log_to_driver=False)
-            else:
-                ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
-        remote = ray.remote(num_cpus=1)(fn)
-        return ray.get([remote.remote(*a) for a in args])
-    if executor != "local":
-        raise KamadoError(f"unknown executor {executor!r} (local or ray)")
-    if workers <= 1 or len(args) <= 1:
-        return [fn(*a) for a in args]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=min(workers, len(args)), mp_context=mp.get_context("spawn")) as ex:
-        return list(ex.map(fn, *zip(*args, strict=True)))
+def _write_task(t: dict) -> dict:
+    return write_shard(t["index"], t["path"], t["work"], t["out"], t["max_bytes"])
 
 
-def _run(shards: list[Path], work: Path, out: Path, settings: dict, s: DedupSettings, executor: str,
-         workers: int, ray_address: str | None, advance: Callable[..., None]) -> tuple:
+def _run(shards: list[Path], work: Path, out: Path, settings: dict, s: DedupSettings, ex: Executor,
+         advance: Callable[..., None]) -> tuple:
     """The three phases (see the module docstring)."""
-    sk = _map(sketch_shard, [(i, str(p), str(work.resolve()), settings) for i, p in enumerate(shards)],
-              executor, workers, ray_address)
+    sk = ex.map(_sketch_task, [{"index": i, "path": str(p), "work": str(work.resolve()), "settings": settings}
+                               for i, p in enumerate(shards)], label="dedup sketch")
     advance(1)
     docs = np.array([r["docs"] for r in sk], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(docs)]).astype(np.int64)
@@ -399,8 +378,8 @@ def _run(shards: list[Path], work: Path, out: Path, settings: dict, s: DedupSett
         rej = np.flatnonzero(c != KEEP)
         with open(work / f"d{si:05d}.dup.json", "w", encoding="utf-8") as f:
             json.dump({str(int(j)): names[int(dup_of[lo + j])] for j in rej}, f, ensure_ascii=False)
-    wr = _map(write_shard, [(i, str(p), str(work.resolve()), str(out.resolve()), s.max_bytes)
-                            for i, p in enumerate(shards)], executor, workers, ray_address)
+    wr = ex.map(_write_task, [{"index": i, "path": str(p), "work": str(work.resolve()), "out": str(out.resolve()),
+                               "max_bytes": s.max_bytes} for i, p in enumerate(shards)], label="dedup write")
     advance(1)
     return sk, wr, docs, code, cands, links
 
@@ -432,15 +411,8 @@ def run_dedup(inputs: list[Path], out: Path, executor: str = "local", workers: i
 
     from kamado.ui import progress
 
-    try:
-        with progress("dedup", total=3) as advance:
-            res = _run(shards, work, out, settings, s, executor, workers, ray_address, advance)
-    finally:
-        if _RAY_STARTED[0]:
-            import ray
-
-            ray.shutdown()
-            _RAY_STARTED[0] = False
+    with Executor(executor, workers, address=ray_address) as ex, progress("dedup", total=3) as advance:
+        res = _run(shards, work, out, settings, s, ex, advance)
     sk, wr, docs, code, cands, links = res
     n = int(docs.sum())
 

@@ -1,4 +1,4 @@
-"""Run a cleaning job over many shards: local (multiprocessing) or Ray; resumable; identical output.
+"""The clean job over many shards, on :mod:`kamado.executor` (local processes or Ray); resumable; identical output.
 
 Layout of an output folder::
 
@@ -26,81 +26,28 @@ from typing import Any
 from kamado.config import KamadoError
 from kamado.corpus.config import ChainConfig
 from kamado.corpus.io import list_inputs, read_shard
+from kamado.executor import EXECUTORS, Executor
 from kamado.manifest import write_json_atomic
 
 PLAN_VERSION = 1
 
 
-class Runner:
-    """Runs task functions over shards: in this process, a spawn process pool, or Ray (started once,
-    shut down on close when this runner started it). Results come back in task order."""
+def _run_tasks(ex: Executor, fn: Callable[[dict], dict], tasks: list[dict], label: str, quiet: bool) -> list[dict]:
+    """``fn`` over the shard tasks on ``ex``, with a progress display (shards, documents, MB)."""
+    from kamado import ui
 
-    def __init__(self, executor: str, workers: int, ray_address: str | None, n_tasks: int) -> None:
-        self.executor = executor
-        self.workers = max(1, workers)
-        self.ray_address = ray_address
-        self.n_tasks = n_tasks
-        self.pool: Any = None
-        self.ray_started = False
-
-    def _ensure(self) -> None:
-        if self.executor == "ray":
-            import ray
-
-            if not ray.is_initialized():
-                if self.ray_address:
-                    ray.init(address=self.ray_address, log_to_driver=False)
-                else:
-                    ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
-                self.ray_started = True
-        elif self.pool is None and self.workers > 1 and self.n_tasks > 1:
-            import multiprocessing as mp
-
-            self.pool = mp.get_context("spawn").Pool(min(self.workers, self.n_tasks))
-
-    def map(self, fn: Callable[[dict], dict], tasks: list[dict], label: str, quiet: bool) -> list[dict]:
-        from kamado import ui
-
-        if not tasks:
-            return []
-        self._ensure()
-        results: dict[int, dict] = {}
-        with (ui.progress(label, total=len(tasks)) if not quiet else _null_progress()) as advance:
-            if self.executor == "ray":
-                import ray
-
-                remote = ray.remote(num_cpus=1, max_retries=2)(fn)
-                pending = {remote.remote(t): i for i, t in enumerate(tasks)}
-                while pending:
-                    done, _ = ray.wait(list(pending), num_returns=1)
-                    for ref in done:
-                        results[pending.pop(ref)] = ray.get(ref)
-                        advance(1)
-            elif self.pool is None:
-                for i, t in enumerate(tasks):
-                    results[i] = fn(t)
-                    advance(1)
-            else:
-                for i, r in self.pool.imap_unordered(_indexed, [(fn, i, t) for i, t in enumerate(tasks)]):
-                    results[i] = r
-                    advance(1)
-        return [results[i] for i in range(len(tasks))]
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.close()
-            self.pool.join()
-            self.pool = None
-        if self.ray_started:
-            import ray
-
-            ray.shutdown()
-            self.ray_started = False
+    if not tasks:
+        return []
+    with (ui.progress(label, total=len(tasks), unit="shards") if not quiet else _null_progress()) as advance:
+        return ex.map(fn, tasks, progress=lambda r: advance(1, **_counts(r)), label=label)
 
 
-def _indexed(args: tuple[Callable[[dict], dict], int, dict]) -> tuple[int, dict]:
-    fn, i, t = args
-    return i, fn(t)
+def _counts(r: Any) -> dict[str, int]:
+    """Documents and input bytes of a finished shard, summed by the progress display (docs/s, MB/s)."""
+    if not isinstance(r, dict):
+        return {}
+    return {k: int(r[src]) for k, src in (("docs", "input"), ("bytes", "bytes"))
+            if isinstance(r.get(src), int | float)}
 
 
 class _null_progress:
@@ -139,7 +86,7 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
     from kamado.corpus.pipeline import build_steps
     from kamado.corpus.steps import Env
 
-    if executor not in ("local", "ray"):
+    if executor not in EXECUTORS:
         raise KamadoError(f"--executor {executor!r}: use local or ray")
     paths = list_inputs([Path(p) for p in inputs])
     env = Env(data_root, base_dir)
@@ -174,14 +121,11 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
     tasks = [{**base, "index": i, "path": str(p), "limit": lim} for i, (p, lim) in enumerate(zip(paths, limits, strict=True))
              if lim != 0]
 
-    runner = Runner(executor, workers, ray_address, len(tasks))
-    try:
-        return _clean_passes(runner, tasks, out, work, chain, base, executor, workers, quiet, t0)
-    finally:
-        runner.close()
+    with Executor(executor, workers, address=ray_address) as ex:
+        return _clean_passes(ex, tasks, out, work, chain, base, executor, workers, quiet, t0)
 
 
-def _clean_passes(runner: Runner, tasks: list[dict], out: Path, work: Path, chain: ChainConfig, base: dict,
+def _clean_passes(ex: Executor, tasks: list[dict], out: Path, work: Path, chain: ChainConfig, base: dict,
                   executor: str, workers: int, quiet: bool, t0: float) -> dict:
     from kamado.corpus.pipeline import clean_shard_task, count_lines_task, repeated_index
 
@@ -191,7 +135,7 @@ def _clean_passes(runner: Runner, tasks: list[dict], out: Path, work: Path, chai
         rep_file = work / "repeated.npy"
         if not rep_file.is_file():
             todo = [t for t in tasks if not (work / f"lines-{t['index']:05d}.npy").is_file()]
-            runner.map(count_lines_task, todo, "counting lines", quiet)
+            _run_tasks(ex, count_lines_task, todo, "counting lines", quiet)
             _merge_line_counts(work, [t["index"] for t in tasks], chain, rep_file)
         base["repeated"] = str(rep_file)
         for t in tasks:
@@ -209,7 +153,7 @@ def _clean_passes(runner: Runner, tasks: list[dict], out: Path, work: Path, chai
             for f in (out / sub).glob(f".part-{i:05d}-*.tmp"):
                 f.unlink()
         todo.append(t)
-    runner.map(clean_shard_task, todo, "cleaning", quiet)
+    _run_tasks(ex, clean_shard_task, todo, "cleaning", quiet)
     stats = _finalize(out, tasks, chain, executor, workers, time.perf_counter() - t0)
     return stats
 

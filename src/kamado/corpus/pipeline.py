@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from kamado.config import ConfigError, format_validation_error
+from kamado.config import ConfigError, KamadoError, format_validation_error
 from kamado.corpus.config import ChainConfig
 from kamado.corpus.io import Document, ReadError, ShardWriter, dumps, read_shard
-from kamado.corpus.steps import Analysis, Cleaner, Env, Filter, Step, step_class
+from kamado.corpus.steps import REGISTRY, Analysis, Cleaner, Env, Filter, Step
 
 
 def reason_code(reason: str) -> str:
@@ -46,6 +46,23 @@ class StepStats:
                 "skipped_by_lang": self.skipped, "chars_in": self.chars_in,
                 "chars_removed": self.chars_removed, "seconds": round(self.seconds, 4),
                 "reasons": dict(sorted(self.reasons.items()))}
+
+
+def step_class(type_name: str) -> type[Step]:
+    """The step class registered under ``type_name`` (built-in steps, then the model-based ones)."""
+    import importlib
+
+    from kamado.corpus import clean, filters  # noqa: F401  (register the built-in steps)
+
+    if type_name not in REGISTRY:  # steps defined by the model-based modules register on import
+        for mod in ("kamado.corpus.quality", "kamado.corpus.perplexity"):
+            try:
+                importlib.import_module(mod)
+            except ImportError:
+                pass
+    if type_name not in REGISTRY:
+        raise KamadoError(f"unknown step type {type_name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[type_name]
 
 
 def build_steps(chain: ChainConfig, env: Env, upto: int | None = None) -> list[Step]:
@@ -80,16 +97,29 @@ def repeated_index(chain: ChainConfig) -> int | None:
 
 
 class Pipeline:
-    """Run documents through a chain, keeping per-step statistics."""
+    """Run documents through a chain (or its first ``upto`` steps), keeping per-step statistics.
 
-    def __init__(self, chain: ChainConfig, env: Env) -> None:
+    :meth:`process` is the one step loop: the clean job, the line-count pass and the benchmarks all
+    run documents through it.
+    """
+
+    def __init__(self, chain: ChainConfig, env: Env, upto: int | None = None,
+                 steps: list[Step] | None = None) -> None:
         self.chain = chain
-        self.steps = build_steps(chain, env)
-        self.stats = [StepStats(s.name, getattr(s, "type_name", s.kind), s.kind) for s in self.steps]
+        self.steps = build_steps(chain, env, upto) if steps is None else steps
         self.store = chain.store_measures
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        self.stats = [StepStats(s.name, getattr(s, "type_name", s.kind), s.kind) for s in self.steps]
 
     def process(self, doc: Document) -> tuple[Document, str | None, str | None]:
-        """Returns ``(doc, rejected_by, reason)``; the doc's text is the cleaned text."""
+        """Returns ``(doc, rejected_by, reason)``; the doc's text is the cleaned text.
+
+        A step with a ``lang`` parameter only sees documents of that language (the others pass it,
+        counted as ``skipped_by_lang``); a filter measurement named ``lang`` (the language filter's)
+        sets the document's language for the steps after it.
+        """
         text = doc.text
         a: Analysis | None = None
         measures: dict[str, Any] = {}
@@ -117,7 +147,7 @@ class Pipeline:
             if a is None:
                 a = Analysis(text)
             m = step.measure(a, doc)
-            if "lang" in m and step.kind == "filter" and getattr(step, "type_name", "") == "language":
+            if "lang" in m:
                 doc.lang = str(m["lang"])
             measures[step.name] = m
             reason = step.decide(m)
@@ -135,6 +165,41 @@ class Pipeline:
         if self.store and measures:
             doc.meta = {**doc.meta, "measures": measures}
         return doc, None, None
+
+
+class LineCounter:
+    """The first pass of a chain with a ``repeated_lines`` step: documents go through the steps before
+    it (:meth:`Pipeline.process`); each one that passes adds 1 to the count of every distinct line
+    hash it holds. :meth:`frequent` gives the hashes held by more than the step's ``max_docs``
+    documents, which the second pass drops."""
+
+    def __init__(self, chain: ChainConfig, env: Env) -> None:
+        k = repeated_index(chain)
+        if k is None:
+            raise ConfigError(f"chain {chain.name} has no repeated_lines step")
+        steps = build_steps(chain, env, upto=k + 1)
+        self.prefix = Pipeline(chain, env, steps=steps[:k])
+        self.step = steps[k]
+        self.max_docs = int(getattr(self.step.p, "max_docs", 10))
+        self.counts: dict[int, int] = {}
+
+    def add(self, doc: Document) -> None:
+        doc, by, _ = self.prefix.process(doc)
+        if by is None:
+            counts = self.counts
+            for h in self.step.doc_hashes(doc.text):  # type: ignore[attr-defined]
+                counts[h] = counts.get(h, 0) + 1
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The counted hashes (uint64) and how many documents hold each (int64)."""
+        n = len(self.counts)
+        return (np.fromiter(self.counts.keys(), dtype=np.uint64, count=n),
+                np.fromiter(self.counts.values(), dtype=np.int64, count=n))
+
+    def frequent(self) -> np.ndarray:
+        """Sorted hashes held by more than ``max_docs`` documents (what ``repeated_lines`` drops)."""
+        keys, vals = self.arrays()
+        return np.sort(keys[vals > self.max_docs])
 
 
 def redecide(record: dict, chain: ChainConfig, env: Env | None = None,
@@ -170,17 +235,21 @@ def _env_for(task: dict) -> Env:
     return Env(task.get("data_root"), task.get("base_dir"), rep)
 
 
-def _pipeline_for(task: dict, upto: int | None = None) -> tuple[ChainConfig, list[Step] | Pipeline]:
-    chain = ChainConfig.model_validate(task["chain"])
-    key = hashlib.sha1(json.dumps([task["chain"], task.get("data_root"), task.get("base_dir"),
-                                   task.get("repeated"), upto], sort_keys=True).encode()).hexdigest()
+def _cached(task: dict, cls: type[Pipeline] | type[LineCounter]) -> Any:
+    """The task's :class:`Pipeline` or :class:`LineCounter`, built once per worker process."""
+    key = cls.__name__ + hashlib.sha1(json.dumps([task["chain"], task.get("data_root"), task.get("base_dir"),
+                                                  task.get("repeated")], sort_keys=True).encode()).hexdigest()
     if key not in _CACHE:
         env = _env_for(task)
-        _CACHE[key] = build_steps(chain, env, upto) if upto is not None else Pipeline(chain, env)
-    obj = _CACHE[key]
-    if isinstance(obj, Pipeline):  # fresh statistics for every shard
-        obj.stats = [StepStats(s.name, getattr(s, "type_name", s.kind), s.kind) for s in obj.steps]
-    return chain, obj
+        _CACHE[key] = cls(ChainConfig.model_validate(task["chain"]), env)
+    return _CACHE[key]
+
+
+def _pipeline_for(task: dict) -> Pipeline:
+    """The task's pipeline with fresh statistics (every shard reports its own)."""
+    pipe = _cached(task, Pipeline)
+    pipe.reset_stats()
+    return pipe
 
 
 def _records(task: dict) -> Any:
@@ -201,36 +270,12 @@ def count_lines_task(task: dict) -> dict:
     """
     out = Path(task["out"]) / ".work"
     idx = task["index"]
-    chain = ChainConfig.model_validate(task["chain"])
-    k = repeated_index(chain)
-    assert k is not None
-    _, prefix = _pipeline_for(task, upto=k)
-    rep_step = build_steps(chain, Env(task.get("data_root"), task.get("base_dir")), upto=k + 1)[k]
-    counts: dict[int, int] = {}
+    counter = _cached(task, LineCounter)
+    counter.counts = {}
     for rec in _records(task):
-        if isinstance(rec, ReadError):
-            continue
-        text, lang, ok = rec.text, rec.lang, True
-        a = None
-        for step in prefix:  # type: ignore[union-attr]
-            if step.only_lang is not None and lang != step.only_lang:
-                continue
-            if isinstance(step, Cleaner):
-                text = step.clean(text)
-                a = None
-            else:
-                a = a or Analysis(text)
-                m = step.measure(a, rec)  # type: ignore[attr-defined]
-                if "lang" in m:
-                    lang = str(m["lang"])
-                if step.decide(m) is not None:  # type: ignore[attr-defined]
-                    ok = False
-                    break
-        if ok:
-            for h in rep_step.doc_hashes(text):  # type: ignore[attr-defined]
-                counts[h] = counts.get(h, 0) + 1
-    keys = np.fromiter(counts.keys(), dtype=np.uint64, count=len(counts))
-    vals = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
+        if not isinstance(rec, ReadError):
+            counter.add(rec)
+    keys, vals = counter.arrays()
     path = out / f"lines-{idx:05d}.npy"
     tmp = out / f".lines-{idx:05d}.npy.tmp"
     with open(tmp, "wb") as f:
@@ -245,8 +290,7 @@ def clean_shard_task(task: dict) -> dict:
     idx = task["index"]
     t_start = time.perf_counter()
     cpu_start = time.process_time()
-    chain, pipe = _pipeline_for(task)
-    assert isinstance(pipe, Pipeline)
+    pipe = _pipeline_for(task)
     prefix = f"part-{idx:05d}"
     kept = ShardWriter(out / "kept", prefix, task.get("shard_bytes", 256 << 20))
     rej = ShardWriter(out / "rejected", prefix, task.get("shard_bytes", 256 << 20))

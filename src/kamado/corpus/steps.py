@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kamado.config import KamadoError, StrictModel
+from kamado.config import StrictModel
 from kamado.corpus import ja
 
 
@@ -125,7 +125,10 @@ class Cleaner(Step):
 
 
 class Filter(Step):
-    """Measures numbers about a text, then decides from them alone (``None`` = keep, else a reason)."""
+    """Measures numbers about a text, then decides from them alone (``None`` = keep, else a reason).
+
+    A measurement named ``lang`` sets the document's language for the steps after this one.
+    """
 
     kind: ClassVar[str] = "filter"
 
@@ -136,11 +139,15 @@ class Filter(Step):
         raise NotImplementedError
 
 
-REGISTRY: dict[str, type[Step]] = {}
+REGISTRY: dict[str, type[Step]] = {}  # filled by the step modules (clean, filters, quality, perplexity) on import
 
 
 def register(type_name: str):
-    """Class decorator: make a step available to chain files under ``type_name``."""
+    """Class decorator: make a step available to chain files under ``type_name``.
+
+    This module defines only the base classes and the registry; the step modules import it, never the
+    other way round. :func:`kamado.corpus.pipeline.step_class` imports the step modules and looks types up.
+    """
 
     def deco(cls: type[Step]) -> type[Step]:
         REGISTRY[type_name] = cls
@@ -148,22 +155,6 @@ def register(type_name: str):
         return cls
 
     return deco
-
-
-def step_class(type_name: str) -> type[Step]:
-    import importlib
-
-    from kamado.corpus import clean, filters  # noqa: F401  (registers the steps)
-
-    if type_name not in REGISTRY:  # steps defined by the model-based modules register on import
-        for mod in ("kamado.corpus.quality", "kamado.corpus.perplexity"):
-            try:
-                importlib.import_module(mod)
-            except ImportError:
-                pass
-    if type_name not in REGISTRY:
-        raise KamadoError(f"unknown step type {type_name!r}; known: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[type_name]
 
 
 def fmt(x: float) -> str:

@@ -8,8 +8,8 @@ Layout of a pack folder::
     <source>/valid.bin        held-out documents (every ``1/valid_fraction``-th document)
     <source>/valid.idx.npy
 
-Documents are tokenized in parallel (a multiprocessing pool, or a Ray pool for clusters) in ordered
-jobs, so the output is the same for any number of workers. A pack whose fingerprint (config,
+Documents are tokenized in parallel (:mod:`kamado.executor`: local processes, or Ray tasks for clusters)
+in ordered jobs, so the output is the same for any number of workers. A pack whose fingerprint (config,
 tokenizer model, input digests) is unchanged is not redone. :func:`check_pack` detects truncated or
 changed token files (file size against the token count, and the digests of ``manifest.json``).
 """
@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import numpy as np
 from kamado.config import KamadoError
 from kamado.corpus.docs import InputSpec, iter_docs
 from kamado.data.config import PackConfig
+from kamado.executor import Executor
 
 PACK = "pack.json"
 FORMAT = 1
@@ -74,6 +76,10 @@ class _Encoder:
 
 def _encode_job(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return _ENC.encode(texts)
+
+
+def _describe_batch(texts: list[str]) -> str:
+    return f"batch of {len(texts)} documents, the first starting {texts[0][:30]!r}" if texts else "empty batch"
 
 
 # ---------------------------------------------------------------- main side
@@ -203,8 +209,17 @@ def pack(specs: list[InputSpec], tok_dir: Path, out: Path, cfg: PackConfig,
     errors: list[str] = []
     t0 = time.perf_counter()
     ntok = 0
-    with _pool(cfg, str(tok_dir), dtype) as run_ordered:
-        for info, (lengths, flat) in run_ordered(_jobs(specs, cfg.batch_chars, errors)):
+    infos: deque[list[tuple[str, str, int]]] = deque()  # (source, lang, chars) of the batches in flight
+
+    def batches() -> Iterator[list[str]]:
+        for b in _jobs(specs, cfg.batch_chars, errors):
+            infos.append([(s, lg, len(t)) for t, s, lg in b])
+            yield [t for t, _, _ in b]
+
+    with Executor(cfg.executor, cfg.workers, initializer=_init_worker, initargs=(str(tok_dir), dtype)) as ex:
+        for lengths, flat in ex.imap(_encode_job, batches(), max_in_flight=2 * max(1, cfg.workers),
+                                     describe=_describe_batch, label="tokenizing"):
+            info = infos.popleft()
             pos = 0
             for (src, lang, nchar), n in zip(info, lengths.tolist(), strict=True):
                 w = writers.get(src)
@@ -231,52 +246,6 @@ def pack(specs: list[InputSpec], tok_dir: Path, out: Path, cfg: PackConfig,
 
     write_json_atomic(out / PACK, doc)
     return counts_of(doc) | {"skipped": False}
-
-
-class _pool:
-    """Ordered results of tokenization jobs, at most ``2 × workers`` in flight (in-process for one worker)."""
-
-    def __init__(self, cfg: PackConfig, tok_dir: str, dtype: str) -> None:
-        self.cfg, self.args, self.pool = cfg, (tok_dir, dtype), None
-
-    def __enter__(self) -> Callable[[Iterator[list[tuple[str, str, str]]]], Iterator[Any]]:
-        if self.cfg.workers <= 1 and self.cfg.executor == "local":
-            _init_worker(*self.args)
-            return lambda jobs: (([(s, lg, len(t)) for t, s, lg in b], _encode_job([t for t, _, _ in b]))
-                                 for b in jobs)
-        if self.cfg.executor == "ray":
-            import ray
-            from ray.util.multiprocessing import Pool as RayPool
-
-            if not ray.is_initialized():
-                ray.init(num_cpus=self.cfg.workers, include_dashboard=False, log_to_driver=False,
-                         ignore_reinit_error=True)
-
-            self.pool = RayPool(processes=self.cfg.workers, initializer=_init_worker, initargs=self.args)
-        else:
-            import multiprocessing as mp
-
-            self.pool = mp.get_context("spawn").Pool(self.cfg.workers, initializer=_init_worker, initargs=self.args)
-        return self._run
-
-    def _run(self, jobs: Iterator[list[tuple[str, str, str]]]) -> Iterator[Any]:
-        from collections import deque
-
-        q: deque = deque()
-        limit = 2 * max(1, self.cfg.workers)
-        for b in jobs:
-            q.append(([(s, lg, len(t)) for t, s, lg in b], self.pool.apply_async(_encode_job, ([t for t, _, _ in b],))))
-            if len(q) >= limit:
-                info, res = q.popleft()
-                yield info, res.get()
-        while q:
-            info, res = q.popleft()
-            yield info, res.get()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
 
 
 def _read_pack(out: Path) -> dict[str, Any] | None:
