@@ -169,3 +169,36 @@ def test_fallback_template_without_chat_template(toy, tmp_path):
         srv.shutdown()
         srv.server_close()
         torch.set_num_threads(n)
+
+
+def test_api_key_is_required_when_set(toy, tmp_path):
+    """A real `kamado serve` with KAMADO_API_KEY: 401 without or with a wrong key, 200 with it; no local paths."""
+    os.environ["KAMADO_API_KEY"] = "s3cret"
+    try:
+        proc, url = start_cli_server(toy, "toy", tmp_path / "serve.log")
+    finally:
+        del os.environ["KAMADO_API_KEY"]
+    try:
+        assert "(API key required)" in (tmp_path / "serve.log").read_text()
+
+        def call(path: str, key: str | None, body: dict | None = None) -> tuple[int, dict]:
+            req = urllib.request.Request(url + path, data=json.dumps(body).encode() if body else None,
+                                         headers={"Content-Type": "application/json",
+                                                  **({"Authorization": f"Bearer {key}"} if key else {})})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        assert call("/models", None)[0] == 401
+        code, body = call("/models", "wrong")
+        assert code == 401 and body["error"]["code"] == "invalid_api_key"
+        code, body = call("/models", "s3cret")
+        assert code == 200 and str(toy) not in json.dumps(body) and body["data"][0]["root"] == "toy"
+        chat = {"messages": [{"role": "user", "content": "こんにちは"}], "max_tokens": 2}
+        assert call("/chat/completions", None, chat)[0] == 401
+        assert call("/chat/completions", "s3cret", chat)[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

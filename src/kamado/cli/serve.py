@@ -18,6 +18,9 @@ def serve(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: 1 for models "
                                                 "under 50M parameters, else torch's choice).")] = None,
     log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="KAMADO_API_KEY", show_envvar=True,
+                                                help="Require 'Authorization: Bearer KEY' on every request "
+                                                "(401 otherwise; /health stays open).")] = None,
 ) -> None:
     """Serve a model over the OpenAI API: GET /v1/models, POST /v1/chat/completions, POST /v1/completions.
 
@@ -26,6 +29,7 @@ def serve(
 
     Examples:
       kamado serve runs/tiny/tune/full/hf --port 8000
+      KAMADO_API_KEY=s3cret kamado serve runs/tiny/tune/full/hf --host 0.0.0.0   (clients send the key as a Bearer token)
       curl -s http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
         -d '{"model": "full", "messages": [{"role": "user", "content": "日本の首都は？"}], "max_tokens": 32}'
     """
@@ -43,11 +47,15 @@ def serve(
     elif sum(p.numel() for p in ms.model.parameters()) < 50_000_000:
         torch.set_num_threads(1)  # small ops: a second OpenMP thread costs more than it gives
     try:
-        srv = make_server(ms, host, port, log=log)
+        srv = make_server(ms, host, port, log=log, api_key=api_key or None)
     except OSError as e:
         raise KamadoError(f"cannot listen on {host}:{port}: {e}") from None
     h, p = srv.server_address[:2]
-    print(f"kamado serve: model {ms.name!r} at http://{h}:{p}/v1", flush=True)
+    print(f"kamado serve: model {ms.name!r} at http://{h}:{p}/v1" + (" (API key required)" if api_key else ""),
+          flush=True)
+    if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: --host {host} without --api-key: anyone who can reach this address can use the model",
+              flush=True)
     try:
         srv.serve_forever()
     except KeyboardInterrupt:

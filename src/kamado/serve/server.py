@@ -9,6 +9,7 @@ Requests are served from threads; generation itself runs one at a time (one mode
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 import uuid
@@ -115,7 +116,7 @@ class ModelServer:
 
     def models(self) -> dict:
         return {"object": "list", "data": [{"id": self.name, "object": "model", "created": self.created,
-                                            "owned_by": "kamado", "root": str(self.model_dir)}]}
+                                            "owned_by": "kamado", "root": self.name}]}  # no local paths
 
     def chat(self, body: dict) -> tuple[dict, dict]:
         msgs = body.get("messages")
@@ -166,7 +167,7 @@ class ModelServer:
                           "total_tokens": g.prompt_tokens + g.completion_tokens}}, p
 
 
-def _handler(ms: ModelServer, log: bool) -> type[BaseHTTPRequestHandler]:
+def _handler(ms: ModelServer, log: bool, api_key: str | None = None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "kamado-serve"
@@ -187,22 +188,47 @@ def _handler(ms: ModelServer, log: bool) -> type[BaseHTTPRequestHandler]:
             self._send(e.status, {"error": {"message": e.message, "type": e.type, "param": e.param,
                                             "code": e.code}})
 
+        def _authorized(self) -> bool:
+            """With an API key, every endpoint but /health needs ``Authorization: Bearer <key>`` (401 otherwise)."""
+            if not api_key or self._route() == "/health":
+                return True
+            given = self.headers.get("Authorization") or ""
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode()):
+                return True
+            self.close_connection = True  # the request body (if any) is not read
+            data = json.dumps({"error": {"message": "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                         "type": "invalid_request_error", "param": None,
+                                         "code": "invalid_api_key"}}).encode()
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", "Bearer")
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+            return False
+
         def _route(self) -> str:
             path = self.path.split("?", 1)[0].rstrip("/")
             return path[3:] if path.startswith("/v1") else path
 
         def do_GET(self) -> None:  # noqa: N802
+            if not self._authorized():
+                return
             route = self._route()
             if route == "/models":
                 self._send(200, ms.models())
             elif route == "/health" or route == "":
-                self._send(200, {"status": "ok", "model": ms.name})
+                self._send(200, {"status": "ok"} if api_key else {"status": "ok", "model": ms.name})
             elif route in ("/chat/completions", "/completions"):
                 self._error(RequestError(405, f"{self.path}: use POST", code="method_not_allowed"))
             else:
                 self._error(RequestError(404, f"{self.path}: no such endpoint", code="not_found"))
 
         def do_POST(self) -> None:  # noqa: N802
+            if not self._authorized():
+                return
             route = self._route()
             try:
                 if route not in ("/chat/completions", "/completions"):
@@ -257,8 +283,10 @@ def _handler(ms: ModelServer, log: bool) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(ms: ModelServer, host: str = "127.0.0.1", port: int = 8000, *, log: bool = False) -> ThreadingHTTPServer:
-    """An HTTP server for ``ms`` bound to host:port (port 0 picks a free one: see ``server_address``)."""
-    srv = ThreadingHTTPServer((host, port), _handler(ms, log))
+def make_server(ms: ModelServer, host: str = "127.0.0.1", port: int = 8000, *, log: bool = False,
+                api_key: str | None = None) -> ThreadingHTTPServer:
+    """An HTTP server for ``ms`` bound to host:port (port 0 picks a free one: see ``server_address``); with
+    ``api_key``, requests need ``Authorization: Bearer <api_key>``."""
+    srv = ThreadingHTTPServer((host, port), _handler(ms, log, api_key))
     srv.daemon_threads = True
     return srv
