@@ -132,7 +132,8 @@ class _State:
             r = self.rate(now)
             tail = []
             if r:
-                tail.append(f"{r:,.3g} {unit}/s" if r >= 1 else f"{1 / r:,.3g} s/{unit}")
+                one = unit[:-1] if unit.endswith("s") and len(unit) > 1 else unit
+                tail.append(f"{r:,.3g} {unit}/s" if r >= 1 else f"{1 / r:,.3g} s/{one}")
             tail.append(f"{_dur(now - self.t0)} elapsed")
             if final:
                 tail.append("done")
