@@ -255,3 +255,29 @@ def test_watchdog_quiet_on_clean_end(tmp_path, receivers):
     kinds = [json.loads(x["body"])["kind"] for x in receivers.posts]
     assert kinds == ["started", "finished"]
     assert not math.isnan(g.last["loss"])
+
+
+# ---------------------------------------------------------------- all ranks decide together (2 gloo ranks)
+
+def _rank(rank: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    g = RunGuard(GuardConfig(warmup=4, patience=2, watchdog=False), None, Path(out) / str(rank), is_main=rank == 0)
+    g.start(0)
+    verdicts = [g.check(s, 3.0, 1.0) for s in range(1, 6)]
+    # only rank 1 sees a bad value (a NaN in its local loss, a spike in its grad norm): both must skip together
+    verdicts.append(g.check(6, float("nan") if rank == 1 else 3.0, 1.0))
+    verdicts.append(g.check(7, 3.0, 50.0 if rank == 1 else 1.0))
+    (Path(out) / f"v{rank}.json").write_text(json.dumps(verdicts))
+    dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_decide_together(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_rank, args=(f"file://{tmp_path / 'store'}", str(tmp_path)), nprocs=2, start_method="spawn")
+    v0, v1 = (json.loads((tmp_path / f"v{r}.json").read_text()) for r in (0, 1))
+    assert v0 == v1 == ["ok"] * 5 + ["skip", "rollback"]
+    assert [e["kind"] for e in read_events(tmp_path / "0" / "events.jsonl")] == ["started", "nonfinite", "grad_explosion"]
+    assert not (tmp_path / "1" / "events.jsonl").exists()  # only rank 0 writes

@@ -65,6 +65,7 @@ def counts(res: dict[str, Any]) -> dict[str, Any]:
 def run_rank(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
     """Train in this process (one rank of torchrun, or the only one); rank 0 writes ``pretrain.json``."""
     from kamado.manifest import write_json_atomic
+    from kamado.monitor.guard import RunGuard, guarded_run
     from kamado.train import distributed
     from kamado.train.trainer import train
 
@@ -74,9 +75,11 @@ def run_rank(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
         tcfg = tcfg.model_copy(update={"seed": ctx.seed})
         cfg = cfg.model_copy(update={"train": tcfg})
     model, sampler, valid = build(cfg, ctx, d.rank, d.world_size)
-    res = train(model, sampler, tcfg, ctx.out, valid=valid, hf_export=ctx.out / "hf",
-                tokenizer=_tokenizer_dir(ctx), description="pretrain",
-                quiet=ctx.quiet or None).to_dict()
+    guard = RunGuard(cfg.guard, cfg.alerts, ctx.out, run=f"{ctx.run_dir.name if ctx.run_dir else ''}/{ctx.name}",
+                     is_main=d.is_main, device=d.device)
+    res = guarded_run(guard, lambda **kw: train(model, sampler, tcfg, ctx.out, valid=valid, hf_export=ctx.out / "hf",
+                                                 tokenizer=_tokenizer_dir(ctx), description="pretrain",
+                                                 quiet=ctx.quiet or None, **kw)).to_dict()
     out = counts(res)
     if d.is_main:
         write_json_atomic(ctx.out / RESULT, out | {"extra": res.get("extra", {}), "preset": cfg.model.preset})

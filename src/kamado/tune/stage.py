@@ -112,6 +112,7 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
 
     import torch
 
+    from kamado.monitor.guard import RunGuard, guarded_run
     from kamado.train.export import export_hf
     from kamado.train.trainer import train
     from kamado.tune import lora as lora_mod
@@ -140,9 +141,11 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
     batches = SFTBatches(rows, micro, pad_id, seed)
     console.print(f"tune/{method}: {trainable:,} of {total:,} parameters trainable "
                   f"({100 * trainable / total:.2f}%), {len(rows):,} rows, lr {tcfg.optimizer.lr:g}")
-    result = train(model, batches, tcfg, mdir, valid=valid or None,
-                   trainable=lora_mod.trainable_names(model) if method == "lora" else None,
-                   description=f"tune/{method}", quiet=ctx.quiet or None)
+    guard = RunGuard(cfg.guard, cfg.alerts, mdir, run=f"{ctx.run_dir.name if ctx.run_dir else ''}/tune/{method}")
+    result = guarded_run(guard, lambda **kw: train(
+        model, batches, tcfg, mdir, valid=valid or None,
+        trainable=lora_mod.trainable_names(model) if method == "lora" else None,
+        description=f"tune/{method}", quiet=ctx.quiet or None, **kw))
     del model
     model = restore_fp32(method, cfg, base, mdir / "checkpoints").eval()
     val_after = evaluate_loss(model, valid) if valid else None
