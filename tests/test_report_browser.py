@@ -48,8 +48,7 @@ def _run(root: Path, name: str, steps: int, seed: float, spike: int | None) -> P
     return run
 
 
-def _chromium(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    profile = Path(args[-1]).parent.parent / "chromium-profile"
+def _chromium(*args: str, profile: Path, timeout: int = 120) -> subprocess.CompletedProcess:
     cmd = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
            "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", *args]
     env = {**os.environ, "HOME": str(profile)}
@@ -70,7 +69,8 @@ def test_report_charts_draw_in_headless_chromium(tmp_path, tmp_path_factory):
     n_charts = doc.count('class="kc"')
     assert n_charts >= 8
 
-    r = _chromium("--virtual-time-budget=5000", "--dump-dom", page.as_uri() + "#kc-selftest")
+    profile = tmp_path / "chromium-profile"  # inside the test folder, never the system temp or the checkout
+    r = _chromium("--virtual-time-budget=5000", "--dump-dom", page.as_uri() + "#kc-selftest", profile=profile)
     dom = r.stdout
     assert r.returncode == 0 and "<html" in dom, r.stderr[-2000:]
     console = [x for x in r.stderr.splitlines() if "CONSOLE" in x and re.search(r"error|uncaught", x, re.I)]
@@ -85,6 +85,6 @@ def test_report_charts_draw_in_headless_chromium(tmp_path, tmp_path_factory):
 
     shot = tmp_path_factory.getbasetemp() / "report-screenshot.png"
     r = _chromium("--window-size=1280,3400", f"--screenshot={shot}", "--virtual-time-budget=5000",
-                  page.as_uri() + "#kc-selftest")  # the self-test leaves a tooltip showing
+                  page.as_uri() + "#kc-selftest", profile=profile)  # the self-test leaves a tooltip showing
     assert shot.is_file() and shot.stat().st_size > 20_000, r.stderr[-2000:]
     print(f"report screenshot: {shot}")
