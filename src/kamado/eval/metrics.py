@@ -98,6 +98,11 @@ def exact_match(pred: str, answers: Sequence[str]) -> float:
     return float(any(p == normalize_answer_ja(a) for a in answers))
 
 
+def exact_match_strict(pred: str, answers: Sequence[str]) -> float:
+    """lm-eval's ``exact_match`` after its ``remove_whitespace`` filter: stripped strings equal (first answer)."""
+    return float(bool(answers) and pred.strip() == answers[0].strip())
+
+
 def char_f1(pred: str, answers: Sequence[str]) -> float:
     """Best character-level F1 against the answers (JGLUE's JSQuAD metric)."""
     p = normalize_answer_ja(pred)

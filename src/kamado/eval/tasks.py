@@ -3,14 +3,27 @@
 Multiple-choice tasks are scored by log-likelihood of each choice (``acc``) and by log-likelihood per
 character of the choice (``acc_norm``, as lm-eval does). Japanese tasks (JGLUE) use Japanese prompts with
 k-shot examples drawn from the train split when the data root has one (else from the same split, never the
-example itself); English tasks use lm-eval's prompts. The evaluated subset (``limit``) and the few-shot
-examples are sampled deterministically from the seed.
+example itself). The evaluated subset (``limit``) and kamado's few-shot examples are sampled deterministically
+from the seed.
+
+Two prompt sets (``prompts`` in the recipe's eval section, ``--prompts`` on the CLI):
+
+- ``kamado``: the Japanese prompts above; English tasks exactly as lm-eval 0.4.13's own task definitions
+  (ARC, HellaSwag with lm-eval's ``preprocess``, TruthfulQA MC1/MC2), few-shot examples by lm-eval's sampler.
+- ``leaderboard``: JCommonsenseQA, JNLI and JSQuAD as lm-eval's ``japanese_leaderboard`` tasks (the
+  Alpaca-style Japanese instruction prompt, 3/3/2 shots, ``"\n"`` target delimiter, JSQuAD until ``"\n\n"``
+  and strict exact match on the first answer), few-shot examples drawn like lm-eval's default sampler: one
+  ``random.Random(1234)`` per task, advanced document by document in file order, so every item gets the
+  demonstrations a full lm-eval run would give it, whatever ``limit`` selects. Where the data root lacks the
+  train split (JNLI, JSQuAD here) the demonstrations come from the evaluated split without the item itself
+  (lm-eval's behaviour when the few-shot split is the evaluated one).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +85,9 @@ class Task:
     group: Callable[[dict], str] | None = None  # demonstrations never share a group with the query
     stop: tuple[str, ...] = ("\n",)
     separator: str = "\n\n"
+    target_delimiter: str = ""  # prefix of every choice (acc_norm counts the characters after it, as lm-eval)
+    sampler: Literal["kamado", "lm-eval"] = "kamado"  # how few-shot examples are drawn (see the module doc)
+    strict_em: bool = False  # generation: lm-eval's exact match (stripped, first answer) instead of JSQuAD's
 
 
 def _resolve(name: str, root: Path | None) -> Path:
@@ -123,8 +139,37 @@ def _arc_gold(d: dict) -> int:
     return labels.index(d["answerKey"])
 
 
+def hellaswag_preprocess(text: str) -> str:
+    """lm-eval 0.4.13 ``tasks/hellaswag/utils.preprocess``, verbatim."""
+    text = text.strip()
+    # NOTE: Brackets are artifacts of the WikiHow dataset portion of HellaSwag.
+    text = text.replace(" [title]", ". ")
+    text = re.sub("\\[.*?\\]", "", text)
+    text = text.replace("  ", " ")
+    return text
+
+
+_SENTENCE_END = re.compile(r"[.!?]\s+")
+
+
+def hellaswag_ctx_ab(d: dict) -> tuple[str, str]:
+    """``(ctx_a, ctx_b)`` of a HellaSwag record. The official file has both; a text dump with only ``ctx``
+    (= ctx_a + " " + ctx_b) is split before its trailing lower-case fragment (ActivityNet's ctx_b, e.g. "the
+    man"), else ctx_b is empty (WikiHow)."""
+    if "ctx_a" in d:
+        return d["ctx_a"], d.get("ctx_b", "")
+    ctx = d["ctx"]
+    ends = list(_SENTENCE_END.finditer(ctx))
+    cut = ends[-1].end() if ends else 0
+    tail = ctx[cut:]
+    if tail and tail[0].islower():
+        return ctx[:cut].rstrip(), tail
+    return ctx, ""
+
+
 def _hellaswag_query(d: dict) -> str:
-    return f"{d['activity_label']}: {d['ctx']}"
+    a, b = hellaswag_ctx_ab(d)
+    return hellaswag_preprocess(d["activity_label"] + ": " + a + " " + b.capitalize())
 
 
 def _tqa_load(path: Path) -> list[dict]:
@@ -169,25 +214,86 @@ _add(Task(
     load=read_jsonl, query=lambda d: f"Question: {d['question']}\nAnswer:",
     choices=lambda d: [" " + c for c in d["choices"]["text"]], gold=_arc_gold,
     answer=lambda d: " " + d["choices"]["text"][_arc_gold(d)], doc_id=lambda d, i: d["id"],
+    target_delimiter=" ", sampler="lm-eval",
 ))
 _add(Task(
     "arc-challenge", "en", "mc", "arc-challenge", "arc-challenge-train", shots=0,
     load=read_jsonl, query=lambda d: f"Question: {d['question']}\nAnswer:",
     choices=lambda d: [" " + c for c in d["choices"]["text"]], gold=_arc_gold,
     answer=lambda d: " " + d["choices"]["text"][_arc_gold(d)], doc_id=lambda d, i: d["id"],
+    target_delimiter=" ", sampler="lm-eval",
 ))
 _add(Task(
     "hellaswag", "en", "mc", "hellaswag", None, shots=0,
-    load=read_jsonl, query=_hellaswag_query, choices=lambda d: [" " + e for e in d["endings"]],
-    gold=lambda d: int(d["label"]), answer=lambda d: " " + d["endings"][int(d["label"])],
-    doc_id=lambda d, i: str(d.get("idx", i)),
+    load=read_jsonl, query=_hellaswag_query, choices=lambda d: [" " + hellaswag_preprocess(e) for e in d["endings"]],
+    gold=lambda d: int(d["label"]), answer=lambda d: " " + hellaswag_preprocess(d["endings"][int(d["label"])]),
+    doc_id=lambda d, i: str(d.get("idx", i)), target_delimiter=" ", sampler="lm-eval",
 ))
 _add(Task(
     "truthfulqa-mc", "en", "truthfulqa", "truthfulqa-mc", None, shots=0,
     load=_tqa_load, query=lambda d: f"Q: {d['question']}\nA:",
-    doc_id=lambda d, i: str(i),
+    doc_id=lambda d, i: str(i), target_delimiter=" ",
 ))
 _add(Task("perplexity", "multi", "perplexity"))
+
+# --- lm-eval 0.4.13 tasks/japanese_leaderboard (prompts: leaderboard) ----------------------------------
+
+LEADERBOARD_DESCRIPTION = "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。\n\n"
+JNLI_LEADERBOARD_CHOICES = ["含意", "矛盾", "中立"]  # JGLUE's label order: entailment, contradiction, neutral
+
+
+def _lb_jcqa_query(d: dict) -> str:
+    opts = "".join(f"- {c}\n" for c in _jcqa_choices(d))
+    return f"### 指示：\n出力は以下から選択してください：\n{opts}\n### 入力：\n{d['question']}\n\n### 応答："
+
+
+def _lb_jnli_query(d: dict) -> str:
+    return ("### 指示：\n与えられた前提と仮説の関係を回答してください。\n\n出力は以下から選択してください：\n含意\n矛盾\n中立\n\n"
+            f"### 入力：\n前提：{d['sentence1']}\n仮説：{d['sentence2']}\n\n### 応答：")
+
+
+def _lb_jsquad_query(d: dict) -> str:
+    ctx = d["context"].split("[SEP]")[-1].strip()
+    return (f"### 指示：\n与えられた文脈から、質問に対する答えを抜き出してください。\n\n### 入力：\n文脈：{ctx}\n"
+            f"質問：{d['question']}\n\n### 応答：")
+
+
+def _jnli_gold(d: dict) -> int:
+    lab = d["label"]
+    return int(lab) if isinstance(lab, int) or str(lab).isdigit() else list(JNLI_LABELS).index(lab)
+
+
+LEADERBOARD: dict[str, Task] = {
+    "jcommonsenseqa": Task(
+        "jcommonsenseqa", "ja", "mc", "jcommonsenseqa", "jcommonsenseqa-train", shots=3,
+        description=LEADERBOARD_DESCRIPTION, load=read_jsonl, query=_lb_jcqa_query,
+        choices=lambda d: ["\n" + c for c in _jcqa_choices(d)], gold=lambda d: int(d["label"]),
+        answer=lambda d: "\n" + _jcqa_choices(d)[int(d["label"])], doc_id=lambda d, i: str(d.get("q_id", i)),
+        target_delimiter="\n", sampler="lm-eval",
+    ),
+    "jnli": Task(
+        "jnli", "ja", "mc", "jnli", None, shots=3, description=LEADERBOARD_DESCRIPTION, load=read_jsonl,
+        query=_lb_jnli_query, choices=lambda d: ["\n" + c for c in JNLI_LEADERBOARD_CHOICES], gold=_jnli_gold,
+        answer=lambda d: "\n" + JNLI_LEADERBOARD_CHOICES[_jnli_gold(d)],
+        doc_id=lambda d, i: str(d.get("sentence_pair_id", i)), target_delimiter="\n", sampler="lm-eval",
+    ),
+    "jsquad": Task(
+        "jsquad", "ja", "generation", "jsquad-valid", None, shots=2, description=LEADERBOARD_DESCRIPTION,
+        load=_jsquad_load, query=_lb_jsquad_query, gold=lambda d: d["answers"][:1],
+        answer=lambda d: "\n" + d["answers"][0], doc_id=lambda d, i: d["id"], stop=("\n\n",),
+        target_delimiter="\n", sampler="lm-eval", strict_em=True,
+    ),
+}
+PROMPT_SETS = ("kamado", "leaderboard")
+
+
+def get_task(name: str, prompts: str = "kamado") -> Task:
+    """The task ``name`` in the prompt set ``prompts`` (tasks the set does not redefine keep kamado's)."""
+    if prompts not in PROMPT_SETS:
+        raise KamadoError(f"prompts {prompts!r}: expected one of {', '.join(PROMPT_SETS)}")
+    if prompts == "leaderboard" and name in LEADERBOARD:
+        return LEADERBOARD[name]
+    return TASKS[name]
 
 SUITES: dict[str, list[str]] = {
     "jglue": ["jcommonsenseqa", "jnli", "jsts", "jsquad"],
@@ -239,11 +345,12 @@ def build_examples(task: Task, root: Path | None, *, limit: int | None, seed: in
     if k > 0 and task.fewshot_dataset:
         pool = task.load(_resolve(task.fewshot_dataset, root))
     idx = sample_indices(len(docs), limit, seed, task.name)
+    lm_demos = lmeval_demos(docs, pool, k, max(idx) + 1 if idx else 0) if k > 0 and task.sampler == "lm-eval" else None
     out = []
     for i in idx:
         d = docs[i]
         did = task.doc_id(d, i) if task.doc_id else str(i)
-        demos = _demos(task, d, i, docs, pool, k, seed) if k > 0 else []
+        demos = (lm_demos[i] if lm_demos is not None else _demos(task, d, i, docs, pool, k, seed)) if k > 0 else []
         ctx = task.description + "".join(task.query(x) + task.answer(x) + task.separator for x in demos)  # type: ignore[misc]
         if task.kind == "truthfulqa":
             ctx = TRUTHFULQA_PROMPT + "\n\n"
@@ -258,8 +365,33 @@ def build_examples(task: Task, root: Path | None, *, limit: int | None, seed: in
         else:
             ex.choices = task.choices(d) if task.choices else []
             ex.gold = task.gold(d) if task.gold else None
+        ex.extra["delimiter"] = task.target_delimiter
         out.append(ex)
     return out, len(docs)
+
+
+LMEVAL_FEWSHOT_SEED = 1234  # lm_eval.defaults.DEFAULT_OTHER_SEED, simple_evaluate's fewshot_random_seed
+
+
+def lmeval_demos(docs: list[dict], pool: list[dict] | None, k: int, upto: int,
+                 seed: int = LMEVAL_FEWSHOT_SEED) -> list[list[dict]]:
+    """The demonstrations lm-eval's default ``ContextSampler`` gives documents ``0..upto-1`` of a full run.
+
+    One ``Random(seed)`` draws ``k`` documents of the few-shot pool per evaluated document, in order; with no
+    separate pool (the evaluated split is the few-shot split) it draws ``k + 1`` and drops the document itself.
+    """
+    rnd = random.Random(seed)
+    out: list[list[dict]] = []
+    for i in range(upto):
+        if pool is not None:
+            out.append(rnd.sample(pool, k))
+            continue
+        doc = docs[i]
+        res = [x for x in rnd.sample(docs, k + 1) if x != doc][:k]
+        if len(res) < k:
+            res = rnd.sample([x for x in docs if x != doc], k)
+        out.append(res)
+    return out
 
 
 def _demos(task: Task, doc: dict, i: int, docs: list[dict], pool: list[dict] | None, k: int,
