@@ -44,3 +44,17 @@ def toy(data_root: Path) -> Path:
     from _toy import build_toy_model
 
     return build_toy_model(CACHE / "toy-eval-v1", data_root)
+
+
+@pytest.fixture()
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Every registered stage replaced by ``_fake_stages.run`` (runner logic only); returns its call log."""
+    import dataclasses
+
+    from kamado import stage as stage_registry
+
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("FAKE_STAGE_LOG", str(log))
+    fakes = tuple(dataclasses.replace(s, run="_fake_stages:run") for s in stage_registry.STAGES)
+    monkeypatch.setattr(stage_registry, "STAGES", fakes)
+    return log

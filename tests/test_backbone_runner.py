@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +10,6 @@ import pytest
 import yaml
 
 from kamado import runner
-from kamado import stage as stage_registry
 from kamado.config import KamadoError
 from kamado.manifest import read_manifest, verify_outputs
 from kamado.recipe import parse_recipe
@@ -19,14 +17,6 @@ from kamado.stage import STAGE_NAMES as STAGES
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
 
-
-@pytest.fixture()
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    log = tmp_path / "calls.log"
-    monkeypatch.setenv("FAKE_STAGE_LOG", str(log))
-    fakes = tuple(dataclasses.replace(s, run="_fake_stages:run") for s in stage_registry.STAGES)
-    monkeypatch.setattr(stage_registry, "STAGES", fakes)
-    return log
 
 
 def calls(log: Path) -> list[str]:

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from kamado import stage as stage_registry
 from kamado.config import ConfigError
 from kamado.experiment import expand, run_experiment, split_experiment, summarise
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
 
-
-@pytest.fixture()
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    log = tmp_path / "calls.log"
-    monkeypatch.setenv("FAKE_STAGE_LOG", str(log))
-    fakes = tuple(dataclasses.replace(s, run="_fake_stages:run") for s in stage_registry.STAGES)
-    monkeypatch.setattr(stage_registry, "STAGES", fakes)
-    return log
 
 
 def _data(**experiment: object) -> dict:
