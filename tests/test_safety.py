@@ -144,3 +144,82 @@ def test_debug_flag_shows_the_traceback(tmp_path: Path):
     assert r.returncode in (1, 2) and "error:" in msg
     r = kamado("corpus", "inspect", tmp_path / "out", "--debug")
     assert "Traceback" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def toy_copy(tmp_path_factory, toy: Path):
+    import shutil
+
+    def make(name: str) -> Path:
+        d = tmp_path_factory.mktemp("models") / name
+        shutil.copytree(toy, d)
+        return d
+    return make
+
+
+def test_eval_refuses_a_tokenizer_of_another_model(toy_copy, tmp_path: Path, data_root: Path):
+    import sentencepiece as spm
+    from _toy import save_tokenizer
+
+    from kamado.registry import resolve
+
+    m = toy_copy("m500")
+    (tmp_path / "en.txt").write_text(resolve("wikitext2", data_root).read_text(encoding="utf-8")[:200_000])
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "en.txt"), model_prefix=str(tmp_path / "sp"), vocab_size=500,
+                                   model_type="unigram", byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=3,
+                                   minloglevel=2)
+    save_tokenizer(tmp_path / "sp.model", m)
+    r = kamado("eval", m, "--tasks", "perplexity", "--limit", "5", "--out", tmp_path / "ev")
+    assert r.returncode == 2
+    assert "the tokenizer has 500 tokens but the model" in no_traceback(r)
+
+
+def test_model_folder_without_complete_weights_is_refused(toy_copy, tmp_path: Path):
+    m = toy_copy("broken")
+    w = m / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-100])  # truncated
+    r = kamado("eval", m, "--tasks", "perplexity", "--limit", "2", "--out", tmp_path / "ev")
+    assert r.returncode == 2 and "damaged weights: model.safetensors" in no_traceback(r)
+    w.unlink()
+    r = kamado("eval", m, "--tasks", "perplexity", "--limit", "2", "--out", tmp_path / "ev")
+    assert r.returncode == 2 and "model folder without weights" in no_traceback(r)
+
+
+def test_safetensors_checks(tmp_path: Path):
+    import torch
+    from safetensors.torch import save_file
+
+    from kamado.model.integrity import file_digest, safetensors_problem
+
+    f = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(10, 10), "b": torch.ones(3, dtype=torch.bfloat16)}, str(f))
+    assert safetensors_problem(f) is None and len(file_digest(f)) == 64
+    data = f.read_bytes()
+    f.write_bytes(data[:-1])
+    assert "truncated" in safetensors_problem(f)
+    f.write_bytes(data[:5])
+    assert "no header" in safetensors_problem(f)
+    f.write_bytes(data[:8] + b"x" * (len(data) - 8))
+    assert "damaged header" in safetensors_problem(f)
+
+
+def test_a_comma_in_a_model_path_injects_nothing_into_lm_eval(toy_copy, tmp_path: Path):
+    import json
+
+    pytest.importorskip("lm_eval")
+    clean = toy_copy("m,trust_remote_code=True")
+    evil = clean.parent / "m"
+    import shutil
+
+    shutil.copytree(clean, evil)
+    marker = tmp_path / "MARKER"
+    c = json.loads((evil / "config.json").read_text())
+    c["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.Evil", "AutoConfig": "modeling_evil.EvilConfig"}
+    (evil / "config.json").write_text(json.dumps(c))
+    (evil / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                           "from transformers import LlamaConfig as EvilConfig, "
+                                           "LlamaForCausalLM as Evil\n")
+    r = kamado("eval", clean, "--backend", "lm-eval", "--tasks", "arc-easy", "--limit", "2", "--out",
+               tmp_path / "ev", timeout=300)
+    assert not marker.exists(), "remote code ran"
+    assert r.returncode == 0, r.stdout + r.stderr

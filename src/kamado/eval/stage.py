@@ -22,10 +22,21 @@ __all__ = ["MAIN_METRICS", "model_path", "run", "safe_name", "split_model"]
 def split_model(entry: str) -> tuple[str, str]:
     """``LABEL=PATH`` -> (label, path); a run model name or a plain path is its own label."""
     if "=" in entry and not Path(entry).exists():
+        for i, c in enumerate(entry):  # a path may itself hold "=" (and commas): prefer a split naming a folder
+            if c == "=" and i and Path(entry[i + 1:]).expanduser().is_dir():
+                return entry[:i], entry[i + 1:]
         label, _, ref = entry.partition("=")
         if label and ref:
             return label, ref
     return entry, entry
+
+
+def _model_key(path: Path) -> list:
+    """What identifies a model folder's content cheaply (names, sizes and times of its files): a reused
+    result of an earlier attempt must be of the same model."""
+    p = Path(path)
+    return sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in p.iterdir() if f.is_file()) \
+        if p.is_dir() else []
 
 
 def model_path(name: str, ctx: StageContext) -> Path | None:
@@ -95,11 +106,11 @@ def run(cfg: EvalConfig, ctx: StageContext) -> dict[str, Any]:
         part = ctx.out / "models" / safe_name(name) / "results.json"
         if part.is_file():  # a finished model of an interrupted attempt (same fingerprint): reuse it
             prev = json.loads(part.read_text(encoding="utf-8"))
-            if prev.get("tasks") == tasks:
+            if prev.get("tasks") == tasks and prev.get("model") == _model_key(path):
                 results[name] = prev["results"]
                 continue
         results[name] = clean(_evaluate(name, path, tasks, cfg, settings, ctx))
-        write_json_atomic(part, {"tasks": tasks, "results": results[name]})
+        write_json_atomic(part, {"tasks": tasks, "results": results[name], "model": _model_key(path)})
     art = EvalArtifact(ctx.out, results, tasks, [n for n, p in found.items() if p is None],
                        {"limit": cfg.limit, "seed": ctx.seed, "fewshot": cfg.fewshot, "ppl_sources": cfg.ppl_sources,
                         "dtype": cfg.dtype, "batch_size": cfg.batch_size, "backend": cfg.backend,
