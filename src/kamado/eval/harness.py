@@ -13,7 +13,7 @@ from typing import Any
 
 from kamado.config import KamadoError
 from kamado.eval import metrics as M
-from kamado.eval.tasks import TASKS, Example, build_examples
+from kamado.eval.tasks import Example, build_examples, get_task
 
 
 @dataclass
@@ -29,6 +29,7 @@ class EvalSettings:
     ppl_window: int = 512
     max_new_tokens: int = 32
     pack_dir: Path | None = None  # resolves the "pack" perplexity source
+    prompts: str = "kamado"  # prompt set: kamado | leaderboard (lm-eval's japanese_leaderboard tasks)
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -97,8 +98,10 @@ def _mc_metrics(exs: list[Example], scores: list[list[Any]]) -> tuple[dict[str, 
     accs, norms, details = [], [], []
     for ex, sc in zip(exs, scores, strict=True):
         ll = [s.loglik for s in sc]
-        # lm-eval normalises by the choice's length in characters without the target delimiter (" ")
-        lln = [s.loglik / max(1, len(c[1:] if c.startswith(" ") else c)) for s, c in zip(sc, ex.choices, strict=True)]
+        # lm-eval normalises by the choice's length in characters without the target delimiter
+        dl = ex.extra.get("delimiter", " ")
+        lln = [s.loglik / max(1, len(c[len(dl):] if dl and c.startswith(dl) else c))
+               for s, c in zip(sc, ex.choices, strict=True)]
         pred, pred_n = M.argmax(ll), M.argmax(lln)
         accs.append(float(pred == ex.gold))
         norms.append(float(pred_n == ex.gold))
@@ -155,7 +158,8 @@ def _run_examples(model: Any, tokenizer: Any, task: Any, exs: list[Example], s: 
                              stop=task.stop, batch_size=s.batch_size)
             if adv:
                 adv(len(chunk))
-        em = [M.exact_match(g.text, e.gold) for g, e in zip(gens, exs, strict=True)]
+        match = M.exact_match_strict if task.strict_em else M.exact_match
+        em = [match(g.text, e.gold) for g, e in zip(gens, exs, strict=True)]
         f1 = [M.char_f1(g.text, e.gold) for g, e in zip(gens, exs, strict=True)]
         m_em, se_em = M.mean_stderr(em)
         m_f1, se_f1 = M.mean_stderr(f1)
@@ -196,7 +200,7 @@ def evaluate_model(model: Any, tokenizer: Any, tasks: list[str], s: EvalSettings
 
     results: dict[str, dict[str, Any]] = {}
     for name in tasks:
-        task = TASKS[name]
+        task = get_task(name, s.prompts)
         t0 = time.perf_counter()
         if task.kind == "perplexity":
             docs = []
