@@ -63,3 +63,37 @@ def test_summary_mean_and_spread() -> None:
     assert s["a"]["m.bpc_ja"]["mean"] == 3.0 and abs(s["a"]["m.bpc_ja"]["std"] - 2 ** 0.5) < 1e-9
     assert s["b"]["m.bpc_ja"]["std"] is None and abs(s["b"]["m.bpc_ja"]["stderr"] - 0.2) < 1e-12
     assert "m.bpc_ja_stderr" not in s["a"]
+
+
+EXPERIMENTS = sorted((TINY.parent / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_shipped_experiment_recipes_validate_and_expand(path: Path, data_root: Path) -> None:
+    from kamado.recipe import check_inputs, read_recipe_data
+
+    data, exp = split_experiment(read_recipe_data(path), str(path))
+    assert exp is not None and exp.description
+    runs = expand(data, exp, str(path))
+    seeds = exp.seeds or [data.get("seed")]
+    assert set(runs) == set(exp.variants) and len(runs) >= 2
+    for by_seed in runs.values():
+        assert list(by_seed) == seeds
+        for recipe in by_seed.values():
+            check_inputs(recipe, path.parent, data_root)  # every data set and chain file resolves
+
+
+def test_the_four_findings_have_recipes() -> None:
+    assert {p.stem for p in EXPERIMENTS} >= {"scaling", "mixture", "cleaning", "full-vs-lora"}
+
+
+def test_reference_scores_of_answers() -> None:
+    from kamado.eval.instruct import chrf, heldout_chats, rouge_l
+
+    assert chrf("東京は日本の首都です", "東京は日本の首都です") == pytest.approx(100.0)
+    assert chrf("", "東京") == 0.0 and rouge_l("xyz", "東京") == 0.0
+    assert 0 < chrf("日本の首都は東京", "東京は日本の首都です") < 100
+    assert rouge_l("abcd", "a b x d") == pytest.approx(75.0)  # LCS "abd" of 4 and 4 characters, spaces ignored
+    recs = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(10)] + [{"instruction": "x" * 500, "output": "y"}]
+    items = heldout_chats(recs, limit=None, seed=0, heldout=4)
+    assert [ref for _, _, ref in items] == ["a7", "a8", "a9"]  # the last 4 records, the over-long prompt left out

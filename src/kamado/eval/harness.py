@@ -214,6 +214,13 @@ def evaluate_model(model: Any, tokenizer: Any, tasks: list[str], s: EvalSettings
             with _bar(progress, name, len(docs)) as adv:
                 res, details = evaluate_perplexity(model, tokenizer, docs, window=s.ppl_window,
                                                    batch_size=max(1, s.batch_size // 2), progress=adv)
+        elif task.kind == "instruct":  # answers to held-out instructions vs the references
+            from kamado.eval.instruct import evaluate_instruct, instruct_items
+
+            items = instruct_items(task, root, limit=s.limit, seed=s.seed)
+            with _bar(progress, name, len(items)) as adv:
+                res, details = evaluate_instruct(model, tokenizer, items, max_new_tokens=s.max_new_tokens,
+                                                 batch_size=s.batch_size, progress=adv)
         else:
             exs, total = build_examples(task, root, limit=s.limit, seed=s.seed, shots=s.fewshot.get(name))
             with _bar(progress, name, len(exs)) as adv:

@@ -184,5 +184,16 @@ def evaluate_perplexity(model: Any, tokenizer: Any, docs: list[Doc], *, window: 
         metrics[f"tokens{sfx}"] = sum(u[1] for u in rows)
         metrics[f"chars{sfx}"] = sum(x["chars"] for x in details if x["tokens"] and key in ("all", x["lang"]))
         metrics[f"windows{sfx}"] = len(rows)
+    # per source as well when there are several (``bpc@jsquad-valid``, ``bpc@aozora``): two Japanese sets of
+    # different styles would otherwise be one ``bpc_ja``
+    by_src: dict[str, list[tuple[float, float]]] = {}
+    for si, nll, n in windows:
+        d = docs[si]
+        by_src.setdefault(d.source, []).append((nll, d.chars * n / max(1, res[si].ntokens)))
+    if len(by_src) > 1:
+        for src, rows2 in sorted(by_src.items()):
+            m_chr, se_chr = ratio_stderr([u[0] for u in rows2], [u[1] for u in rows2])
+            metrics[f"bpc@{src}"] = m_chr / math.log(2)
+            metrics[f"bpc@{src}_stderr"] = se_chr / math.log(2)
     metrics["n"] = len([x for x in details if x["tokens"]])
     return metrics, details

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from kamado.config import KamadoError
 from kamado.jsonl import read_jsonl
 
-Kind = Literal["mc", "truthfulqa", "regression", "generation", "perplexity"]
+Kind = Literal["mc", "truthfulqa", "regression", "generation", "perplexity", "instruct"]
 
 # lm-eval's TruthfulQA prompt (Lin et al. 2021): six fixed QA pairs
 TRUTHFULQA_PROMPT = (
@@ -235,6 +235,8 @@ _add(Task(
     doc_id=lambda d, i: str(i), target_delimiter=" ",
 ))
 _add(Task("perplexity", "multi", "perplexity"))
+# answers to held-out dolly-ja instructions (its last records) scored by chrF / ROUGE-L: kamado.eval.instruct
+_add(Task("dolly-ja-heldout", "ja", "instruct", "dolly-ja"))
 
 # --- lm-eval 0.4.13 tasks/japanese_leaderboard (prompts: leaderboard) ----------------------------------
 

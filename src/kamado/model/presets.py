@@ -11,6 +11,12 @@ if TYPE_CHECKING:
 
 # Shapes keep matmul dimensions multiples of 64 (AMX tiles on CPU, tensor cores on GPU).
 PRESETS: dict[str, dict[str, Any]] = {
+    # ~0.1M params in the blocks (+0.26M output layer at 4k vocabulary): smallest rung of recipes/experiments/
+    "micro": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=2, max_position_embeddings=512, vocab_size=4000),
+    # ~0.85M params in the blocks: a whole experiment (variants x seeds) on a busy 2-core CPU in minutes
+    "nano": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=512, vocab_size=4000),
     # ~2.4M non-embedding params: trains on a 2-core CPU in minutes (8k vocabulary: +4M embedding params)
     "tiny": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
                  num_key_value_heads=4, max_position_embeddings=1024, vocab_size=8000),

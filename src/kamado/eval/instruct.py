@@ -1,0 +1,138 @@
+"""Held-out instructions: answer with the chat template, score the answer against the reference answer.
+
+Task ``dolly-ja-heldout``: the last :data:`HELDOUT` records of ``dolly-ja``. The tune stage reads
+instruction records from the start of the file (``tune.max_examples``), so a tune with
+``max_examples <= len(file) - HELDOUT`` never trained on them. Records whose prompt is longer than
+:data:`MAX_PROMPT_CHARS` are left out (tiny models have short contexts).
+
+Scores per answer, both in 0..100 and tokenizer-independent (characters, whitespace removed):
+
+- ``chrf``: chrF (Popović 2015) as sacrebleu computes it with ``word_order=0``: character n-gram precision
+  and recall averaged over n = 1..6, combined as F-beta with beta = 2 (recall weighted).
+- ``rouge_l``: F1 of the longest common character subsequence.
+
+Reported as means over the examples with standard errors, plus the mean answer length in characters.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from kamado.eval import metrics as M
+
+HELDOUT = 500
+MAX_PROMPT_CHARS = 200
+CHRF_ORDER = 6
+CHRF_BETA = 2.0
+
+
+def _chars(s: str) -> str:
+    return "".join(s.split())
+
+
+def chrf(hyp: str, ref: str, order: int = CHRF_ORDER, beta: float = CHRF_BETA) -> float:
+    """Sentence chrF (0..100): character n-gram F-beta averaged over n = 1..order, whitespace removed."""
+    h, r = _chars(hyp), _chars(ref)
+    precs, recs = [], []
+    for n in range(1, order + 1):
+        hc = Counter(h[i:i + n] for i in range(len(h) - n + 1))
+        rc = Counter(r[i:i + n] for i in range(len(r) - n + 1))
+        if not rc:  # reference shorter than n: the order does not count (as sacrebleu's effective order)
+            continue
+        hit = sum((hc & rc).values())
+        precs.append(hit / sum(hc.values()) if hc else 0.0)
+        recs.append(hit / sum(rc.values()))
+    if not recs:
+        return 0.0
+    p, rr = sum(precs) / len(precs), sum(recs) / len(recs)
+    if p == 0.0 and rr == 0.0:
+        return 0.0
+    b2 = beta * beta
+    return 100.0 * (1 + b2) * p * rr / (b2 * p + rr)
+
+
+def rouge_l(hyp: str, ref: str) -> float:
+    """ROUGE-L F1 (0..100) over characters, whitespace removed."""
+    h, r = _chars(hyp), _chars(ref)
+    if not h or not r:
+        return 0.0
+    prev = [0] * (len(r) + 1)
+    for a in h:
+        cur = [0]
+        for j, b in enumerate(r):
+            cur.append(prev[j] + 1 if a == b else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    p, rr = lcs / len(h), lcs / len(r)
+    return 100.0 * 2 * p * rr / (p + rr)
+
+
+def heldout_chats(records: list[dict[str, Any]], *, limit: int | None, seed: int,
+                  heldout: int = HELDOUT) -> list[tuple[str, list[dict[str, str]], str]]:
+    """``(id, messages without the answer, reference answer)`` of the held-out records, sampled by seed."""
+    from kamado.tune.templates import record_to_messages
+
+    start = max(0, len(records) - heldout)
+    items = []
+    for i in range(start, len(records)):
+        msgs = record_to_messages(records[i])
+        if msgs is None or msgs[-1]["role"] != "assistant":
+            continue
+        prompt = msgs[:-1]
+        if sum(len(m["content"]) for m in prompt) > MAX_PROMPT_CHARS:
+            continue
+        items.append((str(records[i].get("index", i)), prompt, msgs[-1]["content"]))
+    if limit is not None and limit < len(items):
+        pick = sorted(random.Random(f"{seed}:instruct:subset").sample(range(len(items)), limit))
+        items = [items[j] for j in pick]
+    return items
+
+
+def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """The chat with the assistant header appended: the tokenizer's chat template, else kamado's."""
+    from kamado.tune.templates import render
+
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return render(messages, tokenizer.bos_token or "", tokenizer.eos_token or "", add_generation_prompt=True)
+
+
+def instruct_items(task: Any, root: Any, *, limit: int | None,
+                   seed: int) -> list[tuple[str, list[dict[str, str]], str]]:
+    """The held-out items of an ``instruct`` task (its ``dataset`` from the data root)."""
+    from kamado.jsonl import read_jsonl
+    from kamado.registry import resolve
+
+    return heldout_chats(read_jsonl(resolve(task.dataset, root)), limit=limit, seed=seed)
+
+
+def evaluate_instruct(model: Any, tokenizer: Any, items: list[tuple[str, list[dict[str, str]], str]], *,
+                      max_new_tokens: int, batch_size: int,
+                      progress: Callable[[int], Any] | None = None) -> tuple[dict[str, Any], list[dict]]:
+    """Greedy answers to the held-out instructions, scored against the references (see the module doc)."""
+    from kamado.eval.generate import generate
+
+    prompts = [render_prompt(tokenizer, msgs) for _, msgs, _ in items]
+    gens = []
+    for b0 in range(0, len(prompts), batch_size):
+        chunk = prompts[b0:b0 + batch_size]
+        # the template already starts with BOS; stop where the model opens the next turn
+        gens += generate(model, tokenizer, chunk, max_new_tokens=max_new_tokens, stop=("### 指示",),
+                         batch_size=batch_size, add_special_tokens=False)
+        if progress:
+            progress(len(chunk))
+    cf = [chrf(g.text.strip(), ref) for g, (_, _, ref) in zip(gens, items, strict=True)]
+    rl = [rouge_l(g.text.strip(), ref) for g, (_, _, ref) in zip(gens, items, strict=True)]
+    m_cf, se_cf = M.mean_stderr(cf)
+    m_rl, se_rl = M.mean_stderr(rl)
+    res = {"chrf": m_cf, "chrf_stderr": se_cf, "rouge_l": m_rl, "rouge_l_stderr": se_rl,
+           "answer_chars": sum(len(g.text.strip()) for g in gens) / max(1, len(gens)), "n": len(items)}
+    details = [{"id": i, "prompt": msgs[-1]["content"][-300:], "reference": ref, "pred": g.text.strip(),
+                "chrf": round(a, 3), "rouge_l": round(b, 3)}
+               for (i, msgs, ref), g, a, b in zip(items, gens, cf, rl, strict=True)]
+    return res, details
