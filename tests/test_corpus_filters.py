@@ -128,8 +128,10 @@ def test_default_chains_are_the_packaged_yaml_files() -> None:
     ``default`` chain is the Japanese chain up to language detection (accepting ja and en), then the
     Japanese and the English tails, each step tagged with its language."""
     folder = ROOT / "src" / "kamado" / "resources" / "chains"
-    assert sorted(p.stem for p in folder.glob("*.yaml")) == ["default", "default-en", "default-ja"]
-    for name in ("default-ja", "default-en", "default"):
+    from kamado.corpus.config import DEFAULT_CHAINS
+
+    assert sorted(p.stem for p in folder.glob("*.yaml")) == sorted(DEFAULT_CHAINS)
+    for name in DEFAULT_CHAINS:
         chain, base = load_chain(name)
         assert base is None and chain.name == name
         assert chain.model_dump() == load_chain(folder / f"{name}.yaml")[0].model_dump(), name

@@ -64,11 +64,12 @@ class ChainConfig(StrictModel):
 
     name: str = "custom"
     store_measures: bool = True  # keep each filter's measurements in meta.measures (for re-tuning)
+    gzip_level: int = Field(5, ge=0, le=9)  # of kept/rejected shards; 1 writes ~2.5x faster, files ~20% bigger
     steps: list[dict[str, Any]]
 
 
 # --------------------------------------------------------------------------------- default chains
-DEFAULT_CHAINS = ("default", "default-ja", "default-en")
+DEFAULT_CHAINS = ("default", "default-ja", "default-en", "hojichar-compat")
 
 
 def default_chain(name: str) -> ChainConfig:
@@ -101,7 +102,7 @@ def load_chain(spec: str | Path, base_dir: Path | None = None) -> tuple[ChainCon
     if not p.is_absolute() and base_dir is not None and not p.is_file():
         p = base_dir / p
     if not p.is_file():
-        raise KamadoError(f"{spec}: no such chain file (or use default, default-ja, default-en)")
+        raise KamadoError(f"{spec}: no such chain file (or use one of {', '.join(DEFAULT_CHAINS)})")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:

@@ -143,3 +143,103 @@ def normalize(text: str, nfkc: bool = True, mojibake: bool = True, control: bool
             text = _MANY_NL.sub("\n\n", text)
         text = text.strip()
     return text
+
+
+# ----------------------------------------------------------------------------------- exact NFKC, fast
+_NFKC_EXACT: tuple[re.Pattern[str], re.Pattern[str]] | None = None
+_NFKC_TABLE = "resources/nfkc_unstable.txt"  # the runs' character class, per Unicode version (built once)
+
+
+def _unstable_points() -> list[int]:
+    """Code points that NFKC may change or that may compose with the character before them: not NFKC
+    alone, combining marks, second halves of canonical compositions, Hangul jamo."""
+    second: set[int] = set()
+    for c in range(0x110000):
+        if 0xD800 <= c < 0xE000:
+            continue
+        d = unicodedata.decomposition(chr(c))
+        if d and not d.startswith("<"):
+            parts = d.split()
+            if len(parts) == 2:
+                second.add(int(parts[1], 16))
+    cps = {c for c in range(0x110000) if not 0xD800 <= c < 0xE000
+           and (c in second or unicodedata.combining(chr(c)) or not unicodedata.is_normalized("NFKC", chr(c)))}
+    cps.update(range(0x1100, 0x1200))
+    return sorted(cps)
+
+
+def _ranges(points: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for c in points:
+        if out and out[-1][1] == c - 1:
+            out[-1] = (out[-1][0], c)
+        else:
+            out.append((c, c))
+    return out
+
+
+def nfkc_table_text() -> str:
+    """The packaged table's content for the running Python's Unicode version (see :func:`nfkc`)."""
+    rs = _ranges(_unstable_points())
+    return unicodedata.unidata_version + "\n" + ",".join(f"{a:X}-{b:X}" for a, b in rs) + "\n"
+
+
+def _nfkc_exact() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    global _NFKC_EXACT
+    if _NFKC_EXACT is None:
+        from importlib import resources
+
+        try:
+            text = resources.files("kamado").joinpath(_NFKC_TABLE).read_text(encoding="ascii")
+        except OSError:
+            text = ""
+        if text.split("\n", 1)[0] != unicodedata.unidata_version:
+            text = nfkc_table_text()  # another Unicode version: build it (~0.2 s)
+        rs = [tuple(int(x, 16) for x in r.split("-")) for r in text.split("\n")[1].split(",") if r]
+
+        def cls(parts: list[tuple[int, ...]]) -> str:
+            return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+                           for a, b in parts)
+
+        bmp = [(a, min(b, 0xFFFF)) for a, b in rs if a < 0x10000]
+        # BMP-only classes compile to a bitmap (fast); texts with astral characters use the full class
+        _NFKC_EXACT = (re.compile(f"[{cls(bmp)}]+"), re.compile(f"[{cls(rs)}]+"))
+    return _NFKC_EXACT
+
+
+def _nfkc_runs(pat: re.Pattern[str], text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    norm = unicodedata.normalize
+    memo = _MEMO_EXACT
+    for m in pat.finditer(text):
+        s, e = m.span()
+        if s > pos:
+            s -= 1  # the stable character before the run (it may compose with the run's first character)
+        out.append(text[pos:s])
+        run = text[s:e]
+        rep = memo.get(run)
+        if rep is None:
+            rep = norm("NFKC", run)
+            if len(run) <= 5 and len(memo) < 100_000:
+                memo[run] = rep
+        out.append(rep)
+        pos = e
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
+_MEMO_EXACT: dict[str, str] = {}
+
+
+def nfkc(text: str) -> str:
+    """Exactly ``unicodedata.normalize("NFKC", text)`` (HojiChar's DocumentNormalizer), ~9x faster on
+    Japanese web text: only the runs of characters that can change are normalized, each with the stable
+    character before it (NFKC never acts across a stable, non-composing starter)."""
+    if text.isascii() or unicodedata.is_normalized("NFKC", text):
+        return text
+    bmp, full = _nfkc_exact()
+    astral = len(text.encode("utf-16-le", "surrogatepass")) > 2 * len(text)
+    return _nfkc_runs(full if astral else bmp, text)

@@ -52,7 +52,7 @@ def step_class(type_name: str) -> type[Step]:
     """The step class registered under ``type_name`` (built-in steps, then the model-based ones)."""
     import importlib
 
-    from kamado.corpus import clean, filters  # noqa: F401  (register the built-in steps)
+    from kamado.corpus import clean, filters, rules  # noqa: F401  (register the built-in steps)
 
     if type_name not in REGISTRY:  # steps defined by the model-based modules register on import
         for mod in ("kamado.corpus.quality", "kamado.corpus.perplexity"):
@@ -292,8 +292,9 @@ def clean_shard_task(task: dict) -> dict:
     cpu_start = time.process_time()
     pipe = _pipeline_for(task)
     prefix = f"part-{idx:05d}"
-    kept = ShardWriter(out / "kept", prefix, task.get("shard_bytes", 256 << 20))
-    rej = ShardWriter(out / "rejected", prefix, task.get("shard_bytes", 256 << 20))
+    level = pipe.chain.gzip_level
+    kept = ShardWriter(out / "kept", prefix, task.get("shard_bytes", 256 << 20), compresslevel=level)
+    rej = ShardWriter(out / "rejected", prefix, task.get("shard_bytes", 256 << 20), compresslevel=level)
     work = out / ".work"
     err_tmp = work / f".errors-{idx:05d}.jsonl.tmp"
     n_in = n_kept = n_rej = n_err = 0
