@@ -223,3 +223,35 @@ def test_a_comma_in_a_model_path_injects_nothing_into_lm_eval(toy_copy, tmp_path
                tmp_path / "ev", timeout=300)
     assert not marker.exists(), "remote code ran"
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncate", "json", "flip", "missing"])
+def test_damaged_newest_checkpoint_falls_back_with_a_warning(tmp_path: Path, damage: str, capfd):
+    import torch
+
+    from kamado.train import checkpoint as ckpt
+
+    def save(step: int) -> Path:
+        osd = {"state": {0: {"exp_avg": torch.ones(4, 4) * step}}, "param_groups": [{"lr": 0.1, "params": [0]}]}
+        return ckpt.save(tmp_path, step, {"w": torch.full((64, 64), float(step))}, osd, {"rng": []}, keep_last=3)
+
+    save(1)
+    newest = save(2)
+    w = newest / "model.safetensors"
+    if damage == "truncate":
+        w.write_bytes(w.read_bytes()[:-10])
+    elif damage == "json":
+        (newest / "state.json").write_text("{broken")
+    elif damage == "flip":  # same size, sound header: only the digest recorded at save time sees it
+        b = bytearray(w.read_bytes())
+        b[-5] ^= 0xFF
+        w.write_bytes(bytes(b))
+    else:
+        w.unlink()
+    got = ckpt.latest(tmp_path)
+    assert got is not None and got.name == "step_00000001"
+    if damage != "missing":  # a step folder without weights is not a complete checkpoint at all
+        cap = capfd.readouterr()
+        out = " ".join((cap.out + cap.err).split())
+        assert "step_00000002 is damaged" in out and "falling back to step_00000001" in out
+    assert ckpt.load(got)[0]["w"][0, 0].item() == 1.0

@@ -35,9 +35,43 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def verify(path: Path, *, deep: bool = True) -> str | None:
+    """Why checkpoint ``path`` cannot be resumed from (``None`` when it is intact): state.json must parse, each
+    safetensors file must have a sound header and exactly the size it lists, and (``deep``) the size and streamed
+    SHA-256 recorded at save time."""
+    from kamado.model.integrity import file_digest, safetensors_problem
+
+    path = Path(path)
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"state.json unreadable ({e.__class__.__name__}: {e})"
+    for name in ("model.safetensors", "optim.safetensors"):
+        why = safetensors_problem(path / name)
+        if why:
+            return why
+    for name, rec in (state.get("files") or {}).items():
+        f = path / name
+        if f.stat().st_size != rec.get("bytes"):
+            return f"{name}: {f.stat().st_size} bytes, {rec.get('bytes')} when saved"
+        if deep and rec.get("sha256") and file_digest(f) != rec["sha256"]:
+            return f"{name}: content differs from its digest at save time"
+    return None
+
+
 def latest(root: Path) -> Path | None:
+    """The newest checkpoint that passes :func:`verify`; a damaged newer one is named in a warning and skipped."""
+    from kamado.ui import console
+
     cks = list_checkpoints(root)
-    return cks[-1][1] if cks else None
+    for i in range(len(cks) - 1, -1, -1):
+        why = verify(cks[i][1])
+        if why is None:
+            return cks[i][1]
+        nxt = f"falling back to {cks[i - 1][1].name}" if i else "no earlier checkpoint: starting from scratch"
+        console.print(f"[yellow]warning:[/] checkpoint {cks[i][1]} is damaged ({why}); {nxt}", highlight=False,
+                      soft_wrap=True)
+    return None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -101,7 +135,11 @@ def save(root: Path, step: int, model_sd: dict[str, Any], optim_sd: dict[str, An
               metadata={"format": "pt", "step": str(step)})
     otensors, oskel = flatten_optim(optim_sd)
     save_file(otensors, str(tmp / "optim.safetensors"), metadata={"format": "pt"})
-    state = dict(state, step=step, optimizer=oskel)
+    from kamado.model.integrity import file_digest
+
+    files = {n: {"bytes": (tmp / n).stat().st_size, "sha256": file_digest(tmp / n)}
+             for n in ("model.safetensors", "optim.safetensors")}  # checked by verify() before a resume
+    state = dict(state, step=step, optimizer=oskel, files=files)
     with (tmp / "state.json").open("w") as f:
         json.dump(state, f)
         f.flush()
@@ -141,6 +179,7 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
 
     path = Path(path)
     state = json.loads((path / "state.json").read_text())
+    state.pop("files", None)
     model_sd = load_file(str(path / "model.safetensors"))
     optim_sd = unflatten_optim(load_file(str(path / "optim.safetensors")), state.pop("optimizer"))
     return model_sd, optim_sd, state
