@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -158,11 +159,15 @@ def _cell(c: dict[str, Any] | None) -> str:
     return s
 
 
-def markdown(title: str, summary: dict[str, Any], seeds: list[int], walls: dict[str, float]) -> str:
+def markdown(title: str, summary: dict[str, Any], seeds: list[int], walls: dict[str, float],
+             total_wall: float | None = None) -> str:
     """One Markdown table: variants as rows, metrics as columns (mean ± std over seeds)."""
     metrics = sorted({m for row in summary.values() for m in row})
+    wall = ("" if total_wall is None else
+            f" Wall time {total_wall:.0f} s in all; a variant's `wall s` counts the stages it ran itself "
+            "(a stage shared between variants is counted once, where it first ran; reused stages count 0).")
     lines = [f"# {title}", "", f"Seeds: {', '.join(map(str, seeds))}. Cells: mean ± sample std over seeds "
-             "(one seed: mean and its standard error over scoring windows).", "",
+             "(one seed: mean and its standard error over scoring windows)." + wall, "",
              "| variant | " + " | ".join(metrics) + " | wall s |",
              "|---|" + "---|" * (len(metrics) + 1)]
     for variant, row in summary.items():
@@ -178,6 +183,7 @@ def run_experiment(data: dict[str, Any], exp: ExperimentConfig, out: Path, *, so
     from kamado.runner import run_recipe, summary_table
     from kamado.ui import console
 
+    t_start = time.perf_counter()
     runs = expand(data, exp, source)
     seeds = exp.seeds or [next(iter(next(iter(runs.values())).values())).seed]
     out.mkdir(parents=True, exist_ok=True)
@@ -196,12 +202,13 @@ def run_experiment(data: dict[str, Any], exp: ExperimentConfig, out: Path, *, so
             per_run.setdefault(variant, {})[seed] = run_metrics(rdir, exp.models)
             dirs.append(rdir)
     summary = summarise(per_run, exp.metrics)
+    total_wall = time.perf_counter() - t_start
     title = f"experiment {data.get('name', out.name)}"
     doc = {"name": data.get("name"), "description": exp.description, "seeds": seeds,
            "variants": {k: v for k, v in exp.variants.items()}, "seed_from": exp.seed_from,
-           "wall_s": walls, "summary": summary, "runs": {v: {str(s): m for s, m in r.items()} for v, r in per_run.items()}}
+           "wall_s": walls, "total_wall_s": round(total_wall, 1), "summary": summary, "runs": {v: {str(s): m for s, m in r.items()} for v, r in per_run.items()}}
     write_json_atomic(out / "experiment.json", doc)
-    md = markdown(title, summary, seeds, walls)
+    md = markdown(title, summary, seeds, walls, total_wall)
     if exp.description:
         md = md.replace("\n\n", f"\n\n{exp.description.strip()}\n\n", 1)
     (out / "experiment.md").write_text(md, encoding="utf-8")
