@@ -59,6 +59,9 @@ def evaluate(
     backend: Annotated[str | None, typer.Option(help="native (kamado's scorer) or lm-eval (lm-evaluation-harness on "
                                                 "the same prompts; arc-easy, arc-challenge, hellaswag, "
                                                 "jcommonsenseqa).")] = None,
+    prompts: Annotated[str | None, typer.Option("--prompts", help="kamado (kamado's Japanese prompts) or "
+                                                "leaderboard (lm-eval's japanese_leaderboard prompts for "
+                                                "jcommonsenseqa, jnli, jsquad).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other eval setting: KEY=VALUE "
                                                    "(e.g. ppl_window=1024).")] = None,
     data_root: DataRoot = None,
@@ -74,6 +77,7 @@ def evaluate(
       kamado eval runs/tiny/tune/full/hf runs/tiny/tune/lora/hf --tasks jglue --limit 100
       kamado eval MODEL --tasks perplexity --ppl-source wikitext2 --ppl-source runs/tiny/data
       kamado eval MODEL --tasks arc-easy,jcommonsenseqa --backend lm-eval --limit 100
+      kamado eval MODEL --tasks jcommonsenseqa,jnli,jsquad --prompts leaderboard
     """
     import tempfile
     import time
@@ -107,7 +111,7 @@ def evaluate(
                                                                                                         strict=True)]
     given = {"tasks": tasks.split(",") if tasks else None, "fewshot": _parse_fewshot(fewshot) or None,
              "batch_size": batch_size, "ppl_sources": sources, "ppl_max_tokens": ppl_max_tokens, "dtype": dtype,
-             "threads": threads, "backend": backend}
+             "threads": threads, "backend": backend, "prompts": prompts}
     data |= {k: v for k, v in given.items() if v is not None} | {"models": entries}
     if limit is not None:
         data["limit"] = limit or None  # 0: every example

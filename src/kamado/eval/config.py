@@ -35,6 +35,9 @@ class EvalConfig(StrictModel):
     # native: kamado's scorer; lm-eval: lm-evaluation-harness on the same prompts (arc-easy, arc-challenge,
     # hellaswag, jcommonsenseqa)
     backend: Literal["native", "lm-eval"] = "native"
+    # kamado: kamado's Japanese prompts; leaderboard: JCommonsenseQA, JNLI, JSQuAD exactly as lm-eval's
+    # japanese_leaderboard tasks (Alpaca-style prompt, 3/3/2 shots, its sampler); English tasks are lm-eval's in both
+    prompts: Literal["kamado", "leaderboard"] = "kamado"
 
     @field_validator("tasks")
     @classmethod

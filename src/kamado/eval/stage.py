@@ -70,7 +70,7 @@ def _evaluate(name: str, path: Path, tasks: list[str], cfg: EvalConfig, settings
         return run_lm_eval(path, tasks, root=ctx.data_root, limit=cfg.limit, fewshot=dict(cfg.fewshot),
                            batch_size=cfg.batch_size,
                            work_dir=ctx.cache_dir or Path(os.environ.get("HF_HOME", ".cache")) / "kamado-lm-eval",
-                           dtype=resolve_dtype(cfg.dtype))
+                           dtype=resolve_dtype(cfg.dtype), prompts=cfg.prompts)
     model, tok = load_model(path, dtype=cfg.dtype, tokenizer_dir=ctx.inputs.get("tokenizer"))
 
     def bar(task: str, total: int) -> Any:
@@ -95,7 +95,8 @@ def run(cfg: EvalConfig, ctx: StageContext) -> dict[str, Any]:
         pack_dir = ctx.artifact("data").path
     settings = EvalSettings(limit=cfg.limit, batch_size=cfg.batch_size, seed=ctx.seed, fewshot=dict(cfg.fewshot),
                             ppl_sources=list(cfg.ppl_sources), ppl_max_tokens=cfg.ppl_max_tokens,
-                            ppl_window=cfg.ppl_window, max_new_tokens=cfg.max_new_tokens, pack_dir=pack_dir)
+                            ppl_window=cfg.ppl_window, max_new_tokens=cfg.max_new_tokens, pack_dir=pack_dir,
+                            prompts=cfg.prompts)
     found = {split_model(n)[0]: model_path(n, ctx) for n in cfg.models}
     todo = {n: p for n, p in found.items() if p is not None}
     if not todo:
@@ -114,6 +115,7 @@ def run(cfg: EvalConfig, ctx: StageContext) -> dict[str, Any]:
     art = EvalArtifact(ctx.out, results, tasks, [n for n, p in found.items() if p is None],
                        {"limit": cfg.limit, "seed": ctx.seed, "fewshot": cfg.fewshot, "ppl_sources": cfg.ppl_sources,
                         "dtype": cfg.dtype, "batch_size": cfg.batch_size, "backend": cfg.backend,
+                        "prompts": cfg.prompts,
                         "models": {n: str(p) for n, p in todo.items()}})
     art.write()
     return art.to_counts()
