@@ -97,3 +97,24 @@ def test_reference_scores_of_answers() -> None:
     recs = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(10)] + [{"instruction": "x" * 500, "output": "y"}]
     items = heldout_chats(recs, limit=None, seed=0, heldout=4)
     assert [ref for _, _, ref in items] == ["a7", "a8", "a9"]  # the last 4 records, the over-long prompt left out
+
+
+def test_run_metrics_reads_eval_tune_and_pretrain(tmp_path: Path) -> None:
+    from kamado.eval.artifacts import EvalArtifact
+    from kamado.experiment import run_metrics
+    from kamado.manifest import write_json_atomic
+
+    run = tmp_path / "run"
+    for stage, counts in (("pretrain", {"val_loss": 5.5, "final_loss": 5.0}), ("tune", {"lora_val_loss_after": 3.2}),
+                          ("eval", {})):
+        (run / stage).mkdir(parents=True)
+        write_json_atomic(run / stage / "manifest.json", {"stage": stage, "status": "complete", "counts": counts,
+                                                                  "timings": {"wall_s": 1.0}})
+    EvalArtifact(run / "eval", {"pretrain": {"perplexity": {"bpc_ja": 4.5, "bpc_ja_stderr": 0.1, "bpc@aozora": 4.8}},
+                                "tune/lora": {"dolly-ja-heldout": {"chrf": 12.5}}}).write()
+    m = run_metrics(run)
+    assert m["pretrain.val_loss"] == 5.5 and m["tune.lora_val_loss_after"] == 3.2
+    assert m["pretrain.perplexity.bpc_ja"] == 4.5 and m["pretrain.perplexity.bpc@aozora"] == 4.8
+    assert m["tune/lora.dolly-ja-heldout.chrf"] == 12.5
+    assert set(run_metrics(run, ["tune/lora"])) == {"pretrain.val_loss", "pretrain.final_loss", "tune.lora_val_loss_after",
+                                                    "tune/lora.dolly-ja-heldout.chrf"}

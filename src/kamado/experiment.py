@@ -119,7 +119,7 @@ def run_metrics(run_dir: Path, models: list[str] | None = None) -> dict[str, flo
         from kamado.eval.artifacts import EvalArtifact
 
         art = EvalArtifact.open(run_dir / "eval")
-        for model, tasks in art.results.items():
+        for model, tasks in art.models.items():
             if models and model not in models:
                 continue
             for task, mets in (tasks or {}).items():
@@ -163,9 +163,10 @@ def markdown(title: str, summary: dict[str, Any], seeds: list[int], walls: dict[
              total_wall: float | None = None) -> str:
     """One Markdown table: variants as rows, metrics as columns (mean ± std over seeds)."""
     metrics = sorted({m for row in summary.values() for m in row})
-    wall = ("" if total_wall is None else
-            f" Wall time {total_wall:.0f} s in all; a variant's `wall s` counts the stages it ran itself "
-            "(a stage shared between variants is counted once, where it first ran; reused stages count 0).")
+    wall = f" Stage time {sum(walls.values()):.0f} s in all (from the stage manifests; `wall s` of a variant " \
+           "counts each stage once, in the first variant that uses it: shared stages go to the first)."
+    if total_wall is not None:
+        wall += f" This invocation took {total_wall:.0f} s."
     lines = [f"# {title}", "", f"Seeds: {', '.join(map(str, seeds))}. Cells: mean ± sample std over seeds "
              "(one seed: mean and its standard error over scoring windows)." + wall, "",
              "| variant | " + " | ".join(metrics) + " | wall s |",
@@ -190,6 +191,7 @@ def run_experiment(data: dict[str, Any], exp: ExperimentConfig, out: Path, *, so
     store = out / ".stages"
     per_run: dict[str, dict[int, dict[str, float]]] = {}
     walls: dict[str, float] = {}
+    counted: set[Path] = set()
     dirs: list[Path] = []
     for variant, by_seed in runs.items():
         for seed, recipe in by_seed.items():
@@ -198,7 +200,15 @@ def run_experiment(data: dict[str, Any], exp: ExperimentConfig, out: Path, *, so
             outcomes = run_recipe(recipe, rdir, recipe_dir=recipe_dir, data_root=data_root, until=until,
                                   force=force, seeds=stage_seeds(recipe, seed, exp.seed_from), store=store)
             console.print(summary_table(outcomes))
-            walls[variant] = walls.get(variant, 0.0) + sum(o.seconds for o in outcomes)
+            # stage seconds from the manifests (also for stages reused from an earlier invocation), each
+            # stage folder counted once: in the first variant that uses it
+            walls.setdefault(variant, 0.0)
+            for o in outcomes:
+                sd = (rdir / o.stage).resolve()
+                if sd not in counted:
+                    counted.add(sd)
+                    wall_s = ((read_manifest(rdir / o.stage) or {}).get("timings") or {}).get("wall_s")
+                    walls[variant] += float(wall_s) if isinstance(wall_s, int | float) else o.seconds
             per_run.setdefault(variant, {})[seed] = run_metrics(rdir, exp.models)
             dirs.append(rdir)
     summary = summarise(per_run, exp.metrics)
@@ -206,7 +216,7 @@ def run_experiment(data: dict[str, Any], exp: ExperimentConfig, out: Path, *, so
     title = f"experiment {data.get('name', out.name)}"
     doc = {"name": data.get("name"), "description": exp.description, "seeds": seeds,
            "variants": {k: v for k, v in exp.variants.items()}, "seed_from": exp.seed_from,
-           "wall_s": walls, "total_wall_s": round(total_wall, 1), "summary": summary, "runs": {v: {str(s): m for s, m in r.items()} for v, r in per_run.items()}}
+           "wall_s": walls, "stage_s": round(sum(walls.values()), 1), "invocation_s": round(total_wall, 1), "summary": summary, "runs": {v: {str(s): m for s, m in r.items()} for v, r in per_run.items()}}
     write_json_atomic(out / "experiment.json", doc)
     md = markdown(title, summary, seeds, walls, total_wall)
     if exp.description:
