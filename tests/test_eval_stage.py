@@ -79,10 +79,16 @@ def test_stage_evaluates_every_model_of_the_run(toy, data_root, tmp_path):
     assert "tune/full.perplexity.char_ppl_ja" in counts
     # a rerun of an interrupted attempt reuses finished models
     (out / "results.json").unlink()
-    (out / "models" / "pretrain" / "results.json").write_text(json.dumps(
-        {"tasks": ["perplexity", "jcommonsenseqa", "jsts"], "results": {"marker": {"n": 1}}}))
+    part = out / "models" / "pretrain" / "results.json"
+    prev = json.loads(part.read_text())
+    part.write_text(json.dumps(prev | {"results": {"marker": {"n": 1}}}))
     run_stage(cfg, ctx)
     assert json.loads((out / "results.json").read_text())["models"]["pretrain"] == {"marker": {"n": 1}}
+    # ... but not when the model's files changed since
+    (out / "results.json").unlink()
+    part.write_text(json.dumps(prev | {"results": {"marker": {"n": 1}}, "model": "another model"}))
+    run_stage(cfg, ctx)
+    assert "marker" not in json.loads((out / "results.json").read_text())["models"]["pretrain"]
 
 
 def test_stage_without_models_and_bad_config(tmp_path):
