@@ -49,7 +49,15 @@ from typing import Any
 import numpy as np
 
 from kamado.config import KamadoError
-from kamado.corpus.io import ReadError, ShardWriter, dumps, list_inputs, read_shard, shard_format
+from kamado.corpus.io import (
+    ReadError,
+    ShardWriter,
+    dumps,
+    keep_freed_memory,
+    list_inputs,
+    read_shard,
+    shard_format,
+)
 from kamado.corpus.minhash import LshSpec, band_hashes, lsh_params, min_labels, normalize, signatures
 from kamado.executor import Executor
 
@@ -72,7 +80,7 @@ class DedupSettings:
     scheme: str = "oph"  # "oph" (one-permutation, fast) or "classic" (num_perm hash functions)
     verify: bool = True  # check LSH candidates on the signatures
     lsh_margin: float = 0.2  # bands/rows are tuned for threshold - margin (recall), verification keeps precision
-    batch_chars: int = 2_000_000  # characters hashed per vectorized batch
+    batch_chars: int = 1 << 18  # characters hashed per vectorized batch (small enough for the arrays to stay in cache)
     max_bytes: int = 256 * 1024 * 1024  # output shard size
     format: str = "jsonl.gz"  # output shards: jsonl.gz, jsonl.zst or parquet
     level: int | None = None  # compression level (None: the format's throughput default, gzip 1 / zstd 3)
@@ -110,6 +118,7 @@ def sketch_shard(idx: int, path: str, work: str, settings: dict) -> dict:
     ``sNNNNN.ids.jsonl``, ``.docs.jsonl`` (each document as the JSON line phase 3 writes), ``.exact.npy``
     (uint64[n, 2]), ``.has.npy``, ``.sig.u32`` (raw uint32[n, num_perm]) and one ``.bandBBB.u64`` file per
     LSH band (raw uint64[n])."""
+    keep_freed_memory()
     s = DedupSettings(**settings)
     spec = s.lsh()
     base = Path(work) / f"s{idx:05d}"
