@@ -23,6 +23,12 @@ def dedup(
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check LSH candidates on the signatures.")] = True,
     scheme: Annotated[str, typer.Option(help="oph (one-permutation, fast) or classic (num_perm hash functions).")] = "oph",
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Join this Ray cluster (else a local one).")] = None,
+    format: Annotated[str, typer.Option("--format", help="Output shards: jsonl.gz (readable anywhere), jsonl.zst or "
+                                        "parquet.")] = "jsonl.gz",
+    level: Annotated[int | None, typer.Option("--level", help="Compression level (default: chosen for throughput, "
+                                              "gzip 1 / zstd 3).")] = None,
+    rejected: Annotated[str, typer.Option("--rejected", help="rejected/ holds: full (each document with rejected_by, "
+                                          "reason, duplicate_of) or ids (id, source and the reason only).")] = "full",
     overwrite: Annotated[bool, typer.Option(help="Replace an output folder that is not an earlier dedup result "
                                             "(never one that holds an input: that is refused).")] = False,
 ) -> None:
@@ -30,11 +36,13 @@ def dedup(
 
     Writes OUT/kept/*.jsonl.gz, OUT/rejected/*.jsonl.gz (each with rejected_by, reason and
     duplicate_of), OUT/errors.jsonl and OUT/stats.json (input = kept + rejected + errors). The result
-    is the same for every executor and worker count.
+    is the same for every executor and worker count. --format jsonl.zst or parquet writes those instead;
+    --rejected ids keeps only the ids and reasons of rejected documents.
 
     Examples:
       kamado corpus dedup runs/tiny/corpus/ja_web/kept --out dedup/ja_web
       kamado corpus dedup shards/ --out dedup --executor ray --workers 8 --threshold 0.7
+      kamado corpus dedup crawl/ --out dedup --format jsonl.zst --rejected ids
     """
     import shutil
 
@@ -49,6 +57,11 @@ def dedup(
         raise KamadoError(f"--scheme must be oph or classic, not {scheme!r}")
     if not 0.0 < threshold <= 1.0:
         raise KamadoError(f"--threshold must be in (0, 1], got {threshold}")
+    if rejected not in ("full", "ids"):
+        raise KamadoError(f"--rejected must be full or ids, not {rejected!r}")
+    from kamado.corpus.io import shard_format
+
+    format = shard_format(format)
     refuse_overlap(inputs, out, "corpus dedup")
     if out.is_dir() and any(out.iterdir()) and not overwrite and not _is_dedup_output(out):
         raise KamadoError(f"corpus dedup: --out {out} is not empty and holds no earlier dedup result; nothing was "
@@ -60,7 +73,7 @@ def dedup(
         shutil.rmtree(attempt)
     st = run_dedup(inputs, attempt, executor=executor, workers=workers, ray_address=ray_address,
                    threshold=threshold, num_perm=num_perm, bands=bands, rows=rows, ngram=ngram, exact=exact,
-                   near=near, verify=verify, scheme=scheme)
+                   near=near, verify=verify, scheme=scheme, format=format, level=level, rejected=rejected)
     swap_in(attempt, out)
     mh = st["steps"][1]
     rows_ = [["input", st["input"]], ["kept", st["kept"]], ["exact duplicates", st["exact_duplicates"]],

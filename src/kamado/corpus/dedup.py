@@ -13,7 +13,10 @@ Three phases, each deterministic:
    LSH bucket is linked to the bucket's first document, candidate links are verified on the
    signatures (estimated Jaccard ≥ ``threshold − 2σ``, σ = √(t(1−t)/num_perm)), and connected
    components are found with a vectorized union-find.
-3. **write** (parallel, one task per shard): re-read the shard and write ``kept/`` and ``rejected/``.
+3. **write** (parallel, one task per shard): stream the shard's documents, already serialized in phase 1
+   (``sNNNNN.docs.jsonl``: one canonical JSON line per document, so nothing is parsed or encoded twice),
+   into ``kept/`` and ``rejected/``; compression happens in the task (see :class:`kamado.corpus.io.ShardWriter`:
+   ``jsonl.gz`` at gzip level 1 by default, ``jsonl.zst`` or ``parquet`` by ``format``).
 
 **Keep rule**: in every cluster the document that comes first in input order (shard, then line) is
 kept; every other member is rejected with ``rejected_by`` (``exact_dedup`` or ``minhash_dedup``),
@@ -39,14 +42,22 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kamado.config import KamadoError
-from kamado.corpus.io import Document, ReadError, ShardWriter, list_inputs, read_shard
+from kamado.corpus.io import (
+    ReadError,
+    ShardWriter,
+    dumps,
+    keep_freed_memory,
+    list_inputs,
+    read_shard,
+    shard_format,
+)
 from kamado.corpus.minhash import LshSpec, band_hashes, lsh_params, min_labels, normalize, signatures
 from kamado.executor import Executor
 
@@ -69,8 +80,11 @@ class DedupSettings:
     scheme: str = "oph"  # "oph" (one-permutation, fast) or "classic" (num_perm hash functions)
     verify: bool = True  # check LSH candidates on the signatures
     lsh_margin: float = 0.2  # bands/rows are tuned for threshold - margin (recall), verification keeps precision
-    batch_chars: int = 2_000_000  # characters hashed per vectorized batch
+    batch_chars: int = 1 << 18  # characters hashed per vectorized batch (small enough for the arrays to stay in cache)
     max_bytes: int = 256 * 1024 * 1024  # output shard size
+    format: str = "jsonl.gz"  # output shards: jsonl.gz, jsonl.zst or parquet
+    level: int | None = None  # compression level (None: the format's throughput default, gzip 1 / zstd 3)
+    rejected: str = "full"  # rejected/ records: "full" (the document + why) or "ids" (id, source + why)
 
     def lsh(self) -> LshSpec:
         """The resolved MinHash/LSH spec (bands and rows filled in)."""
@@ -101,8 +115,10 @@ def _exact_hashes(texts: list[str]) -> np.ndarray:
 
 def sketch_shard(idx: int, path: str, work: str, settings: dict) -> dict:
     """Phase 1 for one shard, streamed batch by batch to files under ``work`` (memory stays flat):
-    ``sNNNNN.ids.jsonl``, ``.exact.npy`` (uint64[n, 2]), ``.has.npy``, ``.sig.u32`` (raw
-    uint32[n, num_perm]) and one ``.bandBBB.u64`` file per LSH band (raw uint64[n])."""
+    ``sNNNNN.ids.jsonl``, ``.docs.jsonl`` (each document as the JSON line phase 3 writes), ``.exact.npy``
+    (uint64[n, 2]), ``.has.npy``, ``.sig.u32`` (raw uint32[n, num_perm]) and one ``.bandBBB.u64`` file per
+    LSH band (raw uint64[n])."""
+    keep_freed_memory()
     s = DedupSettings(**settings)
     spec = s.lsh()
     base = Path(work) / f"s{idx:05d}"
@@ -112,6 +128,7 @@ def sketch_shard(idx: int, path: str, work: str, settings: dict) -> dict:
     batch: list[str] = []
     chars = nbytes = n = 0
     ids_f = open(f"{base}.ids.jsonl", "w", encoding="utf-8")
+    docs_f = open(f"{base}.docs.jsonl", "wb")
     sig_f = open(f"{base}.sig.u32", "wb") if s.near else None
     band_f = [open(f"{base}.band{j:03d}.u64", "wb") for j in range(spec.bands)] if s.near else []
 
@@ -136,6 +153,7 @@ def sketch_shard(idx: int, path: str, work: str, settings: dict) -> dict:
                 errors.append(rec.to_json())
                 continue
             ids_f.write(json.dumps(rec.id, ensure_ascii=False) + "\n")
+            docs_f.write(dumps(rec.to_json()).encode("utf-8") + b"\n")
             n += 1
             nbytes += len(rec.text.encode("utf-8"))
             t = normalize(rec.text)
@@ -145,7 +163,7 @@ def sketch_shard(idx: int, path: str, work: str, settings: dict) -> dict:
                 flush()
         flush()
     finally:
-        for f in [ids_f, *([sig_f] if sig_f else []), *band_f]:
+        for f in [ids_f, docs_f, *([sig_f] if sig_f else []), *band_f]:
             f.close()
     np.save(f"{base}.exact.npy", np.concatenate(exact_parts) if exact_parts else np.zeros((0, 2), np.uint64))
     np.save(f"{base}.has.npy", np.concatenate(has_parts) if has_parts else np.zeros(0, bool))
@@ -284,36 +302,45 @@ def dedup_texts(texts: list[str], **kw: Any) -> dict[str, Any]:
 # phase 3: write one shard
 
 
-def write_shard(idx: int, path: str, work: str, out: str, max_bytes: int) -> dict:
-    """Re-read shard ``idx`` and write its kept and rejected documents (prefix ``NNNNN-stem``)."""
+def write_shard(idx: int, work: str, out: str, max_bytes: int, format: str = "jsonl.gz",
+                level: int | None = None, rejected: str = "full") -> dict:
+    """Write shard ``idx``'s kept and rejected documents (prefix ``part-NNNNN``) from its phase-1 spill.
+
+    Kept lines are copied as they were serialized; a rejected line gets ``rejected_by``, ``reason`` and
+    ``duplicate_of`` appended (the same record as ``{**doc, ...}``), or with ``rejected="ids"`` only
+    ``id``, ``source`` and those three fields."""
     dec = np.load(Path(work) / f"d{idx:05d}.npy")
     with open(Path(work) / f"d{idx:05d}.dup.json", encoding="utf-8") as f:
         dup = json.load(f)
     prefix = f"part-{idx:05d}"
-    kept = ShardWriter(Path(out) / "kept", prefix, max_bytes)
-    rej = ShardWriter(Path(out) / "rejected", prefix, max_bytes)
+    kept = ShardWriter(Path(out) / "kept", prefix, max_bytes, compresslevel=level, format=format)
+    rej = ShardWriter(Path(out) / "rejected", prefix, max_bytes, compresslevel=level, format=format)
+    codes = dec.tolist()
     i = 0
     counts = {"kept": 0, "rejected": 0}
+    full = rejected == "full"
     try:
-        for rec in read_shard(Path(path)):
-            if not isinstance(rec, Document):
-                continue
-            code = int(dec[i])
-            if code == KEEP:
-                kept.write(rec.to_json())
-                counts["kept"] += 1
-            else:
-                other = dup[str(i)]
-                row = rec.to_json()
-                row["rejected_by"] = STEP_NAMES[code]
-                row["reason"] = (f"exact copy of {other}" if code == EXACT
-                                 else f"near duplicate of {other} (MinHash LSH)")
-                row["duplicate_of"] = other
-                rej.write(row)
-                counts["rejected"] += 1
-            i += 1
-        if i != len(dec):
-            raise RuntimeError(f"{path}: read {i} documents, sketched {len(dec)}; did the file change?")
+        with open(Path(work) / f"s{idx:05d}.docs.jsonl", "rb") as f:
+            for line in f:
+                code = codes[i] if i < len(codes) else KEEP
+                line = line[:-1]
+                if code == KEEP:
+                    kept.write_bytes(line)
+                    counts["kept"] += 1
+                else:
+                    other = dup[str(i)]
+                    reason = (f"exact copy of {other}" if code == EXACT
+                              else f"near duplicate of {other} (MinHash LSH)")
+                    why = {"rejected_by": STEP_NAMES[code], "reason": reason, "duplicate_of": other}
+                    if full:  # == dumps({**doc, **why}): the doc's keys never include these three
+                        rej.write_bytes(line[:-1] + b"," + dumps(why)[1:].encode("utf-8"))
+                    else:
+                        doc = json.loads(line)
+                        rej.write({"id": doc["id"], "source": doc["source"], **why})
+                    counts["rejected"] += 1
+                i += 1
+        if i != len(codes):
+            raise RuntimeError(f"shard {idx}: wrote {i} documents, sketched {len(codes)}; was _work/ changed?")
     except BaseException:
         kept.abort()
         rej.abort()
@@ -332,7 +359,7 @@ def _sketch_task(t: dict) -> dict:
 
 
 def _write_task(t: dict) -> dict:
-    return write_shard(t["index"], t["path"], t["work"], t["out"], t["max_bytes"])
+    return write_shard(t["index"], t["work"], t["out"], t["max_bytes"], t["format"], t["level"], t["rejected"])
 
 
 def _run(shards: list[Path], work: Path, out: Path, settings: dict, s: DedupSettings, ex: Executor,
@@ -379,7 +406,8 @@ def _run(shards: list[Path], work: Path, out: Path, settings: dict, s: DedupSett
         with open(work / f"d{si:05d}.dup.json", "w", encoding="utf-8") as f:
             json.dump({str(int(j)): names[int(dup_of[lo + j])] for j in rej}, f, ensure_ascii=False)
     wr = ex.map(_write_task, [{"index": i, "path": str(p), "work": str(work.resolve()), "out": str(out.resolve()),
-                               "max_bytes": s.max_bytes} for i, p in enumerate(shards)], label="dedup write")
+                               "max_bytes": s.max_bytes, "format": s.format, "level": s.level,
+                               "rejected": s.rejected} for i, p in enumerate(shards)], label="dedup write")
     advance(1)
     return sk, wr, docs, code, cands, links
 
@@ -397,6 +425,9 @@ def run_dedup(inputs: list[Path], out: Path, executor: str = "local", workers: i
         raise KamadoError(f"unknown dedup settings: {', '.join(sorted(unknown))}")
     s = DedupSettings(**kw)
     spec = s.lsh()
+    if s.rejected not in ("full", "ids"):
+        raise KamadoError(f"rejected={s.rejected!r}: use full (documents and reasons) or ids (ids and reasons)")
+    s = replace(s, format=shard_format(s.format))
     t0 = time.perf_counter()
     shards = list_inputs([Path(p) for p in inputs])
     out = Path(out)

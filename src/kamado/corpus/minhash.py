@@ -22,10 +22,11 @@ collapsed to one space: it never strips diacritics, so が and か, ぱ and は 
 from __future__ import annotations
 
 import functools
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
+
+from kamado.corpus.normalize import nfkc
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _POLY = np.uint64(0x9E3779B97F4A7C15)
@@ -33,8 +34,12 @@ EMPTY = np.uint32(0xFFFFFFFF)
 
 
 def normalize(text: str) -> str:
-    """Text as compared by deduplication: NFKC, lower case, collapsed whitespace (diacritics kept)."""
-    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+    """Text as compared by deduplication: NFKC, lower case, collapsed whitespace (diacritics kept).
+
+    NFKC is :func:`kamado.corpus.normalize.nfkc`: exactly ``unicodedata.normalize("NFKC", …)``, but it
+    normalizes only the runs of characters that can change (CPython's NFKC of a whole Japanese text is ~9x slower).
+    """
+    return " ".join(nfkc(text).lower().split())
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
