@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
 from kamado.corpus.config import CorpusConfig
+from kamado.corpus.io import read_documents, read_shard, shard_files
 from kamado.corpus.stage import run
 from kamado.stage import StageContext
 
@@ -34,8 +34,10 @@ def test_corpus_stage(tmp_path: Path, data_root: Path) -> None:
     for s in listing:
         kept = Path(s["kept"])
         assert not kept.is_absolute()
-        docs = [json.loads(ln) for p in sorted((out / kept).glob("*.jsonl.gz"))
-                for ln in gzip.open(p, "rt", encoding="utf-8").read().split("\n") if ln]
+        files = shard_files(out / kept)  # the stage's own shards are zstd JSON lines (corpus.shard_format)
+        assert files and all(f.name.endswith(".jsonl.zst") for f in files)
+        docs = list(read_documents(files))
+        assert [d.id for f in files for d in read_shard(f)] == [d["id"] for d in docs]  # what pack/tokenizer read
         assert len(docs) == counts[f"{s['name']}.final_docs"] > 0
         assert set(docs[0]) >= {"id", "text", "source", "lang", "meta"}
         assert {d["lang"] for d in docs} == {s["lang"]}

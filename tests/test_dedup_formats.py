@@ -91,3 +91,28 @@ def test_dedup_normalize_is_plain_nfkc() -> None:
     for _ in range(3000):
         t = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
         assert normalize(t) == " ".join(unicodedata.normalize("NFKC", t).lower().split()), repr(t)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl.zst", "parquet"])
+def test_clean_formats_hold_the_same_records_and_inspect_reads_them(tmp_path: Path, data_root: Path,
+                                                                      fmt: str) -> None:
+    from kamado.corpus.config import default_chain
+    from kamado.corpus.executors import clean
+    from kamado.corpus.inspect import sample
+
+    src = tmp_path / "web.jsonl"
+    with open(data_root / "ja_web_noisy" / "mc4ja_paragraphs_labeled.jsonl", encoding="utf-8") as f:
+        src.write_text("".join(line for _, line in zip(range(120), f, strict=False)), encoding="utf-8")
+    chain = default_chain("default-ja")
+    a = clean([src], tmp_path / "gz", chain, workers=1, data_root=data_root, quiet=True)
+    b = clean([src], tmp_path / fmt, chain, workers=1, data_root=data_root, quiet=True, format=fmt)
+    assert (a["kept"], a["rejected"]) == (b["kept"], b["rejected"]) and a["kept"] and a["rejected"]
+    assert all(f.endswith(".parquet" if fmt == "parquet" else ".jsonl.zst") for f in b["kept_files"])
+    for sub in ("kept", "rejected"):
+        assert _records(tmp_path / fmt / sub) == _records(tmp_path / "gz" / sub)
+    kept, rejected, _ = sample(tmp_path / fmt, per_reason=1)
+    assert kept and rejected
+    # the same command again resumes (nothing to redo); another format is another job
+    assert clean([src], tmp_path / fmt, chain, workers=1, data_root=data_root, quiet=True, format=fmt)["kept"] == b["kept"]
+    with pytest.raises(Exception, match="different clean job"):
+        clean([src], tmp_path / fmt, chain, workers=1, data_root=data_root, quiet=True)

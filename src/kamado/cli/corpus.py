@@ -27,6 +27,10 @@ def clean(
                                                "(default: the file name).")] = None,
     max_docs: Annotated[int | None, typer.Option("--max-docs", help="Read at most this many input records.")] = None,
     shard_mb: Annotated[int, typer.Option("--shard-mb", help="Output shard size (uncompressed MB).")] = 256,
+    format: Annotated[str, typer.Option("--format", help="Output shards: jsonl.gz (readable anywhere), jsonl.zst or "
+                                        "parquet.")] = "jsonl.gz",
+    level: Annotated[int | None, typer.Option("--level", help="Compression level (default: the chain's gzip_level, "
+                                              "1; zstd 1).")] = None,
     text_doc_kb: Annotated[int, typer.Option("--text-doc-kb", help="Plain-text inputs: paragraphs grouped into "
                                              "documents of about this size.")] = 32,
     overwrite: Annotated[bool, typer.Option(help="Replace an output folder that holds a different job (never one "
@@ -60,7 +64,8 @@ def clean(
     check_writable(out)
     stats = run_clean(paths, out, chain, executor=executor, workers=workers, ray_address=ray_address,
                       data_root=root, base_dir=base, source=source, max_docs=max_docs,
-                      shard_bytes=shard_mb << 20, text_doc_bytes=text_doc_kb * 1000, overwrite=overwrite)
+                      shard_bytes=shard_mb << 20, text_doc_bytes=text_doc_kb * 1000, overwrite=overwrite,
+                      format=format, level=level)
     print_summary(stats, out)
 
 

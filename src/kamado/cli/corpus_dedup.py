@@ -26,7 +26,7 @@ def dedup(
     format: Annotated[str, typer.Option("--format", help="Output shards: jsonl.gz (readable anywhere), jsonl.zst or "
                                         "parquet.")] = "jsonl.gz",
     level: Annotated[int | None, typer.Option("--level", help="Compression level (default: chosen for throughput, "
-                                              "gzip 1 / zstd 3).")] = None,
+                                              "gzip 1 / zstd 1).")] = None,
     rejected: Annotated[str, typer.Option("--rejected", help="rejected/ holds: full (each document with rejected_by, "
                                           "reason, duplicate_of) or ids (id, source and the reason only).")] = "full",
     overwrite: Annotated[bool, typer.Option(help="Replace an output folder that is not an earlier dedup result "

@@ -83,7 +83,7 @@ class DedupSettings:
     batch_chars: int = 1 << 18  # characters hashed per vectorized batch (small enough for the arrays to stay in cache)
     max_bytes: int = 256 * 1024 * 1024  # output shard size
     format: str = "jsonl.gz"  # output shards: jsonl.gz, jsonl.zst or parquet
-    level: int | None = None  # compression level (None: the format's throughput default, gzip 1 / zstd 3)
+    level: int | None = None  # compression level (None: the format's throughput default, gzip 1 / zstd 1)
     rejected: str = "full"  # rejected/ records: "full" (the document + why) or "ids" (id, source + why)
 
     def lsh(self) -> LshSpec:

@@ -81,8 +81,13 @@ def _limits(paths: list[Path], max_docs: int | None, source: str | None, text_do
 def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = "local", workers: int = 2,
           ray_address: str | None = None, data_root: Path | None = None, base_dir: Path | None = None,
           source: str | None = None, max_docs: int | None = None, shard_bytes: int = 256 << 20,
-          text_doc_bytes: int = 32_000, overwrite: bool = False, quiet: bool = False) -> dict:
-    """Clean every shard of ``inputs`` into ``out``; returns the stats written to ``out/stats.json``."""
+          text_doc_bytes: int = 32_000, overwrite: bool = False, quiet: bool = False,
+          format: str = "jsonl.gz", level: int | None = None) -> dict:
+    """Clean every shard of ``inputs`` into ``out``; returns the stats written to ``out/stats.json``.
+
+    ``format``/``level``: the kept/rejected shards (:class:`kamado.corpus.io.ShardWriter`; a ``jsonl.gz``
+    level defaults to the chain's ``gzip_level``), written and compressed by the workers."""
+    from kamado.corpus.io import shard_format
     from kamado.corpus.pipeline import build_steps
     from kamado.corpus.steps import Env
 
@@ -96,6 +101,9 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
     plan = {"version": PLAN_VERSION, "inputs": [str(p.resolve()) for p in paths], "chain": chain.model_dump(mode="json"),
             "source": source, "max_docs": max_docs, "shard_bytes": shard_bytes, "text_doc_bytes": text_doc_bytes,
             "sizes": [p.stat().st_size for p in paths]}
+    format = shard_format(format)
+    if (format, level) != ("jsonl.gz", None):
+        plan["output"] = {"format": format, "level": level}
     plan_file = work / "plan.json"
     if plan_file.is_file():
         old = json.loads(plan_file.read_text(encoding="utf-8"))
@@ -117,7 +125,7 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
     limits = _limits(paths, max_docs, source, text_doc_bytes)
     base = {"out": str(out), "chain": chain.model_dump(mode="json"), "data_root": str(data_root) if data_root else None,
             "base_dir": str(base_dir) if base_dir else None, "source": source, "shard_bytes": shard_bytes,
-            "text_doc_bytes": text_doc_bytes}
+            "text_doc_bytes": text_doc_bytes, "format": format, "level": level}
     tasks = [{**base, "index": i, "path": str(p), "limit": lim} for i, (p, lim) in enumerate(zip(paths, limits, strict=True))
              if lim != 0]
 
@@ -148,7 +156,7 @@ def _clean_passes(ex: Executor, tasks: list[dict], out: Path, work: Path, chain:
         if (work / f"done-{i:05d}.json").is_file():
             continue
         for sub in ("kept", "rejected"):
-            for f in (out / sub).glob(f"part-{i:05d}-*.jsonl.gz"):
+            for f in (out / sub).glob(f"part-{i:05d}-*"):
                 f.unlink()
             for f in (out / sub).glob(f".part-{i:05d}-*.tmp"):
                 f.unlink()

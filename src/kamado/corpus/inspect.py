@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from kamado.config import KamadoError
-from kamado.jsonl import iter_jsonl, read_jsonl
+from kamado.jsonl import read_jsonl
 
 
 def _iter(folder: Path) -> Any:
-    for p in sorted(folder.glob("*.jsonl.gz")):
-        yield from iter_jsonl(p)
+    """The records of an output folder's shards, in any format ShardWriter writes (.jsonl.gz/.zst, Parquet)."""
+    from kamado.corpus.io import iter_records, shard_files
+
+    for p in shard_files(folder):
+        yield from iter_records(p)
 
 
 def sample(folder: Path, per_reason: int = 2, only: str | None = None, seed: int = 0,

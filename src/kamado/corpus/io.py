@@ -321,7 +321,7 @@ def dumps(obj: Any) -> str:
 
 # output shard formats: name -> (file suffix, default level chosen for throughput). gzip 1 goes through ISA-L
 # (python-isal) when installed: ~4x zlib's speed at zlib-1's ratio; levels above 3 use zlib itself.
-SHARD_FORMATS = {"jsonl.gz": (".jsonl.gz", 1), "jsonl.zst": (".jsonl.zst", 3), "parquet": (".parquet", 3)}
+SHARD_FORMATS = {"jsonl.gz": (".jsonl.gz", 1), "jsonl.zst": (".jsonl.zst", 1), "parquet": (".parquet", 3)}
 DEFAULT_FORMAT = "jsonl.gz"
 _BLOCK = 1 << 20  # lines are compressed in blocks of about this many bytes
 
@@ -353,7 +353,7 @@ class ShardWriter:
 
     ``format`` is ``jsonl.gz`` (default, readable by anything), ``jsonl.zst`` or ``parquet`` (string columns;
     the ones holding JSON are listed in the file's ``kamado.json_columns`` metadata and decoded by
-    :func:`read_shard`); ``compresslevel`` defaults to the format's throughput level (gzip 1, zstd 3).
+    :func:`read_shard`); ``compresslevel`` defaults to the format's throughput level (gzip 1, zstd 1).
     Output is deterministic (gzip ``mtime=0``, no file name in the header); each shard is written under a
     temporary name and renamed when complete, so a folder never holds a half-written shard under its final
     name. Lines are compressed in ~1 MB blocks in the calling process (a worker writes its own shards).

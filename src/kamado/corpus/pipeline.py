@@ -292,9 +292,11 @@ def clean_shard_task(task: dict) -> dict:
     cpu_start = time.process_time()
     pipe = _pipeline_for(task)
     prefix = f"part-{idx:05d}"
-    level = pipe.chain.gzip_level
-    kept = ShardWriter(out / "kept", prefix, task.get("shard_bytes", 256 << 20), compresslevel=level)
-    rej = ShardWriter(out / "rejected", prefix, task.get("shard_bytes", 256 << 20), compresslevel=level)
+    fmt, level = task.get("format", "jsonl.gz"), task.get("level")
+    if level is None and fmt == "jsonl.gz":
+        level = pipe.chain.gzip_level
+    kept = ShardWriter(out / "kept", prefix, task.get("shard_bytes", 256 << 20), compresslevel=level, format=fmt)
+    rej = ShardWriter(out / "rejected", prefix, task.get("shard_bytes", 256 << 20), compresslevel=level, format=fmt)
     work = out / ".work"
     err_tmp = work / f".errors-{idx:05d}.jsonl.tmp"
     n_in = n_kept = n_rej = n_err = 0

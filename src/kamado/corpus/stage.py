@@ -56,7 +56,7 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
         stats = clean(inputs, sdir / "clean", chain, executor=cfg.executor, workers=cfg.workers,
                       ray_address=cfg.ray_address, data_root=ctx.data_root, base_dir=base, source=src.name,
                       max_docs=src.max_docs, shard_bytes=cfg.shard_mb << 20, text_doc_bytes=cfg.text_doc_kb * 1000,
-                      overwrite=True, quiet=ctx.quiet)
+                      overwrite=True, quiet=ctx.quiet, format=cfg.shard_format)
         kept_rel = f"{src.name}/clean/kept"
         final = stats["kept"]
         dedup_removed = 0
@@ -69,7 +69,9 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
             settings = cfg.dedup_settings()
             dstats = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
             if dstats is None or dstats.get("_settings", settings) != settings:
-                kept_files = sorted((sdir / "clean" / "kept").glob("*.jsonl.gz"))
+                from kamado.corpus.io import shard_files
+
+                kept_files = shard_files(sdir / "clean" / "kept")
                 dstats = run_dedup(kept_files, sdir / "dedup", executor=cfg.executor, workers=cfg.workers,
                                    ray_address=cfg.ray_address, **settings)
                 dstats = {k: v for k, v in dstats.items() if isinstance(v, int | float | str)}
