@@ -71,18 +71,37 @@ def clean(
 
 @app.command("inspect")
 def inspect(
-    folder: Annotated[Path, typer.Argument(help="Output folder of `kamado corpus clean`.")],
+    folder: Annotated[Path | None, typer.Argument(help="Output folder of `kamado corpus clean`.")] = None,
     per_reason: Annotated[int, typer.Option("--per-reason", "-n", help="Samples shown per rejection reason.")] = 2,
     reason: Annotated[str | None, typer.Option(help="Only this step or reason code (e.g. low_hiragana).")] = None,
     chars: Annotated[int, typer.Option(help="Characters shown per document.")] = 240,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    labelled: Annotated[list[str] | None, typer.Option("--labelled", help="Instead of a folder: per-filter hits on "
+                                                      "good vs bad paragraphs of labelled JSONL (e.g. mc4-ja-labeled).")] = None,
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="The chain for --labelled.")] = "default-ja",
+    data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder of the shared data sets.")] = None,
 ) -> None:
-    """Show kept and rejected documents side by side, a few per rejection reason, with their measures.
+    """Show kept and rejected documents side by side, a few per rejection reason, with their measures;
+    or, with --labelled, how each filter of a chain falls on paragraphs labelled good or bad.
 
     Examples:
       kamado corpus inspect runs/clean-web
       kamado corpus inspect runs/clean-web --reason low_hiragana -n 5
+      kamado corpus inspect --labelled mc4-ja-labeled --recipe default-ja
     """
+    if labelled:
+        from kamado.corpus.config import load_chain
+        from kamado.corpus.labelled import filter_table, format_table
+        from kamado.corpus.steps import Env
+        from kamado.registry import default_data_root, resolve
+
+        chain, base = load_chain(recipe, Path.cwd())
+        root = data_root or default_data_root()
+        paths = [Path(x) if Path(x).exists() else resolve(x, root) for x in labelled]
+        typer.echo(format_table(filter_table(chain, Env(root, base), paths)))
+        return
+    if folder is None:
+        raise typer.BadParameter("give an output folder, or --labelled FILE")
     from kamado.corpus.inspect import show
 
     show(folder, per_reason=per_reason, only=reason, chars=chars, seed=seed)

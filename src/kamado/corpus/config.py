@@ -73,7 +73,7 @@ class ChainConfig(StrictModel):
 
 
 # --------------------------------------------------------------------------------- default chains
-DEFAULT_CHAINS = ("default", "default-ja", "default-en", "hojichar-compat")
+DEFAULT_CHAINS = ("default", "default-ja", "default-en", "hojichar-compat", "web-ja", "curated-ja")
 
 
 def default_chain(name: str) -> ChainConfig:

@@ -42,6 +42,8 @@ class ClassifierConfig:
     class_ngrams: list[int] = field(default_factory=list)  # n-grams of character classes (off: no gain)
     max_chars: int = 4000  # score at most this many characters (head of the document)
     seed: int = 0
+    rule_features: bool = False  # binned rule measures (script ratios, 。/、 density, symbols, repetition) as tokens
+    rule_weight: float = 0.5  # their L2 norm per document, beside the n-grams' 1
 
 
 def load_labelled(paths: list[Path]) -> tuple[list[str], np.ndarray]:
@@ -102,6 +104,44 @@ def _shape_tokens(text: str) -> str:
                      f"\x01pun{min(9, int(punct * 50))}"])
 
 
+def _bin(x: float, edges: tuple[float, ...]) -> int:
+    return sum(x > e for e in edges)
+
+
+def rule_tokens(text: str) -> list[str]:
+    """The rule measures of a text, binned into tokens (a linear model learns a weight per bin): the
+    kamado filters' signals (script ratios, 。 and 、 per 100 chars, symbols, digits, Latin, spaces, the
+    HojiChar character repetition ratio, how the text ends), without any word list."""
+    from kamado.corpus import ja
+    from kamado.corpus.rules import char_repetition_ratio
+
+    cps = ja.codepoints(text)
+    n = max(int(cps.size), 1)
+    c = np.bincount(ja.char_classes(cps), minlength=ja.N_CLASSES) if cps.size else np.zeros(ja.N_CLASSES, np.int64)
+    ns = max(n - int(c[ja.SPACE]), 1)
+    last = text.rstrip()[-1:]
+    return [f"hira{_bin(c[ja.HIRAGANA] / ns, (0.1, 0.2, 0.3, 0.4, 0.5))}",
+            f"kata{_bin(c[ja.KATAKANA] / ns, (0.05, 0.1, 0.2, 0.3))}",
+            f"kanj{_bin(c[ja.KANJI] / ns, (0.2, 0.3, 0.4, 0.5))}",
+            f"sym{_bin((c[ja.SYMBOL] + c[ja.ASCII_PUNCT]) / ns, (0.02, 0.05, 0.1, 0.2))}",
+            f"dig{_bin(c[ja.DIGIT] / ns, (0.01, 0.03, 0.06, 0.1, 0.2))}",
+            f"lat{_bin(c[ja.LATIN] / ns, (0.01, 0.03, 0.06, 0.1, 0.2))}",
+            f"sp{_bin(c[ja.SPACE] / n, (0.01, 0.03, 0.06, 0.1))}",
+            f"kut{_bin(text.count('。') / n * 100, (0.5, 1, 2, 3, 4, 6))}",
+            f"ten{_bin(text.count('、') / n * 100, (0.5, 1, 2, 3, 4, 6))}",
+            f"rep{_bin(char_repetition_ratio(cps, 5), (0.05, 0.1, 0.2, 0.33))}",
+            "endp" if last in "。!?」)" else "endo"]
+
+
+def _token_rows(tokens: list[list[str]], buckets: int, salt: str) -> tuple[np.ndarray, np.ndarray]:
+    import zlib
+
+    rows = np.repeat(np.arange(len(tokens), dtype=np.int64), [len(t) for t in tokens])
+    cols = np.fromiter((zlib.crc32((salt + t).encode()) % buckets for ts in tokens for t in ts), dtype=np.int64,
+                       count=int(rows.size))
+    return rows, cols
+
+
 def featurize(texts: list[str], cfg: ClassifierConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Sparse rows ``(row, col, val, n)``: hashed n-gram log-counts, L2-normalised per document."""
     norm = [normalize(t[: cfg.max_chars]) for t in texts]
@@ -126,6 +166,11 @@ def featurize(texts: list[str], cfg: ClassifierConfig) -> tuple[np.ndarray, np.n
     v = np.log1p(cnt.astype(np.float64))
     nrm = np.sqrt(np.bincount(r, v * v, minlength=len(texts)))
     v = v / np.maximum(nrm[r], 1e-12)
+    if cfg.rule_features:  # one-hot bins, each document's rule part scaled to norm rule_weight
+        toks = [rule_tokens(t) for t in norm]
+        rr, cc = _token_rows(toks, cfg.buckets, "rule:")
+        vv = np.full(rr.size, cfg.rule_weight / np.sqrt(max(1, len(toks[0]) if toks else 1)))
+        r, c, v = np.concatenate([r, rr]), np.concatenate([c, cc]), np.concatenate([v, vv])
     return r, c, v, len(texts)
 
 
@@ -156,10 +201,10 @@ class QualityModel:
             raise KamadoError("this model has no stored score distribution; use a threshold")
         return float(np.quantile(np.array(qs), 1.0 - fraction))
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, dtype: str = "float32") -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / "weights.npy", self.w.astype(np.float32))
+        np.save(folder / "weights.npy", self.w.astype(dtype))
         with open(folder / "config.json", "w", encoding="utf-8") as f:
             json.dump({"kind": "kamado-quality-classifier", "version": 1, "config": asdict(self.cfg),
                        "bias": self.b, "score": "P(good)", **self.meta}, f, indent=2)
@@ -358,11 +403,22 @@ def default_model(labelled: Path, cache: Path | None = None) -> QualityModel:
     return model
 
 
+def packaged_model_dir(name: str) -> Path:
+    """Folder of a model shipped with kamado (``src/kamado/resources/quality/NAME``)."""
+    from importlib import resources
+
+    folder = Path(str(resources.files("kamado").joinpath(f"resources/quality/{name}")))
+    if not (folder / "config.json").is_file():
+        raise KamadoError(f"no packaged quality model {name!r} (kamado/resources/quality/)")
+    return folder
+
+
 def _register_steps() -> None:
     from kamado.corpus.steps import Analysis, Filter, StepParams, fmt, register
 
     class QualityParams(StepParams):
-        model: str | None = None  # model folder (train-classifier --out); default: trained on mc4-ja-labeled
+        model: str | None = None  # model folder (train-classifier --out), or packaged:NAME (kamado/resources/quality/NAME);
+        # default: trained on mc4-ja-labeled on first use
         threshold: float | None = 0.5  # keep documents scoring at least this P(good)
         keep_fraction: float | None = None  # or keep about this top share (training score quantiles)
 
@@ -377,7 +433,9 @@ def _register_steps() -> None:
             p = self.p
             key = f"{p.model}|{self.env.data_root}"
             if key not in _LOADED:
-                if p.model:
+                if p.model and p.model.startswith("packaged:"):
+                    _LOADED[key] = QualityModel.load(packaged_model_dir(p.model.split(":", 1)[1]))
+                elif p.model:
                     _LOADED[key] = QualityModel.load(self.env.resolve(p.model))
                 else:
                     _LOADED[key] = default_model(self.env.resolve("mc4-ja-labeled"))
