@@ -118,3 +118,15 @@ def test_run_metrics_reads_eval_tune_and_pretrain(tmp_path: Path) -> None:
     assert m["tune/lora.dolly-ja-heldout.chrf"] == 12.5
     assert set(run_metrics(run, ["tune/lora"])) == {"pretrain.val_loss", "pretrain.final_loss", "tune.lora_val_loss_after",
                                                     "tune/lora.dolly-ja-heldout.chrf"}
+
+
+def test_seeds_vary_training_not_the_evaluation_subset() -> None:
+    from kamado.experiment import stage_seeds
+    from kamado.recipe import parse_recipe
+
+    d = yaml.safe_load(TINY.read_text(encoding="utf-8"))
+    recipe = parse_recipe(d, "tiny.yaml")
+    s = stage_seeds(recipe, 7, "pretrain")
+    assert s["corpus"] == s["data"] == recipe.seed and s["pretrain"] == s["tune"] == 7
+    assert s["eval"] == s["report"] == recipe.seed  # every seed is scored on the same held-out subset
+    assert stage_seeds(recipe, 7, "tune")["pretrain"] == recipe.seed

@@ -4,7 +4,8 @@ A recipe with an ``experiment:`` section runs each variant (a set of ``a.b.c: va
 recipe) for each seed into ``OUT/<variant>/s<seed>``. Every stage lives once in ``OUT/.stages`` under
 its fingerprint, so variants share the stages they do not change (a mixture ablation retrains, but
 does not re-clean or re-tokenize). The seed is varied from ``seed_from`` on (default: pretraining); the
-stages before it keep the recipe's seed and are shared by every seed.
+stages before it keep the recipe's seed and are shared by every seed, and eval keeps it too, so every run is
+scored on the same held-out texts and examples.
 
 At the end ``OUT/experiment.json`` and ``OUT/experiment.md`` hold, per variant and metric, the mean and
 the spread over seeds, and ``OUT/experiment.html`` overlays the variants' curves.
@@ -97,10 +98,18 @@ def expand(data: dict[str, Any], exp: ExperimentConfig, source: str) -> dict[str
     return out
 
 
+# stages that measure rather than make a model: they keep the recipe's seed in every run, so every variant and
+# seed is scored on the same evaluation subset (the eval seed picks the held-out documents and examples; varying
+# it made the spread over seeds mostly a spread over evaluation texts)
+MEASURING_STAGES = ("eval", "report")
+
+
 def stage_seeds(recipe: RecipeBase, seed: int, seed_from: str) -> dict[str, int]:
-    """The seed of each stage: the recipe's before ``seed_from``, the run's from it on."""
+    """The seed of each stage: the recipe's before ``seed_from`` and in the measuring stages, the run's
+    for the others from ``seed_from`` on."""
     first = STAGE_NAMES.index(seed_from)
-    return {s: (seed if STAGE_NAMES.index(s) >= first else recipe.seed) for s in STAGE_NAMES}
+    return {s: (seed if STAGE_NAMES.index(s) >= first and s not in MEASURING_STAGES else recipe.seed)
+            for s in STAGE_NAMES}
 
 
 def run_metrics(run_dir: Path, models: list[str] | None = None) -> dict[str, float]:
