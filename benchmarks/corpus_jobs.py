@@ -87,30 +87,24 @@ def contenders(args: argparse.Namespace, inp: Path, clean_in: Path, tmp: Path) -
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("input", type=Path, help="JSONL input (id, text)")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--only", nargs="*", default=["dedup", "clean"])
-    ap.add_argument("--formats", nargs="*", default=["jsonl.gz", "jsonl.zst", "parquet"])
-    ap.add_argument("--recipe", default="hojichar-compat", help="chain of the clean jobs")
-    ap.add_argument("--base", default=None, help="src folder of an older kamado to compare (PYTHONPATH)")
-    ap.add_argument("--base-recipe", default=None, help="chain for the --base clean job (default: --recipe)")
-    ap.add_argument("--clean-docs", type=int, default=0, help="clean only the first N documents (0: all)")
-    args = ap.parse_args()
-    args.base_recipe = args.base_recipe or args.recipe
+def whole_jobs(inp: Path, groups: list[str], rounds: int = 3, formats: list[str] | None = None,
+               recipe: str = "hojichar-compat", base: str | None = None, base_recipe: str | None = None,
+               clean_docs: int = 0) -> list[list]:
+    """Run the whole-job contenders of ``groups`` (dedup, clean) on ``inp``; print and return the table rows."""
+    args = argparse.Namespace(only=groups, formats=formats or ["jsonl.gz", "jsonl.zst", "parquet"], recipe=recipe,
+                              base=base, base_recipe=base_recipe or recipe)
     tmp = Path(tempfile.mkdtemp(prefix="corpus-jobs-"))
-    clean_in = args.input
-    if args.clean_docs:
+    clean_in = Path(inp)
+    if clean_docs:
         clean_in = tmp / "clean-in.jsonl"
-        with open(args.input, encoding="utf-8") as f, open(clean_in, "w", encoding="utf-8") as g:
-            for _, line in zip(range(args.clean_docs), f, strict=False):
+        with open(inp, encoding="utf-8") as f, open(clean_in, "w", encoding="utf-8") as g:
+            for _, line in zip(range(clean_docs), f, strict=False):
                 g.write(line)
-    cons = contenders(args, args.input, clean_in, tmp)
+    cons = contenders(args, Path(inp), clean_in, tmp)
     cpu: dict[str, list[float]] = {name: [] for _, name, _, _ in cons}
     result: dict[str, dict] = {}
     try:
-        for r in range(args.rounds):
+        for r in range(rounds):
             for _group, name, cmd, env in cons:
                 out = tmp / f"o{abs(hash(name))}"
                 shutil.rmtree(out, ignore_errors=True)
@@ -126,7 +120,7 @@ def main() -> None:
                         result[name] = {"removed": st["rejected"], "kept": kept_ids(out),
                                         "kept_mb": size_mb(out / "kept"), "rejected_mb": size_mb(out / "rejected")}
                 shutil.rmtree(out, ignore_errors=True)
-        mb_in = {"dedup": args.input.stat().st_size / 1e6, "clean": clean_in.stat().st_size / 1e6}
+        mb_in = {"dedup": Path(inp).stat().st_size / 1e6, "clean": clean_in.stat().st_size / 1e6}
         first: dict[str, str] = {}
         rows = []
         for group, name, _, _ in cons:
@@ -138,12 +132,27 @@ def main() -> None:
             rows.append([group, name, f"{med:.2f}", f"{mb_in[group] / med:.1f}", res["removed"],
                          f"{res.get('kept_mb', 0):.1f}" if res["kept"] is not None else "—",
                          f"{res.get('rejected_mb', 0):.1f}" if res["kept"] is not None else "—", agree])
-        print(f"input: dedup {mb_in.get('dedup', 0):.1f} MB, clean {mb_in.get('clean', 0):.1f} MB; "
-              f"median of {args.rounds} interleaved rounds", file=sys.stderr)
+        print(f"\nwhole jobs, one worker: {', '.join(f'{g} input {mb_in[g]:.1f} MB' for g in groups)}; "
+              f"median CPU seconds of {rounds} interleaved rounds")
         print_table(["job", "contender", "CPU-s", "MB/s per CPU-s", "removed", "kept MB", "rejected MB",
                      "agreement"], rows)
+        return rows
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("input", type=Path, help="JSONL input (id, text)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", nargs="*", default=["dedup", "clean"])
+    ap.add_argument("--formats", nargs="*", default=["jsonl.gz", "jsonl.zst", "parquet"])
+    ap.add_argument("--recipe", default="hojichar-compat", help="chain of the clean jobs")
+    ap.add_argument("--base", default=None, help="src folder of an older kamado to compare (PYTHONPATH)")
+    ap.add_argument("--base-recipe", default=None, help="chain for the --base clean job (default: --recipe)")
+    ap.add_argument("--clean-docs", type=int, default=0, help="clean only the first N documents (0: all)")
+    a = ap.parse_args()
+    whole_jobs(a.input, a.only, a.rounds, a.formats, a.recipe, a.base, a.base_recipe, a.clean_docs)
 
 
 if __name__ == "__main__":

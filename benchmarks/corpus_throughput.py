@@ -16,7 +16,11 @@ shared machine disturb it less than wall time) over chunks and the ratio to Hoji
   script-run splitter stands in (far faster than a morphological analyser, so datatrove's real
   speed is lower). datatrove is slow: it gets ``--datatrove-share`` of each chunk, and says so.
 
-Run: ``.venv/bin/python benchmarks/corpus_throughput.py [--mb 30] [--chunks 8]``
+These figures are in-process (texts in memory, nothing written). ``--whole-job IN.jsonl`` adds ``kamado corpus
+clean`` as a user runs it — start-up, read, clean, compress, write kept/ and rejected/ — per output format, in
+CPU seconds of whole processes (benchmarks/corpus_jobs.py, chain ``--whole-job-recipe``).
+
+Run: ``.venv/bin/python benchmarks/corpus_throughput.py [--mb 30] [--chunks 8] [--whole-job IN.jsonl]``
 """
 
 from __future__ import annotations
@@ -175,6 +179,8 @@ def main() -> None:
     ap.add_argument("--datatrove-share", type=float, default=0.02, help="share of each chunk datatrove gets")
     ap.add_argument("--no-datatrove", action="store_true")
     ap.add_argument("--data-root", type=Path, default=None)
+    ap.add_argument("--whole-job", type=Path, default=None, help="JSONL input for whole-process clean jobs too")
+    ap.add_argument("--whole-job-recipe", default="default-ja", help="chain of the whole-process clean jobs")
     args = ap.parse_args()
 
     from kamado.registry import data_root
@@ -229,6 +235,11 @@ def main() -> None:
         print(f"| {label} | {seen[name]:.1f} | {med:.2f} | {med / ref:.2f}x | {kept[name]:,} |")
     print(f"\n(medians over {n} chunks run in rotating order in one process, MB of UTF-8 text per CPU second; "
           f"other jobs on the machine still make absolute numbers noisy, the ratios are the result)")
+
+    if args.whole_job:
+        from corpus_jobs import whole_jobs  # benchmarks/corpus_jobs.py
+
+        whole_jobs(args.whole_job, ["clean"], 2, recipe=args.whole_job_recipe)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ whose best earlier match is below 0.6.
 
     .venv/bin/python benchmarks/dedup_throughput.py                 # ~4 MB, 3 rounds
     .venv/bin/python benchmarks/dedup_throughput.py --mb 8 --rounds 5
+    .venv/bin/python benchmarks/dedup_throughput.py --whole-job IN.jsonl   # + whole processes (corpus_jobs.py)
+
+These figures are in-process (texts already in memory, nothing written). ``--whole-job IN.jsonl`` adds
+``kamado corpus dedup`` as a user runs it — start-up, read, dedup, compress, write kept/ and rejected/ —
+per output format, beside the bare rensa script, in CPU seconds of whole processes (benchmarks/corpus_jobs.py).
 """
 
 from __future__ import annotations
@@ -185,6 +190,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sample", type=int, default=1500, help="documents checked against exact Jaccard")
     ap.add_argument("--only", nargs="*", default=list(CONTENDERS), help="contenders to run")
+    ap.add_argument("--whole-job", type=Path, default=None, help="JSONL input for whole-process dedup jobs too")
     args = ap.parse_args()
 
     raw, src = build_corpus(args.mb)
@@ -229,6 +235,10 @@ def main() -> None:
     print_table(cols, rows)
     print(f"\n{args.rounds} interleaved rounds; per-round seconds: "
           + "; ".join(f"{k} " + ", ".join(f"{t:.2f}" for t in v) for k, v in times.items()))
+    if args.whole_job:
+        from corpus_jobs import whole_jobs  # benchmarks/corpus_jobs.py
+
+        whole_jobs(args.whole_job, ["dedup"], args.rounds)
 
 
 if __name__ == "__main__":
