@@ -60,3 +60,19 @@ def test_filter_table_on_labelled_paragraphs(tmp_path: Path, data_root: Path) ->
                                    "--data-root", str(data_root)])
     assert res.exit_code == 0, res.output
     assert "kana_start" in res.output and "MCC" in res.output
+
+
+def test_source_chain_overrides_the_corpus_chain(tmp_path: Path) -> None:
+    from kamado.corpus.config import CorpusConfig
+    from kamado.corpus.stage import chain_for
+
+    cfg = CorpusConfig.model_validate({"chain": "default", "sources": [
+        {"name": "ja_web", "lang": "ja", "inputs": ["mc4-ja-labeled"], "chain": "web-ja"},
+        {"name": "ja_curated", "lang": "ja", "inputs": ["aozora"], "chain": "curated-ja"},
+        {"name": "en", "lang": "en", "inputs": ["alice"]}]})
+
+    class Ctx:
+        recipe_dir = None
+
+    names = [chain_for(cfg, s, Ctx())[0].name for s in cfg.sources]  # type: ignore[arg-type]
+    assert names == ["web-ja", "curated-ja", "default-en"]

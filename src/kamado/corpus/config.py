@@ -22,6 +22,7 @@ class SourceSpec(StrictModel):
     lang: Literal["ja", "en", "code", "other"] = "ja"
     inputs: list[str]
     max_docs: int | None = Field(None, ge=1)  # read at most this many documents per source (tiny recipes)
+    chain: str | None = None  # this source's filter chain (e.g. web-ja, curated-ja); default: the corpus chain
 
 
 class CorpusConfig(StrictModel):

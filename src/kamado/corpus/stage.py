@@ -24,8 +24,9 @@ from kamado.stage import StageContext
 
 
 def chain_for(cfg: CorpusConfig, src: SourceSpec, ctx: StageContext) -> tuple[ChainConfig, Path | None]:
-    """The filter chain of one source: ``default`` picks the chain of the source's language."""
-    name = cfg.chain
+    """The filter chain of one source: its own ``chain``, else the corpus chain; ``default`` picks the chain
+    of the source's language."""
+    name = src.chain or cfg.chain
     if name == "default":
         name = {"ja": "default-ja", "en": "default-en"}.get(src.lang, "default")
     base = ctx.recipe_dir
