@@ -1,10 +1,12 @@
-"""Metric sinks: ``metrics.jsonl`` always (one JSON object per line); TensorBoard and W&B when asked."""
+"""Metric sinks: ``metrics.jsonl`` always (one JSON object per line); TensorBoard, W&B and MLflow when asked."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,51 @@ class WandbSink:
         self._run.finish()
 
 
+class MlflowSink:
+    """MLflow (optional extra ``mlflow``): a run with the training config's scalars as params and every numeric
+    record value as a metric at its step. ``tracking_uri`` is an MLflow URI or a local folder (a file store)."""
+
+    def __init__(self, tracking_uri: str, run_dir: Path, config: dict[str, Any] | None = None,
+                 experiment: str = "kamado") -> None:
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        uri = mlflow_uri(tracking_uri)
+        if uri.startswith("file:"):
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store on request
+        self._client = MlflowClient(tracking_uri=uri)
+        exp = self._client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp is not None else self._client.create_experiment(experiment)
+        self._run_id = self._client.create_run(exp_id, run_name=str(run_dir), tags={"kamado.out": str(run_dir)}).info.run_id
+        params = [Param(_mlflow_key(k), str(v)[:6000]) for k, v in (config or {}).items()
+                  if isinstance(v, str | int | float | bool) or v is None]
+        for i in range(0, len(params), 100):
+            self._client.log_batch(self._run_id, params=params[i:i + 100])
+
+    def log(self, record: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        step, now = int(record.get("step", 0)), int(time.time() * 1000)
+        ms = [Metric(_mlflow_key(k), float(v), now, step) for k, v in record.items()
+              if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)]
+        if ms:
+            self._client.log_batch(self._run_id, metrics=ms)
+
+    def close(self) -> None:
+        self._client.set_terminated(self._run_id)
+
+
+def mlflow_uri(target: str) -> str:
+    """An MLflow tracking URI: a URI as is, a local path as ``file://`` + its absolute path."""
+    if re.match(r"^[a-z][a-z0-9+.-]*:", target) and not re.match(r"^[A-Za-z]:[\\/]", target):
+        return target
+    return Path(target).expanduser().resolve().as_uri()
+
+
+def _mlflow_key(k: str) -> str:
+    return re.sub(r"[^\w\-. /]", "_", k)  # MLflow names: alphanumerics, _ - . space /
+
+
 class Sinks:
     """Fan-out to every configured sink; only rank 0 logs."""
 
@@ -92,7 +139,7 @@ class Sinks:
 
 
 def make_sinks(out_dir: Path, *, resume_step: int | None, tensorboard: bool = False, wandb: str | None = None,
-               config: dict[str, Any] | None = None, enabled: bool = True) -> Sinks:
+               mlflow: str | None = None, config: dict[str, Any] | None = None, enabled: bool = True) -> Sinks:
     """``metrics.jsonl`` in ``out_dir`` (records after ``resume_step`` dropped on resume) plus optional sinks."""
     if not enabled:
         return Sinks([])
@@ -101,4 +148,6 @@ def make_sinks(out_dir: Path, *, resume_step: int | None, tensorboard: bool = Fa
         sinks.append(TensorBoardSink(Path(out_dir) / "tensorboard"))
     if wandb:
         sinks.append(WandbSink(wandb, Path(out_dir), config))
+    if mlflow:
+        sinks.append(MlflowSink(mlflow, Path(out_dir), config))
     return Sinks(sinks)

@@ -52,6 +52,7 @@ class TrainConfig(StrictModel):
     resume: bool = True  # continue from the latest complete checkpoint in the output folder
     tensorboard: bool = False  # also log to <out>/tensorboard
     wandb: str | None = None  # also log to this W&B project (offline unless WANDB_MODE says otherwise)
+    mlflow: str | None = None  # also log to MLflow: a tracking URI, or a local folder (file store); extra `mlflow`
 
 
 class PretrainConfig(StrictModel):

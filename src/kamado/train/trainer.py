@@ -458,7 +458,7 @@ class Trainer:
             self.flops_per_token = 6.0 * self.n_params
         self.peak, self.peak_how = device_peak(cfg.precision, self.dist.device)  # one user-wide cache
         self.sinks = make_sinks(self.out_dir, resume_step=self.resumed_from, tensorboard=cfg.tensorboard,
-                                wandb=cfg.wandb, config=cfg.model_dump(mode="json"), enabled=self.dist.is_main)
+                                wandb=cfg.wandb, mlflow=cfg.mlflow, config=cfg.model_dump(mode="json"), enabled=self.dist.is_main)
         if self.step_no == 0 and self.valid is not None and cfg.eval_every > 0:
             self.first_val_loss = self.val_loss = self.evaluate()
             self.sinks.log({"step": 0, "val_loss": self.val_loss, "tokens": 0})
