@@ -90,15 +90,35 @@ def _char_class(c: str) -> str:
 _CLASS_TABLE = {o: _char_class(chr(o)) for o in range(0x10000)}
 
 
+_SHAPE: np.ndarray | None = None  # per BMP code point: 1 isdigit, 2 ASCII letter, 4 kana, 8 punctuation
+
+
+def _shape_table() -> np.ndarray:
+    global _SHAPE
+    if _SHAPE is None:
+        t = np.zeros(0x10000, dtype=np.uint8)
+        t[[i for i in range(0x10000) if chr(i).isdigit()]] |= 1
+        t[[ord(c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"]] |= 2
+        t[0x3040:0x3100] |= 4
+        t[[ord(c) for c in "。、!?."]] |= 8
+        _SHAPE = t
+    return _SHAPE
+
+
 def _shape_tokens(text: str) -> str:
     """A few coarse document-shape tokens (length, digits, Latin, kana share) as extra features."""
     n = len(text)
     if not n:
         return "\x01len0"
-    digits = sum(c.isdigit() for c in text) / n
-    latin = sum(c.isascii() and c.isalpha() for c in text) / n
-    kana = sum("\u3040" <= c <= "\u30ff" for c in text) / n
-    punct = sum(c in "。、!?!?." for c in text) / n
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    if int(cps.max()) < 0x10000:
+        v = _shape_table()[cps]
+        digits, latin, kana, punct = (int(np.count_nonzero(v & b)) / n for b in (1, 2, 4, 8))
+    else:  # astral characters: the per-character definitions
+        digits = sum(c.isdigit() for c in text) / n
+        latin = sum(c.isascii() and c.isalpha() for c in text) / n
+        kana = sum("\u3040" <= c <= "\u30ff" for c in text) / n
+        punct = sum(c in "。、!?!?." for c in text) / n
     return " ".join([f"\x01len{int(math.log2(n + 1))}", f"\x01dig{min(9, int(digits * 20))}",
                      f"\x01lat{min(9, int(latin * 10))}", f"\x01kana{min(9, int(kana * 10))}",
                      f"\x01pun{min(9, int(punct * 50))}"])
