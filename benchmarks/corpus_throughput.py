@@ -1,4 +1,4 @@
-"""Corpus cleaning throughput per process: kamado's default Japanese chain vs HojiChar vs datatrove.
+"""Corpus cleaning throughput per process: kamado's Japanese chains vs HojiChar vs datatrove, with agreement.
 
 All Japanese text and web text of the data root (Aozora, Wikipedia paragraphs, mC4, FineWeb-2, the
 kakaku page, raw Aozora samples) is loaded, then repeated with light perturbation (a character
@@ -7,10 +7,13 @@ the contenders run on each chunk in rotating order (A B C, B C A, …) in this o
 reports the median MB/s per process (MB of text per CPU second of this process, so other jobs on a
 shared machine disturb it less than wall time) over chunks and the ratio to HojiChar.
 
-* kamado: ``default-ja`` (both passes: corpus-wide line counting, then the full chain), in memory.
-* HojiChar: its core Japanese document filters (normalizer, AcceptJapanese, length, adult /
-  discrimination / violence NG words, BBS, ads, rare 句点, header/footer tags, PII mask, character
-  repetition, ellipsis), composed with ``hojichar.Compose``.
+* kamado: ``default-ja`` (both passes: corpus-wide line counting, then the full chain), in memory; and
+  ``hojichar-compat``, HojiChar's decisions on equal work (the like-for-like speed comparison).
+* HojiChar: its core Japanese document filters exactly as ``../shared/checks/hojichar_ids.py`` (normalizer,
+  AcceptJapanese, length, BBS, ads, adult / discrimination / violence NG words, rare 句点, character
+  repetition, single-character repetition, ellipsis, PII mask), composed with ``hojichar.Compose``.
+* agreement: the share of documents each contender keeps or rejects as HojiChar does (speed figures of
+  contenders that decide differently are not comparable work).
 * datatrove: GopherRepetition + GopherQuality + C4Quality + FineWebQuality with ``language=ja``.
   Its Japanese word tokenizer is spaCy + SudachiPy; when those are not installed a regex
   script-run splitter stands in (far faster than a morphological analyser, so datatrove's real
@@ -90,29 +93,27 @@ class ScriptRunTokenizer:
         self.tok = _Tok("ja")
 
 
-def make_kamado(root: Path):
+def make_kamado(root: Path, name: str = "default-ja"):
     from kamado.corpus.config import default_chain
     from kamado.corpus.io import Document
     from kamado.corpus.pipeline import LineCounter, Pipeline, repeated_index
     from kamado.corpus.steps import Env
 
-    chain = default_chain("default-ja")
+    chain = default_chain(name)
     env = Env(root)
     k = repeated_index(chain)
-    counter = LineCounter(chain, env)
+    counter = LineCounter(chain, env) if k is not None else None
     pipe = Pipeline(chain, env)
 
-    def run(texts: list[str]) -> int:
-        counter.counts = {}  # pass 1 (the same step loop): line hashes after the steps before repeated_lines
-        for i, t in enumerate(texts):
-            counter.add(Document(id=str(i), text=t, source="bench"))
-        env.repeated = counter.frequent()
-        pipe.steps[k].env.repeated = env.repeated
-        kept = 0
-        for i, t in enumerate(texts):  # pass 2: the whole chain
-            _, by, _ = pipe.process(Document(id=str(i), text=t, source="bench"))
-            kept += by is None
-        return kept
+    def run(texts: list[str]) -> list[bool]:
+        if counter is not None and k is not None:
+            counter.counts = {}  # pass 1 (the same step loop): line hashes after the steps before repeated_lines
+            for i, t in enumerate(texts):
+                counter.add(Document(id=str(i), text=t, source="bench"))
+            env.repeated = counter.frequent()
+            pipe.steps[k].env.repeated = env.repeated
+        return [pipe.process(Document(id=str(i), text=t, source="bench"))[1] is None  # pass 2: the whole chain
+                for i, t in enumerate(texts)]
 
     return run
 
@@ -122,17 +123,13 @@ def make_hojichar():
     from hojichar.filters import document_filters as F
 
     filters = [F.DocumentNormalizer(), F.AcceptJapanese(), F.DocumentLengthFilter(min_doc_len=100, max_doc_len=500_000),
-               F.DiscardAdultContentJa(), F.DiscardDiscriminationContentJa(), F.DiscardViolenceContentJa(),
-               F.DiscardBBSComments(), F.DiscardAds(), F.DiscardRareKuten(), F.HeaderFooterTagsRemover(),
-               F.MaskPersonalInformation(), F.CharRepetitionRatioFilter(), F.DiscardTooManyEndingEllipsis()]
-    comp = Compose(filters)
+               F.DiscardBBSComments(), F.DiscardAds(), F.DiscardAdultContentJa(), F.DiscardDiscriminationContentJa(),
+               F.DiscardViolenceContentJa(), F.DiscardRareKuten(), F.CharRepetitionRatioFilter(),
+               F.SingleCharacterRepetitionFilter(), F.DiscardTooManyEndingEllipsis(), F.MaskPersonalInformation()]
+    comp = Compose(filters)  # = ../shared/checks/hojichar_ids.py
 
-    def run(texts: list[str]) -> int:
-        kept = 0
-        for t in texts:
-            d = comp.apply(Document(t))
-            kept += not d.is_rejected
-        return kept
+    def run(texts: list[str]) -> list[bool]:
+        return [not comp.apply(Document(t)).is_rejected for t in texts]
 
     return run
 
@@ -156,8 +153,8 @@ def make_datatrove():
     filters = [GopherRepetitionFilter(language=lang), GopherQualityFilter(language=lang),
                C4QualityFilter(language=lang, filter_no_terminal_punct=False), FineWebQualityFilter(language=lang)]
 
-    def run(texts: list[str]) -> int:
-        kept = 0
+    def run(texts: list[str]) -> list[bool]:
+        out = []
         for i, t in enumerate(texts):
             d = Document(text=t, id=str(i))
             ok = True
@@ -166,8 +163,8 @@ def make_datatrove():
                 if r is False or (isinstance(r, tuple) and r[0] is False):
                     ok = False
                     break
-            kept += ok
-        return kept
+            out.append(ok)
+        return out
 
     return run, note
 
@@ -191,7 +188,8 @@ def main() -> None:
     total_mb = sum(len(t.encode()) for t in docs) / 1e6
     print(f"corpus: {len(docs):,} documents, {total_mb:.1f} MB of Japanese text (loaded in {time.perf_counter() - t0:.1f}s)")
 
-    contenders = {"kamado default-ja": make_kamado(root), "HojiChar core ja": make_hojichar()}
+    contenders = {"kamado default-ja": make_kamado(root), "kamado hojichar-compat": make_kamado(root, "hojichar-compat"),
+                  "HojiChar core ja": make_hojichar()}
     note = ""
     if not args.no_datatrove:
         dt, note = make_datatrove()
@@ -206,6 +204,8 @@ def main() -> None:
     chunks = [docs[i::n] for i in range(n)]
     speeds: dict[str, list[float]] = {k: [] for k in names}
     kept: dict[str, int] = {k: 0 for k in names}
+    same: dict[str, list[int]] = {k: [0, 0] for k in names}  # decisions equal to HojiChar's, documents compared
+    decided: dict[str, list[bool]] = {}
     seen: dict[str, float] = {k: 0.0 for k in names}
     for ci, chunk in enumerate(chunks):
         order = names[ci % len(names):] + names[: ci % len(names)]
@@ -219,20 +219,27 @@ def main() -> None:
                     part.append(t)
             mb = sum(len(t.encode()) for t in part) / 1e6
             t = time.process_time()  # CPU seconds of this process: robust to other jobs on the machine
-            k = contenders[name](part)
+            flags = contenders[name](part)
             dt_s = time.process_time() - t
             speeds[name].append(mb / dt_s)
-            kept[name] += k
+            kept[name] += sum(flags)
+            if part is chunk:
+                decided[name] = flags
             seen[name] += mb
             print(f"  chunk {ci + 1}/{n} {name:30s} {mb:6.2f} MB {dt_s:7.2f}s {mb / dt_s:6.2f} MB/s", flush=True)
+        for name, flags in decided.items():
+            same[name][0] += sum(a == b for a, b in zip(flags, decided["HojiChar core ja"], strict=True))
+            same[name][1] += len(flags)
+        decided.clear()
     ref = statistics.median(speeds["HojiChar core ja"])
     print()
-    print("| contender | MB processed | median MB/s per process | vs HojiChar | docs kept |")
-    print("|---|---|---|---|---|")
+    print("| contender | MB processed | median MB/s per process | vs HojiChar | docs kept | same decision as HojiChar |")
+    print("|---|---|---|---|---|---|")
     for name in names:
         med = statistics.median(speeds[name])
         label = name + (f" ({args.datatrove_share:.0%} sample; {note})" if name.startswith("datatrove") else "")
-        print(f"| {label} | {seen[name]:.1f} | {med:.2f} | {med / ref:.2f}x | {kept[name]:,} |")
+        agree = f"{same[name][0] / same[name][1]:.2%}" if same[name][1] else "n/a (sample)"
+        print(f"| {label} | {seen[name]:.1f} | {med:.2f} | {med / ref:.2f}x | {kept[name]:,} | {agree} |")
     print(f"\n(medians over {n} chunks run in rotating order in one process, MB of UTF-8 text per CPU second; "
           f"other jobs on the machine still make absolute numbers noisy, the ratios are the result)")
 
