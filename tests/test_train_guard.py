@@ -173,3 +173,43 @@ def test_sigkill_of_real_trainer_gives_crashed_alert(tmp_path, receivers):
     ev = read_events(tmp_path / "run" / "events.jsonl")
     last = [json.loads(x) for x in m.read_text().splitlines() if x.strip()][-1]["step"]
     assert any(e["kind"] == "crashed" and abs(e["step"] - last) <= 1 for e in ev)  # the heartbeat is per update
+
+
+_RESTARTING = _TRAINER.replace(
+    "guarded_run(g, lambda **kw: train(model(), Stream(), tcfg(int(sys.argv[4])), out, quiet=True, **kw))",
+    "from kamado.monitor.guard import run_restarting\n"
+    "run_restarting(lambda: RunGuard(guard, alerts, out, run='proc'),\n"
+    "               lambda **kw: train(model(), Stream(), tcfg(int(sys.argv[4])), out, quiet=True, **kw))")
+
+
+def test_restart_on_hang_resumes_from_the_last_checkpoint(tmp_path, receivers):
+    """A real hang (drill at step 15) in a tiny run: the watchdog stops the step, the trainer resumes from the
+    checkpoint of step 10 in the same process and finishes all 30 steps; the drill does not fire again."""
+    assert _RESTARTING != _TRAINER
+    alerts = receivers.alerts("json").model_copy(update={"email": None})
+    guard = GuardConfig(hang_timeout_s=3, term_grace_s=20, restart_on_hang=True, max_hang_restarts=1,
+                        inject=InjectConfig(step=15, kind="hang"))
+    script = tmp_path / "trainer.py"
+    script.write_text(_RESTARTING)
+    p = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), guard.model_dump_json(),
+                        alerts.model_dump_json(), "30"], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "restarts training after a hang (restart 1 of at most 1)" in p.stderr
+    out = tmp_path / "run"
+    ev = read_events(out / "events.jsonl")
+    kinds = [e["kind"] for e in ev]
+    assert kinds[0] == "started" and kinds[-1] == "finished", kinds
+    i = kinds.index("hang")
+    assert kinds.count("hang") == 1 and kinds.count("inject") == 1 and "restart" in kinds[i:], kinds
+    assert {e["detail"].get("restarting") for e in ev if e["kind"] == "stopped"} == {True}  # trainer and watchdog
+    again = [e for e in ev if e["kind"] == "started"][-1]
+    assert again["detail"]["resumed"] and again["detail"]["restarts"] == 1 and again["step"] == 10
+    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "loss" in r] == list(range(1, 31))  # steps 11..15 redone, not duplicated
+    final = json.loads((out / "checkpoints" / "step_00000030" / "state.json").read_text())
+    assert final["sampler"] == [{"pos": 30}]  # no data skipped: the hang was not the data's fault
+    posts = [json.loads(x["body"]) for x in receivers.posts]
+    assert any(b["kind"] == "hang" and b["step"] == 15 for b in posts), [(b["kind"], b["step"]) for b in posts]
+    assert any(b["kind"] == "stopped" and "restarting from the last checkpoint" in b["text"] + str(b.get("action"))
+               for b in posts)

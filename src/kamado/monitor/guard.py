@@ -77,6 +77,8 @@ class GuardConfig(StrictModel):
     hang_timeout_s: float = 1800.0  # no finished step for this long: `hang` alert, the trainer is stopped
     startup_timeout_s: float = 1800.0  # the same before the first step (compilation, loading)
     term_grace_s: float = 15.0  # SIGTERM, then SIGKILL after this long
+    restart_on_hang: bool = False  # after the watchdog stopped a hung trainer: resume from the last checkpoint
+    max_hang_restarts: int = 3  # then the stage ends with the error
     inject: InjectConfig | None = None
 
 
@@ -192,7 +194,11 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 class GuardStop(KamadoError):
-    """The guard stopped the run (too many rollbacks, nothing to roll back to, or the watchdog)."""
+    """The guard stopped the run (too many rollbacks, nothing to roll back to, or the watchdog: ``hang``)."""
+
+    def __init__(self, message: str, *, hang: bool = False) -> None:
+        super().__init__(message)
+        self.hang = hang
 
 
 class RunGuard:
@@ -220,6 +226,8 @@ class RunGuard:
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._old_term: Any = None
         self._started = False
+        self.restarts = 0  # restarts after a hang so far (guard.restart_on_hang); set by run_restarting
+        self.will_restart = False  # a hang stop is followed by a restart (the `stopped` alert says so)
         self.checkpoints: Any = None  # () -> [(step, path)] of complete checkpoints (set by the trainer side)
 
     @property
@@ -243,12 +251,15 @@ class RunGuard:
         if not self.is_main:
             return
         (self.out_dir / STOP).unlink(missing_ok=True)
-        if not resumed:
+        if not resumed and not self.restarts:
             self.events.path.unlink(missing_ok=True)
             (self.out_dir / STATE).unlink(missing_ok=True)
-        self.events.log(step, "started", {"resumed": resumed, "total_steps": total_steps, "pid": os.getpid()})
+        self.events.log(step, "started", {"resumed": resumed, "total_steps": total_steps, "pid": os.getpid(),
+                                          "restarts": self.restarts})
         self.alerter.send("started", step, f"training {'resumed' if resumed else 'started'} "
-                          f"({total_steps} steps)", action="guard on" if self.enabled else "guard off")
+                          f"({total_steps} steps)" + (f" after hang restart {self.restarts} of at most "
+                                                      f"{self.cfg.max_hang_restarts}" if self.restarts else ""),
+                          action="guard on" if self.enabled else "guard off")
         self._beat("starting", step)
         if self.cfg.watchdog:
             self._start_watchdog()
@@ -261,7 +272,7 @@ class RunGuard:
             reason = why.read_text(encoding="utf-8").strip()
             why.unlink(missing_ok=True)
             raise GuardStop(f"the run guard's watchdog stopped training: {reason} (see {self.events.path}; "
-                            "resume with the same command)")
+                            "resume with the same command)", hang=True)
         raise GuardStop(f"stopped by SIGTERM after step {self.last_step}")
 
     def _start_watchdog(self) -> None:
@@ -311,10 +322,13 @@ class RunGuard:
             return
         msg = str(error) or type(error).__name__ if not isinstance(error, str) else error
         kind = "stopped" if isinstance(error, GuardStop) else "crashed"
-        self.events.log(self.last_step, kind, {"error": msg[:2000]})
-        self.alerter.send(kind, self.last_step, f"training ended with an error: {msg[:500]}", action=self._summary(),
+        restart = self.will_restart and isinstance(error, GuardStop) and error.hang
+        self.events.log(self.last_step, kind, {"error": msg[:2000]} | ({"restarting": True} if restart else {}))
+        self.alerter.send(kind, self.last_step, f"training ended with an error: {msg[:500]}",
+                          action=(f"restarting from the last checkpoint (hang restart {self.restarts + 1} of at most "
+                                  f"{self.cfg.max_hang_restarts}); " if restart else "") + self._summary(),
                           checkpoint=self.last_good_ckpt, metrics=self.last)
-        self._beat("failed", self.last_step, msg[:500])
+        self._beat("restarting" if restart else "failed", self.last_step, msg[:500])  # the watchdog lets go
         self._stop_watchdog()
         self.alerter.close(timeout=30)
 
@@ -537,6 +551,31 @@ def _barrier() -> None:
         return
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def run_restarting(make_guard: Any, fn: Any, *, can_restart: bool = True) -> Any:
+    """:func:`guarded_run` with ``guard.restart_on_hang``: when the watchdog stopped a hung trainer (a
+    :class:`GuardStop` with ``hang``), log a ``restart`` event and call ``fn`` again with a fresh guard from
+    ``make_guard()``: ``fn`` builds its model and data anew and the trainer resumes from the latest complete
+    checkpoint. At most ``guard.max_hang_restarts`` times; then (or without the setting) the error is raised.
+    ``can_restart`` False (a torchrun rank: the other ranks cannot follow) leaves restarts to the launcher."""
+    restarts, fired = 0, set()
+    while True:
+        guard = make_guard()
+        guard.restarts, guard.fired = restarts, guard.fired | fired
+        c = guard.cfg
+        guard.will_restart = bool(can_restart and c.enabled and c.restart_on_hang and restarts < c.max_hang_restarts)
+        try:
+            return guarded_run(guard, fn)
+        except GuardStop as e:
+            if not (e.hang and guard.will_restart):
+                raise
+            restarts, fired = restarts + 1, guard.fired  # a hang drill that fired is not injected again
+            if guard.is_main:
+                guard.events.log(guard.last_step, "restart", {"restarts": restarts, "max": c.max_hang_restarts,
+                                                              "reason": "hang", "checkpoint": guard.last_good_ckpt})
+            print(f"kamado: the run guard restarts training after a hang (restart {restarts} of at most "
+                  f"{c.max_hang_restarts}): {e}", file=sys.stderr, flush=True)
 
 
 def guarded_run(guard: RunGuard, fn: Any, trainer_hooks_kw: str = "hooks") -> Any:

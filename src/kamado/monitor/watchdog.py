@@ -3,7 +3,8 @@
 It polls the trainer's heartbeat file (written after every finished step by :class:`~kamado.monitor.guard.RunGuard`):
 
 - no finished step for ``hang_timeout_s`` (``startup_timeout_s`` before the first one): a ``hang`` event and
-  alert, then SIGTERM to the trainer (which ends with a clear error) and SIGKILL after ``term_grace_s``;
+  alert, then SIGTERM to the trainer (which ends with a clear error) and SIGKILL after ``term_grace_s``
+  (unless it answers with a ``restarting`` heartbeat: ``guard.restart_on_hang``, it resumes by itself);
 - the trainer process gone without a clean end (``finished``/``failed`` heartbeat): a ``crashed`` event and
   alert with the last step and metrics (SIGKILL, the OOM killer, a segfault);
 - a clean end: it exits quietly.
@@ -99,23 +100,29 @@ def watch(spec: dict[str, Any], poll_s: float | None = None) -> str:
                 (hb_path.parent / ".watchdog-stop").write_text(msg, encoding="utf-8")
             except OSError:
                 pass
-            _stop(pid, grace)
-            events.log(step, "stopped", {"pid": pid, "by": "watchdog", "alive": pid_alive(pid)})
+            restarting = _stop(pid, grace, hb_path)
+            events.log(step, "stopped", {"pid": pid, "by": "watchdog", "alive": pid_alive(pid)}
+                       | ({"restarting": True} if restarting else {}))
             return "hang"
         time.sleep(poll)
 
 
-def _stop(pid: int, grace: float) -> None:
+def _stop(pid: int, grace: float, hb_path: Path | None = None) -> bool:
+    """SIGTERM, then SIGKILL after ``grace`` s; True when the trainer answered with a ``restarting`` heartbeat
+    (``guard.restart_on_hang``: it stopped the stuck step itself and resumes from its last checkpoint)."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
-            return
+            return False
         t_end = time.time() + wait
         while time.time() < t_end:
             if not pid_alive(pid):
-                return
+                return False
+            if hb_path is not None and (_read(hb_path) or {}).get("state") == "restarting":
+                return True
             time.sleep(0.2)
+    return False
 
 
 def main(argv: list[str] | None = None) -> int:

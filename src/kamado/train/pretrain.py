@@ -65,7 +65,7 @@ def counts(res: dict[str, Any]) -> dict[str, Any]:
 def run_rank(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
     """Train in this process (one rank of torchrun, or the only one); rank 0 writes ``pretrain.json``."""
     from kamado.manifest import write_json_atomic
-    from kamado.monitor.guard import RunGuard, guarded_run
+    from kamado.monitor.guard import RunGuard, run_restarting
     from kamado.train import distributed
     from kamado.train.trainer import train
 
@@ -74,16 +74,40 @@ def run_rank(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
     if tcfg.seed is None:
         tcfg = tcfg.model_copy(update={"seed": ctx.seed})
         cfg = cfg.model_copy(update={"train": tcfg})
-    model, sampler, valid = build(cfg, ctx, d.rank, d.world_size)
-    guard = RunGuard(cfg.guard, cfg.alerts, ctx.out, run=f"{ctx.run_dir.name if ctx.run_dir else ''}/{ctx.name}",
-                     is_main=d.is_main, device=d.device)
-    res = guarded_run(guard, lambda **kw: train(model, sampler, tcfg, ctx.out, valid=valid, hf_export=ctx.out / "hf",
-                                                 tokenizer=_tokenizer_dir(ctx), description="pretrain",
-                                                 quiet=ctx.quiet or None, **kw)).to_dict()
+
+    def attempt(**kw: Any) -> Any:  # a fresh model and sampler each time; the trainer resumes from a checkpoint
+        model, sampler, valid = build(cfg, ctx, d.rank, d.world_size)
+        return train(model, sampler, tcfg, ctx.out, valid=valid, hf_export=ctx.out / "hf",
+                     tokenizer=_tokenizer_dir(ctx), description="pretrain", quiet=ctx.quiet or None, **kw)
+
+    res = run_restarting(lambda: RunGuard(cfg.guard, cfg.alerts, ctx.out, is_main=d.is_main, device=d.device,
+                                          run=f"{ctx.run_dir.name if ctx.run_dir else ''}/{ctx.name}"),
+                         attempt, can_restart=d.world_size == 1).to_dict()
     out = counts(res)
     if d.is_main:
         write_json_atomic(ctx.out / RESULT, out | {"extra": res.get("extra", {}), "preset": cfg.model.preset})
     return out
+
+
+def _launch_restarting(cfg: PretrainConfig, ctx: StageContext, nproc: int, spec: Path) -> int:
+    """torchrun; with ``guard.restart_on_hang`` launched again (resuming) after the watchdog stopped a hang."""
+    import sys
+
+    from kamado.monitor.guard import EVENTS, EventLog, read_events
+    from kamado.train import distributed
+
+    g = cfg.guard
+    for restart in range(g.max_hang_restarts + 1):
+        seen = len(read_events(ctx.out / EVENTS))
+        rc = distributed.launch(nproc, [str(spec)], log_dir=(ctx.cache_dir or ctx.out) / "torchrun")
+        hung = any(e.get("kind") == "hang" for e in read_events(ctx.out / EVENTS)[seen:])
+        if rc == 0 or not (hung and g.enabled and g.restart_on_hang) or restart == g.max_hang_restarts:
+            return rc
+        EventLog(ctx.out / EVENTS).log(None, "restart", {"restarts": restart + 1, "max": g.max_hang_restarts,
+                                                         "reason": "hang", "ranks": nproc})
+        print(f"kamado: torchrun stopped after a hang; launching again from the last checkpoint "
+              f"(restart {restart + 1} of at most {g.max_hang_restarts})", file=sys.stderr, flush=True)
+    return rc
 
 
 def write_spec(cfg: PretrainConfig, ctx: StageContext, path: Path) -> Path:
@@ -106,7 +130,7 @@ def run(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
     if nproc > 1 and not distributed.under_torchrun():
         spec = write_spec(cfg, ctx, ctx.out / ".launch.json")
         (ctx.out / RESULT).unlink(missing_ok=True)
-        rc = distributed.launch(nproc, [str(spec)], log_dir=(ctx.cache_dir or ctx.out) / "torchrun")
+        rc = _launch_restarting(cfg, ctx, nproc, spec)
         if rc != 0 or not (ctx.out / RESULT).is_file():
             raise KamadoError(f"torchrun with {nproc} ranks failed (exit {rc}); see the messages above")
         spec.unlink(missing_ok=True)

@@ -112,7 +112,7 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
 
     import torch
 
-    from kamado.monitor.guard import RunGuard, guarded_run
+    from kamado.monitor.guard import RunGuard, run_restarting
     from kamado.train.export import export_hf
     from kamado.train.trainer import train
     from kamado.tune import lora as lora_mod
@@ -141,11 +141,18 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
     batches = SFTBatches(rows, micro, pad_id, seed)
     console.print(f"tune/{method}: {trainable:,} of {total:,} parameters trainable "
                   f"({100 * trainable / total:.2f}%), {len(rows):,} rows, lr {tcfg.optimizer.lr:g}")
-    guard = RunGuard(cfg.guard, cfg.alerts, mdir, run=f"{ctx.run_dir.name if ctx.run_dir else ''}/tune/{method}")
-    result = guarded_run(guard, lambda **kw: train(
-        model, batches, tcfg, mdir, valid=valid or None,
-        trainable=lora_mod.trainable_names(model) if method == "lora" else None,
-        description=f"tune/{method}", quiet=ctx.quiet or None, **kw))
+    attempts = [0]
+
+    def attempt(**kw: Any) -> Any:  # after a hang restart: a fresh model and batch source, resumed by the trainer
+        m, b = (model, batches) if not attempts[0] else (_fresh_model(method, cfg, base),
+                                                          SFTBatches(rows, micro, pad_id, seed))
+        attempts[0] += 1
+        return train(m, b, tcfg, mdir, valid=valid or None,
+                     trainable=lora_mod.trainable_names(m) if method == "lora" else None,
+                     description=f"tune/{method}", quiet=ctx.quiet or None, **kw)
+
+    result = run_restarting(lambda: RunGuard(cfg.guard, cfg.alerts, mdir,
+                                             run=f"{ctx.run_dir.name if ctx.run_dir else ''}/tune/{method}"), attempt)
     del model
     model = restore_fp32(method, cfg, base, mdir / "checkpoints").eval()
     val_after = evaluate_loss(model, valid) if valid else None
