@@ -38,7 +38,8 @@ def _run(root: Path, name: str, steps: int, seed: float, spike: int | None) -> P
     if spike:
         (run / "pretrain" / "events.jsonl").write_text(
             json.dumps({"step": spike, "kind": "loss_spike", "detail": "loss 6.1 > 3 x median; rolled back"}) + "\n"
-            + json.dumps({"step": spike + 5, "kind": "resumed", "detail": {"from_step": spike - 50}}) + "\n",
+            + json.dumps({"step": spike + 5, "kind": "resumed", "detail": {"from_step": spike - 50}}) + "\n"
+            + json.dumps({"step": spike + 3, "kind": "rollback", "detail": {"from_step": spike - 20}}) + "\n",
             encoding="utf-8")
     for m in ("full", "lora"):
         (run / "tune" / m).mkdir(parents=True)
@@ -81,6 +82,7 @@ def test_report_charts_draw_in_headless_chromium(tmp_path, tmp_path_factory):
     assert dom.count('data-drawn="1"') == n_charts
     assert len(re.findall(r'<path[^>]*class="kc-line', dom)) >= n_charts
     assert dom.count('class="kc-event"') >= 2  # the spike and the resume, on the loss chart
+    assert dom.count('class="kc-span"') >= 2  # the rollback's redone steps: on the run's and the compare loss chart
     assert 'data-kc-selftest="hover=true toggle=true zoom=true"' in html_tag
 
     shot = tmp_path_factory.getbasetemp() / "report-screenshot.png"

@@ -41,6 +41,7 @@ pre{background:#fff;border:1px solid #ddd;padding:.6rem;font-size:.75rem;overflo
 .kc-tick{font-size:10px;fill:#555}.kc-label{font-size:11px;fill:#333}
 .kc-line{fill:none;stroke-width:1.6;stroke-linejoin:round}.kc-raw{stroke-width:.8;stroke-opacity:.3}
 .kc-event line{stroke:#c00;stroke-dasharray:3 3;stroke-width:1.2}.kc-event path{fill:#c00}
+.kc-span{fill:#c00;fill-opacity:.1}
 .kc-hover line{stroke:#888;stroke-width:1}.kc-sel{fill:#1f5fa8;fill-opacity:.12}
 .kc-overlay{fill:#000;fill-opacity:0;cursor:crosshair}
 .kc-tip{position:absolute;display:none;pointer-events:none;background:rgba(255,255,255,.95);border:1px solid #ccc;
@@ -175,6 +176,11 @@ CHART_JS = r"""(function () {
     root.setAttribute("data-drawn", "1");
   }
 
+  function evText(ev) {
+    return (ev.run ? ev.run + ": " : "") + ev.kind + " at " + fmt(ev.x) +
+      (ev.span ? " (steps " + fmt(ev.span[0]) + "–" + fmt(ev.x) + " done again)" : "") + (ev.detail ? ": " + ev.detail : "");
+  }
+
   Chart.prototype.draw = function () {
     var self = this, spec = this.spec, svg = this.svg;
     while (svg.firstChild) svg.removeChild(svg.firstChild);
@@ -227,11 +233,17 @@ CHART_JS = r"""(function () {
                 transform: "rotate(-90 12 " + (m.t + ph / 2) + ")"}, svg).textContent = spec.ylabel || "";
     var plot = el("g", {"clip-path": "url(#" + clipId + ")"}, svg);
     (spec.events || []).forEach(function (ev) {
+      if (ev.span && ev.span[1] >= x0 && ev.span[0] <= x1) {  // a rollback: the steps done again, shaded
+        var a = sx(Math.max(ev.span[0], x0)), b = sx(Math.min(ev.span[1], x1));
+        var r = el("rect", {x: a, y: m.t, width: Math.max(1, b - a), height: ph, "class": "kc-span"}, plot);
+        if (ev.color) r.style.fill = ev.color;
+      }
       if (ev.x < x0 || ev.x > x1) return;
       var g = el("g", {"class": "kc-event"}, plot);
-      el("line", {x1: sx(ev.x), x2: sx(ev.x), y1: m.t, y2: m.t + ph}, g);
-      el("path", {d: "M" + (sx(ev.x) - 5) + " " + m.t + "l10 0l-5 8z"}, g);
-      el("title", {}, g).textContent = ev.kind + " at " + fmt(ev.x) + (ev.detail ? ": " + ev.detail : "");
+      var ln = el("line", {x1: sx(ev.x), x2: sx(ev.x), y1: m.t, y2: m.t + ph}, g);
+      var mk = el("path", {d: "M" + (sx(ev.x) - 5) + " " + m.t + "l10 0l-5 8z"}, g);
+      if (ev.color) { ln.style.stroke = ev.color; mk.style.fill = ev.color; }
+      el("title", {}, g).textContent = evText(ev);
     });
     function pathOf(xs, ys) {
       var d = "", pen = false;
@@ -331,7 +343,7 @@ CHART_JS = r"""(function () {
     });
     var tol = (g.x1 - g.x0) / g.pw * 6;
     (spec.events || []).forEach(function (ev) {
-      if (Math.abs(ev.x - x) <= tol) div("kc-tipev", tip, "⚑ " + ev.kind + " at " + fmt(ev.x) + (ev.detail ? ": " + ev.detail : ""));
+      if (Math.abs(ev.x - x) <= tol) div("kc-tipev", tip, "⚑ " + evText(ev));
     });
     tip.style.display = "block";
     var bw = this.box.clientWidth, tw = tip.offsetWidth;

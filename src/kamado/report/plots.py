@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +37,9 @@ class Panel:
     logy: bool = False
     ylim: tuple[float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)  # run events: {"step", "kind", "detail"}
+    # run events: {"step", "kind", "detail"} (events.jsonl), optionally "run" (a label) and "color" (its series');
+    # a guard rollback's detail.from_step..step (the steps done again) is shaded
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -103,7 +106,9 @@ def panels_png(panels: Sequence[Panel], width: float = 5.2, height: float = 3.2,
                 ax.plot(xs, ys, lw=1.5, ls=ls, color=color, label=s.label)
         for e in (_event(x) for x in p.events):
             if e is not None:
-                ax.axvline(e["x"], color="#c00", lw=0.8, ls=":", alpha=0.8)
+                ax.axvline(e["x"], color=e.get("color", "#c00"), lw=0.8, ls=":", alpha=0.8)
+                if "span" in e:
+                    ax.axvspan(*e["span"], color=e.get("color", "#c00"), alpha=0.1, lw=0)
         if p.logy:
             ax.set_yscale("log")
         if p.ylim:
@@ -203,7 +208,17 @@ def _event(e: Any) -> dict[str, Any] | None:
         import json
 
         detail = json.dumps(detail, ensure_ascii=False, default=str)
-    return {"x": float(x), "kind": str(e.get("kind") or e.get("event") or "event")[:60], "detail": detail[:300]}
+    out: dict[str, Any] = {"x": float(x), "kind": str(e.get("kind") or e.get("event") or "event")[:60],
+                           "detail": detail[:300]}
+    d = e.get("detail")
+    start = d.get("from_step") if isinstance(d, dict) and out["kind"] == "rollback" else None
+    if isinstance(start, int | float) and not isinstance(start, bool) and math.isfinite(start) and start < x:
+        out["span"] = [float(start), float(x)]  # the steps done again after a rollback
+    if isinstance(e.get("run"), str):
+        out["run"] = e["run"][:80]
+    if isinstance(e.get("color"), str) and re.fullmatch(r"#[0-9a-fA-F]{3,8}", e["color"]):
+        out["color"] = e["color"]
+    return out
 
 
 def chart_spec(p: Panel, smooth_over: int = 60, most: int = 3000) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from kamado.config import KamadoError
 from kamado.report import html as H
 from kamado.report.artifacts import ReportCounts
 from kamado.report.config import ReportConfig
-from kamado.report.plots import Panel, Series, bars_png, metric_bars_png, panels_fig
+from kamado.report.plots import PALETTE, Panel, Series, bars_png, metric_bars_png, panels_fig
 from kamado.stage import STAGE_NAMES, StageContext, stage_spec
 
 STAGES = tuple(s for s in STAGE_NAMES if s != "report")  # the stages a report reads
@@ -275,10 +275,34 @@ def data_section(run: Run) -> str:
     return body
 
 
+def _by_step(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per step, in step order; the later record of a step wins (after a guard rollback, or a resume,
+    the steps since the checkpoint are logged again and the later records are the valid ones)."""
+    last: dict[float, dict[str, Any]] = {}
+    for r in recs:
+        last.pop(r["step"], None)
+        last[r["step"]] = r
+    return sorted(last.values(), key=lambda r: r["step"])
+
+
 def _train_records(recs: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
     train = [r for r in recs if _num(r.get("loss")) is not None and _num(r.get("step")) is not None]
     val = [r for r in recs if any(k.startswith("val_loss") for k in r) and _num(r.get("step")) is not None]
-    return train, val
+    return _by_step(train), _by_step(val)
+
+
+_QUIET_EVENTS = {"finished", "inject"}  # not marked when several runs share a chart
+
+
+def _run_events(path: Path, run: str, color: str) -> list[dict[str, Any]]:
+    """A run's guard events (events.jsonl) for a shared chart: labelled and coloured like the run's curve."""
+    out = []
+    for e in read_jsonl(path):
+        d = e.get("detail")
+        if e.get("kind") in _QUIET_EVENTS or (e.get("kind") == "started" and not (isinstance(d, dict) and d.get("resumed"))):
+            continue
+        out.append(e | {"run": run, "color": color})
+    return out
 
 
 def _val_series(val: list[dict], prefix: str = "") -> list[Series]:
@@ -467,27 +491,32 @@ def compare_section(runs: list[Run]) -> str:
          next((m.get("git_commit") for m in r.manifests.values() if m.get("git_commit")), None)] for r in runs],
         text_cols=(1, 2, 4))
     names = _unique_names(runs)
-    pre_train, pre_val = [], []
-    for r, n in zip(runs, names, strict=True):
+    pre_train, pre_val, pre_events = [], [], []
+    for k, (r, n) in enumerate(zip(runs, names, strict=True)):
         pre = r.artifact_or_none("pretrain")
+        color = PALETTE[k % len(PALETTE)]  # a run's curves and its guard events share one colour
         if pre is not None:
             train, val = _train_records(pre.metrics())
             if train:
-                pre_train.append(Series(n, [x["step"] for x in train], [x["loss"] for x in train]))
+                pre_train.append(Series(n, [x["step"] for x in train], [x["loss"] for x in train], color=color))
+                pre_events += _run_events(pre.path / "events.jsonl", n, color)
             pts = [(x["step"], x["val_loss"]) for x in val if _num(x.get("val_loss")) is not None]
             if pts:
-                pre_val.append(Series(n, [p[0] for p in pts], [p[1] for p in pts], points=True))
-    body += H.figure(panels_fig([Panel("pretraining loss", pre_train, ylabel="cross-entropy"),
+                pre_val.append(Series(n, [p[0] for p in pts], [p[1] for p in pts], points=True, color=color))
+    body += H.figure(panels_fig([Panel("pretraining loss", pre_train, ylabel="cross-entropy", events=pre_events),
                               Panel("pretraining val loss", pre_val, ylabel="cross-entropy")]), "pretrain compare")
-    tune_series = []
+    tune_series, tune_events = [], []
     for r, n in zip(runs, names, strict=True):
         tune = r.artifact_or_none("tune")
         for m in tune.method_names() if tune is not None else []:
             train, _ = _train_records(read_jsonl(tune.metrics_path(m)))
             if train:
+                color = PALETTE[len(tune_series) % len(PALETTE)]
                 tune_series.append(Series(f"{n} {m}", [x["step"] for x in train], [x["loss"] for x in train],
-                                          dashed=m == "lora"))
-    body += H.figure(panels_fig([Panel("tuning loss", tune_series, ylabel="cross-entropy")]), "tune compare")
+                                          dashed=m == "lora", color=color))
+                tune_events += _run_events(Path(tune.metrics_path(m)).parent / "events.jsonl", f"{n} {m}", color)
+    body += H.figure(panels_fig([Panel("tuning loss", tune_series, ylabel="cross-entropy", events=tune_events)]),
+                     "tune compare")
     merged: dict[str, dict[str, Any]] = {}
     for r, n in zip(runs, names, strict=True):
         ev = r.artifact_or_none("eval")
