@@ -60,10 +60,21 @@ def filter_table(chain: ChainConfig, env: Env, paths: list[Path]) -> dict[str, A
         n = r["alone_good"] + r["alone_bad"]
         r["precision_bad"] = round(r["alone_bad"] / n, 3) if n else None
     m = metrics(labels == 0, rej)
+    notes = []
+    for s in steps:
+        model = getattr(s, "model", None)
+        meta = getattr(model, "meta", None)
+        if isinstance(meta, dict):
+            seen = set(meta.get("trained_on") or [])
+            if {p.name for p in paths} & seen:
+                cv = meta.get("cv") or {}
+                fig = cv.get("chain", cv).get("mcc") if isinstance(cv.get("chain", cv), dict) else None
+                notes.append(f"step {s.name!r} was trained on these paragraphs: its figures here are in-sample"
+                             + (f"; cross-validated MCC {fig}" if fig is not None else ""))
     return {"chain": chain.name, "paragraphs": int(labels.size), "bad": int((labels == 0).sum()),
             "rejected": int(rej.sum()), "rejected_bad": int((rej & (labels == 0)).sum()),
             "mcc": round(m["mcc"], 4), "recall_bad": round(m["recall_bad"], 4),
-            "precision_bad": round(m["precision_bad"], 4), "filters": list(rows.values())}
+            "precision_bad": round(m["precision_bad"], 4), "filters": list(rows.values()), "notes": notes}
 
 
 def format_table(t: dict[str, Any]) -> str:
@@ -77,4 +88,5 @@ def format_table(t: dict[str, Any]) -> str:
         p = "-" if r["precision_bad"] is None else f"{r['precision_bad']:.2f}"
         out.append(f"{r['step'][:24]:24s} {r['alone_good']:11d} {r['alone_bad']:5d} {p:>9s}   "
                    f"{r['first_good']:11d} {r['first_bad']:5d}")
+    out += [f"note: {n}" for n in t.get("notes", [])]
     return "\n".join(out)
