@@ -4,6 +4,14 @@ Layout of ``checkpoints/step_00000100/``: ``model.safetensors`` (full fp32 maste
 ``optim.safetensors`` + the optimizer's non-tensor state in ``state.json`` (step, data-sampler states,
 RNG states, config). ``state.json`` is written last, and the folder is renamed from ``.tmp-…`` only
 after every file is flushed, so a folder named ``step_*`` is always complete.
+
+Sharded checkpoints (FSDP runs, ``TrainConfig.checkpoint_format``; :func:`save_sharded`): each rank writes
+its own shard of the model and optimizer with ``torch.distributed.checkpoint`` (DCP) into ``dcp/`` (one
+``__<rank>_0.distcp`` per rank and DCP's ``.metadata``), so no rank ever holds the full state. ``state.json``
+(``"format": "sharded"``) keeps the rest as for a full checkpoint, plus the optimizer's non-tensor skeleton and
+the size and SHA-256 of every file under ``dcp/`` (each rank digests its own shard). DCP's ``.metadata`` is a
+pickle: it is read only after its digest matched the one recorded at save time; the tensors load with
+``weights_only``. :func:`load` reads a sharded checkpoint into one process too (consolidated, for export).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +39,8 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     out = []
     for p in root.iterdir():
         m = STEP_RE.match(p.name)
-        if m and p.is_dir() and (p / "state.json").is_file() and (p / "model.safetensors").is_file():
+        if m and p.is_dir() and (p / "state.json").is_file() and ((p / "model.safetensors").is_file()
+                                                                   or (p / "dcp" / ".metadata").is_file()):
             out.append((int(m.group(1)), p))
     return sorted(out)
 
@@ -46,10 +56,18 @@ def verify(path: Path, *, deep: bool = True) -> str | None:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         return f"state.json unreadable ({e.__class__.__name__}: {e})"
-    for name in ("model.safetensors", "optim.safetensors"):
-        why = safetensors_problem(path / name)
-        if why:
-            return why
+    if state.get("format") == "sharded":
+        files = state.get("files") or {}
+        if "dcp/.metadata" not in files or not any(n.endswith(".distcp") for n in files):
+            return "sharded checkpoint without an integrity record of its DCP files"
+        missing = [n for n in files if not (path / n).is_file()]
+        if missing:
+            return f"{missing[0]}: missing"
+    else:
+        for name in ("model.safetensors", "optim.safetensors"):
+            why = safetensors_problem(path / name)
+            if why:
+                return why
     for name, rec in (state.get("files") or {}).items():
         f = path / name
         if f.stat().st_size != rec.get("bytes"):
@@ -174,15 +192,155 @@ def prune(root: Path, *, keep_last: int, keep_every: int) -> None:
 
 
 def load(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(model state, optimizer state, state.json) of a complete checkpoint: safetensors + JSON only."""
+    """(model state, optimizer state, state.json) of a complete checkpoint: safetensors + JSON only.
+
+    A sharded checkpoint is consolidated in this process (full tensors; the optimizer state keyed by parameter
+    name, as ``torch.distributed.checkpoint.state_dict`` has it)."""
     from safetensors.torch import load_file
 
     path = Path(path)
+    if is_sharded(path):
+        return _load_sharded_full(path)
     state = json.loads((path / "state.json").read_text())
     state.pop("files", None)
     model_sd = load_file(str(path / "model.safetensors"))
     optim_sd = unflatten_optim(load_file(str(path / "optim.safetensors")), state.pop("optimizer"))
     return model_sd, optim_sd, state
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """``state.json`` of checkpoint ``path``."""
+    return json.loads((Path(path) / "state.json").read_text(encoding="utf-8"))
+
+
+def is_sharded(path: Path) -> bool:
+    """Whether checkpoint ``path`` was written by :func:`save_sharded`."""
+    return (Path(path) / "dcp" / ".metadata").is_file() and not (Path(path) / "model.safetensors").is_file()
+
+
+def _split_optim(osd: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A DCP optimizer state dict (keyed by parameter name) as DCP tensors ``optim.<name>.<key>`` and a JSON skeleton."""
+    tensors, skel = {}, {}
+    import torch
+
+    for fqn, st in osd["state"].items():
+        entry = {}
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.{fqn}.{k}"] = v
+                entry[k] = {"tensor": f"optim.{fqn}.{k}"}
+            else:
+                entry[k] = v
+        skel[fqn] = entry
+    return tensors, {"state": skel, "param_groups": osd["param_groups"]}
+
+
+def _join_optim(tensors: dict[str, Any], skel: dict[str, Any]) -> dict[str, Any]:
+    state = {fqn: {k: tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v for k, v in e.items()}
+             for fqn, e in skel["state"].items()}
+    groups = [dict(g, betas=tuple(g["betas"])) if "betas" in g else dict(g) for g in skel["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def save_sharded(root: Path, step: int, model_sd: dict[str, Any], optim_sd: dict[str, Any], state: dict[str, Any],
+                 *, rank: int, world_size: int, keep_last: int = 2, keep_every: int = 0) -> Path | None:
+    """Collective (every rank): write checkpoint ``step`` with DCP, each rank its own shard; atomic like :func:`save`.
+
+    ``model_sd``/``optim_sd``: the *sharded* state dicts of ``torch.distributed.checkpoint.state_dict``
+    (DTensors keyed by parameter name). Rank 0 writes ``state.json`` last and renames the folder; returns the
+    checkpoint folder on rank 0, None elsewhere.
+    """
+    import torch.distributed as tdist
+    import torch.distributed.checkpoint as dcp
+
+    from kamado.model.integrity import file_digest
+
+    root = Path(root)
+    final = step_dir(root, step)
+    box = [f".tmp-{final.name}-{os.getpid()}" if rank == 0 else None]
+    tdist.broadcast_object_list(box, src=0)
+    tmp = root / box[0]
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / "dcp").mkdir(parents=True)
+    tdist.barrier()
+    otensors, oskel = _split_optim(optim_sd)
+    dcp.save({**{f"model.{k}": v for k, v in model_sd.items()}, **otensors},
+             storage_writer=dcp.FileSystemWriter(str(tmp / "dcp"), single_file_per_rank=True, sync_files=True))
+    # each rank digests the shard it wrote (rank 0 also DCP's metadata); rank 0 records them all
+    mine = [f for f in sorted((tmp / "dcp").iterdir()) if f.name.startswith(f"__{rank}_")]
+    if rank == 0:
+        mine.append(tmp / "dcp" / ".metadata")
+    recs: list[Any] = [None] * world_size
+    tdist.all_gather_object(recs, {f"dcp/{f.name}": {"bytes": f.stat().st_size, "sha256": file_digest(f)}
+                                   for f in mine})
+    out = None
+    if rank == 0:
+        files = {k: v for r in recs for k, v in r.items()}
+        state = dict(state, step=step, format="sharded", optimizer=oskel, files=files)
+        with (tmp / "state.json").open("w") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(tmp / "dcp")
+        _fsync_dir(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+        prune(root, keep_last=keep_last, keep_every=keep_every)
+        out = final
+    tdist.barrier()
+    return out
+
+
+def load_sharded(path: Path, model_sd: dict[str, Any], optim_sd: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                                          dict[str, Any], dict[str, Any]]:
+    """Collective: read a sharded checkpoint into this rank's ``model_sd``/``optim_sd`` templates (the current sharded
+    state dicts, filled in place); returns (model state, optimizer state, state.json) for ``set_state_dict``."""
+    import torch.distributed.checkpoint as dcp
+
+    from kamado.config import KamadoError
+
+    path = Path(path)
+    why = verify(path)  # the .metadata pickle is trusted only with the digest recorded at save time
+    if why:
+        raise KamadoError(f"{path}: {why}")
+    state = json.loads((path / "state.json").read_text())
+    state.pop("files", None)
+    skel = state.pop("optimizer")
+    otensors, _ = _split_optim(optim_sd)
+    flat = {**{f"model.{k}": v for k, v in model_sd.items()}, **otensors}
+    dcp.load(flat, storage_reader=dcp.FileSystemReader(str(path / "dcp")))
+    msd = {k[len("model."):]: v for k, v in flat.items() if k.startswith("model.")}
+    return msd, _join_optim(flat, skel), state
+
+
+def _load_sharded_full(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """One process, no process group: a sharded checkpoint consolidated into plain (full) tensors."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    from kamado.config import KamadoError
+
+    why = verify(path)
+    if why:
+        raise KamadoError(f"{path}: {why}")
+    state = json.loads((path / "state.json").read_text())
+    state.pop("files", None)
+    skel = state.pop("optimizer")
+    reader = dcp.FileSystemReader(str(path / "dcp"))
+    meta = reader.read_metadata()
+    flat = {k: torch.empty(m.size, dtype=m.properties.dtype) for k, m in meta.state_dict_metadata.items()
+            if isinstance(m, TensorStorageMetadata)}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(flat, storage_reader=reader, no_dist=True)
+    msd = {k[len("model."):]: v for k, v in flat.items() if k.startswith("model.")}
+    return msd, _join_optim(flat, skel), state
 
 
 def rng_state() -> dict[str, Any]:

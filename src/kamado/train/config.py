@@ -47,6 +47,8 @@ class TrainConfig(StrictModel):
     ckpt_every: int = 100
     keep_last: int = 2
     keep_every: int = 0  # also keep every M-th checkpoint (0: none)
+    # auto: sharded (torch.distributed.checkpoint, one shard per rank, no full gather) under FSDP, else full
+    checkpoint_format: Literal["auto", "full", "sharded"] = "auto"
     nproc: int = Field(1, ge=1)  # >1 launches torchrun with FSDP2
     seed: int | None = None  # default: the recipe's seed
     resume: bool = True  # continue from the latest complete checkpoint in the output folder

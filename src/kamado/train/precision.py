@@ -118,3 +118,17 @@ class Precision:
             set_optimizer_state_dict(self.model, opt, sd, options=StateDictOptions(full_state_dict=True))
             return
         opt.load_state_dict(sd)
+
+    # --- sharded checkpoint state (FSDP): this rank's shards, keyed by parameter name ---
+    def sharded_state(self, opt: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(model, optimizer) state dicts of DTensor shards, for ``torch.distributed.checkpoint``; FSDP only."""
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        if not self.fsdp:
+            raise KamadoError("a sharded checkpoint needs an FSDP run (torchrun, more than one rank)")
+        return get_state_dict(self.model, opt)
+
+    def load_sharded_state(self, opt: Any, msd: dict[str, Any], osd: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        set_state_dict(self.model, opt, model_state_dict=msd, optim_state_dict=osd)

@@ -238,13 +238,21 @@ class Trainer:
         path = self._checkpoint_path(checkpoint)
         if path is None:
             return None
-        msd, osd, state = ckpt.load(path)
         world = self.dist.world_size
-        if int(state.get("world_size", world)) != world:
-            raise KamadoError(f"{path}: saved with {state.get('world_size')} ranks, now {world}; "
-                              "resume with the same --nproc")
-        self.precision.load_model_state(msd)
-        self.precision.load_optim_state(self.opt, osd)
+        if ckpt.is_sharded(path):
+            saved = int(ckpt.read_state(path).get("world_size", 0))
+            if saved != world or not self.dist.enabled:
+                raise KamadoError(f"{path}: a sharded checkpoint saved with {saved} ranks, now {world}; "
+                                  "resume with the same --nproc (or export it: kamado export)")
+            msd, osd, state = ckpt.load_sharded(path, *self.precision.sharded_state(self.opt))
+            self.precision.load_sharded_state(self.opt, msd, osd)
+        else:
+            msd, osd, state = ckpt.load(path)
+            if int(state.get("world_size", world)) != world:
+                raise KamadoError(f"{path}: saved with {state.get('world_size')} ranks, now {world}; "
+                                  "resume with the same --nproc")
+            self.precision.load_model_state(msd)
+            self.precision.load_optim_state(self.opt, osd)
         if state.get("sampler") is not None:
             self.batches.load_state_dict(state["sampler"][self.dist.rank])
         ckpt.set_rng_state(state["rng"][self.dist.rank])
@@ -265,20 +273,36 @@ class Trainer:
             raise KamadoError(f"{checkpoint}: not a complete checkpoint (no state.json)")
         return Path(checkpoint)
 
+    @property
+    def sharded_checkpoints(self) -> bool:
+        """Whether :meth:`save` writes sharded (DCP) checkpoints: ``checkpoint_format`` sharded, or auto under FSDP."""
+        fmt = self.cfg.checkpoint_format
+        if fmt == "sharded" and not self.dist.enabled:
+            raise KamadoError("train.checkpoint_format: sharded needs more than one rank (FSDP); use auto or full")
+        return fmt == "sharded" or (fmt == "auto" and self.dist.enabled)
+
     def save(self, step: int | None = None) -> Path | None:
-        """Checkpoint (model, optimizer, every rank's batch source and RNG) as ``step`` (default: now)."""
+        """Checkpoint (model, optimizer, every rank's batch source and RNG) as ``step`` (default: now).
+
+        Under FSDP (``checkpoint_format`` auto or sharded) every rank writes its own shard with
+        ``torch.distributed.checkpoint``; otherwise rank 0 writes the full state (see :mod:`kamado.train.checkpoint`).
+        """
         s = self.step_no if step is None else step
         d = self.dist
-        msd = self.precision.model_state()
-        osd = self.precision.optim_state(self.opt)
         samplers = distributed.gather_objects(self.batches.state_dict(), d)
         rngs = distributed.gather_objects(ckpt.rng_state(), d)
+        meta = {"world_size": d.world_size, "sampler": samplers, "rng": rngs, "seed": self.seed,
+                "config": self.cfg.model_dump(mode="json")}
+        if self.sharded_checkpoints:  # every rank writes its own shard: no full gather
+            msd, osd = self.precision.sharded_state(self.opt)
+            return ckpt.save_sharded(self.ck_root, s, msd, osd, meta, rank=d.rank, world_size=d.world_size,
+                                     keep_last=self.cfg.keep_last, keep_every=self.cfg.keep_every)
+        msd = self.precision.model_state()
+        osd = self.precision.optim_state(self.opt)
         path = None
         if d.is_main:
-            path = ckpt.save(self.ck_root, s, msd, osd,
-                             {"world_size": d.world_size, "sampler": samplers, "rng": rngs, "seed": self.seed,
-                              "config": self.cfg.model_dump(mode="json")},
-                             keep_last=self.cfg.keep_last, keep_every=self.cfg.keep_every)
+            path = ckpt.save(self.ck_root, s, msd, osd, meta, keep_last=self.cfg.keep_last,
+                             keep_every=self.cfg.keep_every)
         if d.enabled:
             import torch.distributed as tdist
 
