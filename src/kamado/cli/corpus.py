@@ -37,6 +37,8 @@ def clean(
                                             "that holds an input: that is refused).")] = False,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder of the shared data sets "
                                                    "(word lists).")] = None,
+    encoding: Annotated[str | None, typer.Option("--encoding", help="Encoding of JSONL/text/WET inputs: utf-8 "
+                                                 "(default; a BOM and CRLF are handled), cp932 (Shift-JIS), euc_jp.")] = None,
 ) -> None:
     """Clean documents: normalize, strip personal data and boilerplate, filter, and account for every line.
 
@@ -52,12 +54,15 @@ def clean(
       kamado corpus clean crawl/ --out runs/clean --executor ray --ray-address auto
     """
     from kamado.cli._guard import check_writable, refuse_overlap
+    from kamado.config import KamadoError
     from kamado.corpus.config import load_chain
+    from kamado.corpus.executors import all_error_files, print_summary
     from kamado.corpus.executors import clean as run_clean
-    from kamado.corpus.executors import print_summary
+    from kamado.corpus.io import check_encoding
     from kamado.registry import default_data_root, resolve
 
     chain, base = load_chain(recipe, Path.cwd())
+    encoding = check_encoding(encoding)
     root = data_root or default_data_root()
     paths = [Path(x) if Path(x).exists() else resolve(x, root) for x in inputs]
     refuse_overlap(paths, out, "corpus clean")
@@ -65,8 +70,12 @@ def clean(
     stats = run_clean(paths, out, chain, executor=executor, workers=workers, ray_address=ray_address,
                       data_root=root, base_dir=base, source=source, max_docs=max_docs,
                       shard_bytes=shard_mb << 20, text_doc_bytes=text_doc_kb * 1000, overwrite=overwrite,
-                      format=format, level=level)
+                      format=format, level=level, encoding=encoding)
     print_summary(stats, out)
+    bad = all_error_files(stats, out)
+    if bad:
+        raise KamadoError(f"corpus clean: every record of {len(bad)} input file(s) is an error: "
+                          + "; ".join(bad) + f" (all errors are listed in {out / 'errors.jsonl'})")
 
 
 @app.command("inspect")

@@ -30,6 +30,8 @@ def train_cmd(
     sample_chars: Annotated[int, typer.Option("--sample-chars", help="Characters sampled for training.")] = _DEFAULTS.sample_chars,
     seed: Annotated[int, typer.Option(help="Sampling and training seed.")] = DEFAULT_SEED,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Data root for data-set names.")] = None,
+    encoding: Annotated[str | None, typer.Option("--encoding", help="Encoding of JSONL/text input files: utf-8 "
+                                                 "(default; a BOM and CRLF are handled), cp932 (Shift-JIS), euc_jp.")] = None,
 ) -> None:
     """Train SentencePiece (byte fallback, split digits, exact round-trip) on a weighted sample; export for HF.
 
@@ -50,7 +52,7 @@ def train_cmd(
         raise KamadoError(f"--model-type {model_type!r}: expected unigram or bpe")
     cfg = TokenizerConfig(vocab_size=vocab_size, model_type=model_type, sample_chars=sample_chars,  # type: ignore[arg-type]
                           weights=parse_weights(weights))
-    specs = resolve_inputs(inputs, data_root)
+    specs = resolve_inputs(inputs, data_root, encoding)
     t0 = time.perf_counter()
     counts = train_tokenizer(specs, cfg, out, seed=seed, log=lambda m: console.print(f"  {m}"))
     wall = time.perf_counter() - t0

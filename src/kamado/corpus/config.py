@@ -23,6 +23,18 @@ class SourceSpec(StrictModel):
     inputs: list[str]
     max_docs: int | None = Field(None, ge=1)  # read at most this many documents per source (tiny recipes)
     chain: str | None = None  # this source's filter chain (e.g. web-ja, curated-ja); default: the corpus chain
+    encoding: str | None = None  # of its JSONL/text/WET files: utf-8 (default; BOM and CRLF handled), cp932, euc_jp
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str | None) -> str | None:
+        from kamado.config import KamadoError
+        from kamado.corpus.io import check_encoding
+
+        try:
+            return check_encoding(v, "encoding")
+        except KamadoError as e:
+            raise ValueError(str(e)) from None
 
 
 class CorpusConfig(StrictModel):

@@ -41,12 +41,16 @@ class InputSpec:
     force_source: bool = False  # NAME=PATH: override the documents' own ``source``
     lang: str | None = None
     errors: list[str] = field(default_factory=list)
+    encoding: str | None = None  # of its JSONL/text files (None: UTF-8)
 
 
-def resolve_inputs(inputs: list[str], data_root: Path | None = None) -> list[InputSpec]:
-    """Resolve CLI/stage inputs (see module doc) into shard lists; a missing input is a clear error."""
+def resolve_inputs(inputs: list[str], data_root: Path | None = None, encoding: str | None = None) -> list[InputSpec]:
+    """Resolve CLI/stage inputs (see module doc) into shard lists; a missing input is a clear error.
+    ``encoding`` is that of the shard files given (a corpus folder's own shards are UTF-8)."""
     from kamado import registry
-    from kamado.corpus.io import list_inputs
+    from kamado.corpus.io import check_encoding, list_inputs
+
+    encoding = check_encoding(encoding)
 
     specs: list[InputSpec] = []
     for raw in inputs:
@@ -61,7 +65,7 @@ def resolve_inputs(inputs: list[str], data_root: Path | None = None) -> list[Inp
             continue
         files = list_inputs([p])
         specs.append(InputSpec(label=raw, files=files, source=name or (raw if reg else None),
-                               force_source=name is not None))
+                               force_source=name is not None, encoding=encoding))
     if not specs:
         raise KamadoError("no inputs given")
     return specs
@@ -95,19 +99,28 @@ class Doc:
     lang: str
 
 
-def iter_docs(spec: InputSpec, errors: list[str] | None = None) -> Iterator[Doc]:
-    """Documents of one input in file order; unreadable records are skipped (noted in ``errors``)."""
+def iter_docs(spec: InputSpec, errors: list[str] | None = None,
+              unreadable: list[str] | None = None) -> Iterator[Doc]:
+    """Documents of one input in file order; unreadable records are skipped (noted in ``errors``); a file
+    whose every record is an error is noted in ``unreadable`` (``FILE:LINE: ERROR`` of its first one)."""
     from kamado.corpus.io import ReadError, read_shard, shard_stem
 
     for f in spec.files:
         default = spec.source or shard_stem(f)
-        for rec in read_shard(f, source=default):
+        good = 0
+        first = None
+        for rec in read_shard(f, source=default, encoding=spec.encoding):
             if isinstance(rec, ReadError):
-                if errors is not None and rec.error != "blank line":
-                    errors.append(f"{rec.file}:{rec.line}: {rec.error}")
+                if rec.error != "blank line":
+                    first = first or f"{rec.file}:{rec.line}: {rec.error}"
+                    if errors is not None:
+                        errors.append(f"{rec.file}:{rec.line}: {rec.error}")
                 continue
+            good += 1
             if not rec.text:
                 continue
             src = default if spec.force_source else rec.source
             lang = rec.lang or spec.lang or guess_lang(rec.text)
             yield Doc(rec.text, src, lang)
+        if not good and first and unreadable is not None:
+            unreadable.append(first)

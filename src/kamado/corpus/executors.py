@@ -58,7 +58,8 @@ class _null_progress:
         return None
 
 
-def _limits(paths: list[Path], max_docs: int | None, source: str | None, text_doc_bytes: int) -> list[int | None]:
+def _limits(paths: list[Path], max_docs: int | None, source: str | None, text_doc_bytes: int,
+            encoding: str | None = None) -> list[int | None]:
     """Per-shard record limits so that at most ``max_docs`` input records are read, in shard order."""
     if max_docs is None:
         return [None] * len(paths)
@@ -69,7 +70,7 @@ def _limits(paths: list[Path], max_docs: int | None, source: str | None, text_do
             out.append(0)
             continue
         n = 0
-        for _ in read_shard(p, source, text_doc_bytes=text_doc_bytes):
+        for _ in read_shard(p, source, text_doc_bytes=text_doc_bytes, encoding=encoding):
             n += 1
             if n >= left:
                 break
@@ -82,17 +83,19 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
           ray_address: str | None = None, data_root: Path | None = None, base_dir: Path | None = None,
           source: str | None = None, max_docs: int | None = None, shard_bytes: int = 256 << 20,
           text_doc_bytes: int = 32_000, overwrite: bool = False, quiet: bool = False,
-          format: str = "jsonl.gz", level: int | None = None) -> dict:
+          format: str = "jsonl.gz", level: int | None = None, encoding: str | None = None) -> dict:
     """Clean every shard of ``inputs`` into ``out``; returns the stats written to ``out/stats.json``.
 
     ``format``/``level``: the kept/rejected shards (:class:`kamado.corpus.io.ShardWriter`; a ``jsonl.gz``
-    level defaults to the chain's ``gzip_level``), written and compressed by the workers."""
-    from kamado.corpus.io import shard_format
+    level defaults to the chain's ``gzip_level``), written and compressed by the workers. ``encoding``: of the
+    JSONL/text/WET inputs (default UTF-8; e.g. ``cp932``, ``euc_jp``)."""
+    from kamado.corpus.io import check_encoding, shard_format
     from kamado.corpus.pipeline import build_steps
     from kamado.corpus.steps import Env
 
     if executor not in EXECUTORS:
         raise KamadoError(f"--executor {executor!r}: use local or ray")
+    encoding = check_encoding(encoding)
     paths = list_inputs([Path(p) for p in inputs])
     env = Env(data_root, base_dir)
     build_steps(chain, env)  # validate the chain (and its word lists) before any work starts
@@ -104,6 +107,8 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
     format = shard_format(format)
     if (format, level) != ("jsonl.gz", None):
         plan["output"] = {"format": format, "level": level}
+    if encoding is not None:
+        plan["encoding"] = encoding
     plan_file = work / "plan.json"
     if plan_file.is_file():
         old = json.loads(plan_file.read_text(encoding="utf-8"))
@@ -122,10 +127,10 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
     (out / "rejected").mkdir(exist_ok=True)
     write_json_atomic(plan_file, plan)
     t0 = time.perf_counter()
-    limits = _limits(paths, max_docs, source, text_doc_bytes)
+    limits = _limits(paths, max_docs, source, text_doc_bytes, encoding)
     base = {"out": str(out), "chain": chain.model_dump(mode="json"), "data_root": str(data_root) if data_root else None,
             "base_dir": str(base_dir) if base_dir else None, "source": source, "shard_bytes": shard_bytes,
-            "text_doc_bytes": text_doc_bytes, "format": format, "level": level}
+            "text_doc_bytes": text_doc_bytes, "format": format, "level": level, "encoding": encoding}
     tasks = [{**base, "index": i, "path": str(p), "limit": lim} for i, (p, lim) in enumerate(zip(paths, limits, strict=True))
              if lim != 0]
 
@@ -246,6 +251,29 @@ def _finalize(out: Path, tasks: list[dict], chain: ChainConfig, executor: str, w
         raise KamadoError(f"accounting error in {out}: input {stats['input']} != kept+rejected+errors")
     write_json_atomic(out / "stats.json", stats)
     return stats
+
+
+def all_error_files(stats: dict, out: Path) -> list[str]:
+    """``"FILE (N lines; line L: ERROR)"`` for every input file of a clean whose every record is an error
+    (an empty file is not one): a wrong encoding or a file that is not JSON lines at all."""
+    bad = {f["file"]: int(f["input"]) for f in stats.get("files", [])
+           if int(f.get("input", 0)) > 0 and int(f.get("errors", 0)) == int(f["input"])}
+    if not bad:
+        return []
+    first: dict[str, str] = {}
+    try:
+        with open(Path(out) / "errors.jsonl", encoding="utf-8") as fh:
+            for line in fh:
+                e = json.loads(line)
+                f = e.get("file")
+                if f in bad and f not in first:
+                    first[f] = f"line {e.get('line')}: {e.get('error')}"
+                    if len(first) == len(bad):
+                        break
+    except (OSError, ValueError):
+        pass
+    return [f"{f} ({n:,} line{'s' if n != 1 else ''}" + (f"; {first[f]}" if f in first else "") + ")"
+            for f, n in bad.items()]
 
 
 def summary_rows(stats: dict) -> list[list[Any]]:

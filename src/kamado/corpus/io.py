@@ -82,15 +82,29 @@ def _is_shard(p: Path) -> bool:
     return not name.startswith(".") and name.endswith(SHARD_SUFFIXES)
 
 
-def list_inputs(inputs: list[Path]) -> list[Path]:
-    """Expand folders into their shard files (recursively, sorted); files are taken as given."""
+def list_inputs(inputs: list[Path], warn: bool = True) -> list[Path]:
+    """Expand folders into their shard files (recursively, sorted); files are taken as given.
+
+    Files of a folder with other extensions are not read: they are named in a warning (``warn``) or, when
+    the folder holds no shard at all, in the error."""
     out: list[Path] = []
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and _is_shard(q))
+            files = sorted(q for q in p.rglob("*") if q.is_file())
+            found = [q for q in files if _is_shard(q)]
+            other = [str(q.relative_to(p)) for q in files if not _is_shard(q)
+                     and not any(part.startswith(".") for part in q.relative_to(p).parts)]
+            listed = ", ".join(other[:10]) + (f" and {len(other) - 10} more" if len(other) > 10 else "")
             if not found:
-                raise KamadoError(f"{p}: folder holds no shard files ({', '.join(SHARD_SUFFIXES)})")
+                raise KamadoError(f"{p}: folder holds no shard files ({', '.join(SHARD_SUFFIXES)})"
+                                  + (f"; not read: {listed}" if other else ""))
+            if other and warn:
+                from kamado.ui import console
+
+                console.print(f"[yellow]warning:[/] {p}: {len(other)} file(s) with an unsupported extension are "
+                              f"not read: {listed} (read: {', '.join(SHARD_SUFFIXES)})", highlight=False,
+                              soft_wrap=True)
             out += found
         elif p.is_file():
             out.append(p)
@@ -115,19 +129,107 @@ def shard_stem(path: Path) -> str:
     return Path(path).stem
 
 
-def _decode(raw: bytes) -> str:
+_JA_CHARS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\u3000-\u303f\uff01-\uff5e]")
+_KANA = re.compile(r"[\u3040-\u30ff]")
+_LEGACY = {"cp932": "Shift-JIS (CP932)", "euc_jp": "EUC-JP"}
+
+
+def check_encoding(name: str | None, what: str = "--encoding") -> str | None:
+    """A checked input encoding (None: UTF-8, a BOM stripped). It must keep ``\\n`` and ASCII as single
+    bytes (the readers split lines on bytes): UTF-16/32 are refused with a hint."""
+    if name is None or not str(name).strip():
+        return None
+    import codecs
+
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"invalid UTF-8 at byte {e.start}: {raw[e.start:e.start + 4]!r}") from None
+        info = codecs.lookup(str(name))
+    except LookupError:
+        raise KamadoError(f"{what} {name!r}: unknown encoding (e.g. utf-8, cp932, euc_jp)") from None
+    try:
+        ok = "a\n".encode(info.name) == b"a\n"
+    except (UnicodeError, LookupError):
+        ok = False
+    if not ok:
+        raise KamadoError(f"{what} {name!r}: only encodings that keep ASCII as single bytes are read line by "
+                          "line (utf-8, cp932, euc_jp, ...); convert UTF-16/32 files to UTF-8 first")
+    return "utf-8" if info.name in ("utf-8", "utf-8-sig") else info.name
+
+
+def guess_encoding(sample: bytes) -> str | None:
+    """``cp932`` or ``euc_jp`` when ``sample`` (the start of a file that is not valid UTF-8) decodes strictly
+    as Japanese text in that encoding; ``utf-16`` for a UTF-16 BOM; else None."""
+    if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    cut = sample.rfind(b"\n")
+    if cut > 0 and len(sample) >= 1 << 16:
+        sample = sample[:cut + 1]  # a whole-line sample: no character cut in two
+    for enc in ("euc_jp", "cp932"):  # EUC-JP first: most EUC-JP text is also valid (garbled) CP932
+        try:
+            text = sample.decode(enc)
+        except UnicodeDecodeError as e:
+            if e.start < len(sample) - 2:  # not just the last character cut in two
+                continue
+            text = sample[:e.start].decode(enc, "replace")
+        non_ascii = sum(1 for c in text if ord(c) > 127)
+        if non_ascii and len(_KANA.findall(text)) >= max(1, 0.1 * non_ascii) \
+                and len(_JA_CHARS.findall(text)) >= 0.5 * non_ascii:
+            return enc
+    return None
+
+
+def encoding_hint(path: Path, encoding: str = "utf-8") -> str:
+    """``; the file looks like Shift-JIS (CP932): pass --encoding cp932`` (or EUC-JP, UTF-16; or, read with
+    another ``encoding``, that it is UTF-8), else ``""``."""
+    try:
+        with open_binary(path) as fh:
+            sample = fh.read(1 << 16)
+    except (OSError, EOFError, ValueError):
+        return ""
+    if encoding != "utf-8":
+        try:
+            sample.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if e.start < len(sample) - 3:
+                enc = guess_encoding(sample)
+                return f"; the file looks like {_LEGACY[enc]}: pass --encoding {enc}" if enc in _LEGACY \
+                    and enc != encoding else ""
+        return f"; the file looks like UTF-8: leave out --encoding {encoding}"
+    enc = guess_encoding(sample)
+    if enc == "utf-16":
+        return "; the file looks like UTF-16: convert it to UTF-8"
+    if enc:
+        return f"; the file looks like {_LEGACY[enc]}: pass --encoding {enc}"
+    return ""
+
+
+class _Decoder:
+    """Bytes of one line -> text in the file's encoding, CRLF line ends read as LF (the readers drop a UTF-8
+    BOM at the start of a file); an undecodable line raises ValueError naming the byte and, for UTF-8 input
+    that looks like Shift-JIS/EUC-JP, the ``--encoding`` to pass."""
+
+    def __init__(self, path: Path, encoding: str | None) -> None:
+        self.path, self.encoding = path, encoding or "utf-8"
+        self.hint: str | None = None
+
+    def __call__(self, raw: bytes) -> str:
+        try:
+            text = raw.decode(self.encoding)
+        except UnicodeDecodeError as e:
+            if self.hint is None:
+                self.hint = encoding_hint(self.path, self.encoding)
+            label = "UTF-8" if self.encoding == "utf-8" else self.encoding
+            raise ValueError(f"invalid {label} at byte {e.start}: {raw[e.start:e.start + 4]!r}{self.hint}") from None
+        return text.replace("\r\n", "\n") if "\r" in text else text
 
 
 def read_shard(path: Path, source: str | None = None, start_line: int = 1,
-               text_doc_bytes: int = TEXT_DOC_BYTES) -> Iterator[Document | ReadError]:
+               text_doc_bytes: int = TEXT_DOC_BYTES, encoding: str | None = None) -> Iterator[Document | ReadError]:
     """Yield a Document or a ReadError for every record of a shard, from ``start_line`` on.
 
     ``source`` defaults to the file's stem; ``line`` is the 1-based line (JSONL, text, WET) or row
     (Parquet) where the record starts. A file that cannot be opened at all yields one ReadError.
+    ``encoding`` (default UTF-8, a BOM dropped) is that of JSONL, text and WET files (e.g. ``cp932``,
+    ``euc_jp``); CRLF line ends are read as LF.
     """
     path = Path(path)
     src = source or shard_stem(path)
@@ -136,26 +238,28 @@ def read_shard(path: Path, source: str | None = None, start_line: int = 1,
         if name.endswith(".parquet"):
             yield from _read_parquet(path, src, start_line)
         elif name.endswith((".txt", ".txt.gz")):
-            yield from _read_text(path, src, start_line, text_doc_bytes)
+            yield from _read_text(path, src, start_line, text_doc_bytes, _Decoder(path, encoding))
         elif name.endswith((".wet", ".wet.gz")):
-            yield from _read_wet(path, src, start_line)
+            yield from _read_wet(path, src, start_line, _Decoder(path, encoding))
         else:
-            yield from _read_jsonl(path, src, start_line)
+            yield from _read_jsonl(path, src, start_line, _Decoder(path, encoding))
     except (OSError, EOFError, ValueError) as e:  # truncated gzip, unreadable file, broken zstd frame
         yield ReadError(str(path), -1, f"cannot read the rest of the file: {type(e).__name__}: {e}")
 
 
-def _read_jsonl(path: Path, src: str, start_line: int) -> Iterator[Document | ReadError]:
+def _read_jsonl(path: Path, src: str, start_line: int, decode: _Decoder) -> Iterator[Document | ReadError]:
     stem = shard_stem(path)
     with open_binary(path) as fh:
         for n, raw in enumerate(fh, 1):
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 BOM is not part of the first record
             if n < start_line:
                 continue
             if not raw.strip():
                 yield ReadError(str(path), n, "blank line")
                 continue
             try:
-                line = _decode(raw)
+                line = decode(raw)
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
@@ -192,7 +296,8 @@ def _read_parquet(path: Path, src: str, start_line: int) -> Iterator[Document | 
 _BLANK = re.compile(r"\n[ \t\u3000]*\n")
 
 
-def _read_text(path: Path, src: str, start_line: int, doc_bytes: int) -> Iterator[Document | ReadError]:
+def _read_text(path: Path, src: str, start_line: int, doc_bytes: int,
+               decode: _Decoder) -> Iterator[Document | ReadError]:
     """Plain text: blank-line separated paragraphs grouped into documents of about ``doc_bytes``.
 
     A document's id is ``stem:LINE`` (its first line); lines that are not valid UTF-8 become errors
@@ -214,10 +319,12 @@ def _read_text(path: Path, src: str, start_line: int, doc_bytes: int) -> Iterato
 
     with open_binary(path) as fh:
         for n, raw in enumerate(fh, 1):
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
             if n < start_line:
                 continue
             try:
-                line = _decode(raw)
+                line = decode(raw)
             except ValueError as e:
                 doc = flush()
                 if doc:
@@ -248,7 +355,7 @@ def _read_text(path: Path, src: str, start_line: int, doc_bytes: int) -> Iterato
         yield doc
 
 
-def _read_wet(path: Path, src: str, start_line: int) -> Iterator[Document | ReadError]:
+def _read_wet(path: Path, src: str, start_line: int, decode: _Decoder) -> Iterator[Document | ReadError]:
     """Common Crawl WET: ``WARC/1.0`` header block, blank line, ``Content-Length`` bytes of text."""
     with open_binary(path) as fh:
         n = 0
@@ -283,7 +390,7 @@ def _read_wet(path: Path, src: str, start_line: int) -> Iterator[Document | Read
             if start < start_line or headers.get("warc-type") != "conversion":
                 continue
             try:
-                text = _decode(body)
+                text = decode(body)
             except ValueError as e:
                 yield ReadError(str(path), start, str(e))
                 continue

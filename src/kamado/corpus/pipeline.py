@@ -256,7 +256,8 @@ def _records(task: dict) -> Any:
     """The shard's records, honouring ``limit`` (input records, errors included)."""
     limit = task.get("limit")
     for i, rec in enumerate(read_shard(Path(task["path"]), task.get("source"),
-                                       text_doc_bytes=task.get("text_doc_bytes", 32_000))):
+                                       text_doc_bytes=task.get("text_doc_bytes", 32_000),
+                                       encoding=task.get("encoding"))):
         if limit is not None and i >= limit:
             return
         yield rec

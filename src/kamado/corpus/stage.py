@@ -33,6 +33,36 @@ def chain_for(cfg: CorpusConfig, src: SourceSpec, ctx: StageContext) -> tuple[Ch
     return load_chain(name, Path(base) if base else Path.cwd())
 
 
+def empty_reason(stats: dict, dedup_removed: int = 0) -> str:
+    """Why a source kept nothing: its counts and top rejection reasons (``step/reason N``), unreadable files."""
+    from kamado.corpus.executors import all_error_files
+
+    reasons: dict[str, int] = {}
+    for st in stats.get("steps", [])[1:]:
+        for r, n in (st.get("reasons") or {}).items():
+            key = f"{st['name']}/{r}" if r != st["name"] else r
+            reasons[key] = reasons.get(key, 0) + int(n)
+    top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
+    why = (f"input {stats.get('input', 0):,}: rejected {stats.get('rejected', 0):,}, errors {stats.get('errors', 0):,}"
+           + (f", duplicates {dedup_removed:,}" if dedup_removed else ""))
+    if top:
+        why += "; top rejection reasons: " + ", ".join(f"{k} {v:,}" for k, v in top)
+    bad = all_error_files(stats, stats.get("_out", "")) if stats.get("_out") else []
+    if bad:
+        why += "; unreadable: " + "; ".join(bad[:3])
+    return why
+
+
+def warn_empty(name: str, stats: dict, dedup_removed: int, clean_dir: Path) -> None:
+    """The warning for a source that the filters (or unreadable input) left without documents."""
+    from kamado.ui import console
+
+    console.print(f"[yellow]warning:[/] corpus: source {name!r} kept no documents "
+                  f"({empty_reason(stats | {'_out': str(clean_dir)}, dedup_removed)}); "
+                  f"see {clean_dir / 'stats.json'} and `kamado corpus inspect {clean_dir}`", highlight=False,
+                  soft_wrap=True)
+
+
 def _dedup_fn() -> Any:
     try:
         from kamado.corpus.dedup import run_dedup
@@ -57,7 +87,7 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
         stats = clean(inputs, sdir / "clean", chain, executor=cfg.executor, workers=cfg.workers,
                       ray_address=cfg.ray_address, data_root=ctx.data_root, base_dir=base, source=src.name,
                       max_docs=src.max_docs, shard_bytes=cfg.shard_mb << 20, text_doc_bytes=cfg.text_doc_kb * 1000,
-                      overwrite=True, quiet=ctx.quiet, format=cfg.shard_format)
+                      overwrite=True, quiet=ctx.quiet, format=cfg.shard_format, encoding=src.encoding)
         kept_rel = f"{src.name}/clean/kept"
         final = stats["kept"]
         dedup_removed = 0
@@ -80,6 +110,8 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
             final = int(dstats.get("kept", final))
             dedup_removed = int(dstats.get("rejected", 0))
             kept_rel = f"{src.name}/dedup/kept"
+        if final == 0:
+            warn_empty(src.name, stats, dedup_removed, sdir / "clean")
         listing.append(CorpusSource(src.name, src.lang, kept_rel))
         counts.add(src.name, SourceCounts(
             input=int(stats["input"]), kept=int(stats["kept"]), rejected=int(stats["rejected"]),

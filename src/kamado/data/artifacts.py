@@ -76,9 +76,55 @@ class PackArtifact:
     def valid_tokens(self) -> int:
         return sum(s.valid_tokens for s in self.sources.values())
 
+    @property
+    def tokenizer(self) -> dict[str, Any]:
+        """The tokenizer the pack was made with: ``{"vocab_size", "digests": {file name: sha256}}`` (empty for
+        packs written before kamado recorded it)."""
+        t = self.meta.get("tokenizer")
+        return t if isinstance(t, dict) else {}
+
+    def check_tokenizer(self, tok_dir: Path | str) -> None:
+        """Refuse a tokenizer other than the one the pack was made with (:func:`check_pack_tokenizer`)."""
+        check_pack_tokenizer(self.path, self.meta, tok_dir)
+
     def file(self, source: str, split: str = "train") -> Path:
         """The token file of one source and split."""
         if source not in self.sources:
             raise KamadoError(f"{self.path}: no source {source!r} in {PACK} (sources: {', '.join(self.sources)})")
         rel = getattr(self.sources[source], split) or f"{source}/{split}.bin"
         return self.path / rel
+
+
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+
+
+def tokenizer_digests(tok_dir: Path | str) -> dict[str, str]:
+    """SHA-256 of the tokenizer folder's ``tokenizer.model`` and ``tokenizer.json`` (those present)."""
+    from kamado.manifest import sha256_file
+
+    return {n: sha256_file(Path(tok_dir) / n) for n in TOKENIZER_FILES if (Path(tok_dir) / n).is_file()}
+
+
+def check_pack_tokenizer(pack_dir: Path | str, doc: dict[str, Any], tok_dir: Path | str) -> None:
+    """A :class:`KamadoError` when ``tok_dir`` is not the tokenizer the pack (``pack.json`` as ``doc``) was made
+    with: the recorded digest of ``tokenizer.model`` (else ``tokenizer.json``) differs, or, for a pack that
+    recorded no digest, the vocabulary size differs. Its token ids would mean other pieces."""
+    rec = doc.get("tokenizer") if isinstance(doc.get("tokenizer"), dict) else {}
+    have = tokenizer_digests(tok_dir)
+    want = rec.get("digests") if isinstance(rec.get("digests"), dict) else {}
+    name = next((n for n in TOKENIZER_FILES if n in want and n in have), None)
+    if name is not None:
+        if want[name] == have[name]:
+            return
+        why = f"its {name} has SHA-256 {have[name][:12]}…, the pack's {want[name][:12]}…"
+    else:
+        from kamado.data.pack import tokenizer_info
+
+        packed = int(rec.get("vocab_size") or doc.get("vocab_size") or 0)
+        vocab = int(tokenizer_info(Path(tok_dir))["vocab_size"])
+        if not packed or packed == vocab:
+            return
+        why = f"its vocabulary has {vocab:,} pieces, the pack's {packed:,}"
+    raise KamadoError(f"{pack_dir} was packed with another tokenizer than {tok_dir} ({why}): its token ids would "
+                      "mean other pieces. Re-pack the data with this tokenizer (`kamado data pack ... --tokenizer "
+                      f"{tok_dir}`, or `kamado run RECIPE --force data`), or train with the pack's tokenizer")

@@ -59,7 +59,9 @@ class MixtureSampler:
         self.ntok = {s: int(src[s]["train_tokens"]) for s in self.sources}
         self.nwin = {s: max(1, self.ntok[s] // seq_len) for s in self.sources}
         self.cap = {s: max(1, math.floor(self.mix.max_epochs * self.ntok[s] / seq_len)) for s in self.sources}
-        self.weights = [w for _, w in stage_weights(self.mix, self.ntok, self.langs)]
+        empty = {s: str(v.get("lang")) for s, v in src.items() if s not in self.ntok} | {
+            s: str(lg) for s, lg in (self.doc.get("empty_sources") or {}).items()}
+        self.weights = [w for _, w in stage_weights(self.mix, self.ntok, self.langs, empty)]
         self.starts = stage_starts(self.mix, self.total_steps)
         self._mm: dict[str, np.ndarray] = {}
         self._perm: dict[str, tuple[int, np.ndarray, int]] = {}

@@ -16,19 +16,21 @@ from kamado.data.config import MixtureConfig
 
 
 def resolve_weights(weights: dict[str, float] | None, sizes: dict[str, int], langs: dict[str, str],
-                    what: str = "mixture.weights") -> dict[str, float]:
-    """Normalised per-source weights from source- or language-keyed weights (None: by size)."""
+                    what: str = "mixture.weights", empty: dict[str, str] | None = None) -> dict[str, float]:
+    """Normalised per-source weights from source- or language-keyed weights (None: by size); a weight on a
+    source in ``empty`` (no documents: left empty by the corpus filters) is an error naming it."""
     from kamado.tokenizer.train import resolve_weights as _resolve
 
-    return _resolve(weights, sizes, langs, what)
+    return _resolve(weights, sizes, langs, what, empty)
 
 
-def stage_weights(mix: MixtureConfig, sizes: dict[str, int], langs: dict[str, str]) -> list[tuple[float, dict[str, float]]]:
+def stage_weights(mix: MixtureConfig, sizes: dict[str, int], langs: dict[str, str],
+                  empty: dict[str, str] | None = None) -> list[tuple[float, dict[str, float]]]:
     """``[(start, {source: share})]`` for every stage (one stage when the mixture has none)."""
     if mix.stages:
-        return [(st.start, resolve_weights(st.weights, sizes, langs, f"mixture.stages[{i}].weights"))
+        return [(st.start, resolve_weights(st.weights, sizes, langs, f"mixture.stages[{i}].weights", empty))
                 for i, st in enumerate(mix.stages)]
-    return [(0.0, resolve_weights(mix.weights, sizes, langs))]
+    return [(0.0, resolve_weights(mix.weights, sizes, langs, empty=empty))]
 
 
 def stage_starts(mix: MixtureConfig, total_steps: int) -> list[int]:

@@ -104,6 +104,16 @@ def tokenizer_info(tok_dir: Path) -> dict[str, Any]:
             "pad_id": tok.pad_token_id, "model": "tokenizer.json"}
 
 
+def tokenizer_identity(tok_dir: Path, vocab_size: int | None = None) -> dict[str, Any]:
+    """What a pack records of its tokenizer: vocabulary size and the SHA-256 of ``tokenizer.model`` and
+    ``tokenizer.json`` (those present), so that training can refuse a pack made with another tokenizer."""
+    from kamado.data.artifacts import tokenizer_digests
+
+    if vocab_size is None:
+        vocab_size = int(tokenizer_info(tok_dir)["vocab_size"])
+    return {"vocab_size": int(vocab_size), "digests": tokenizer_digests(tok_dir)}
+
+
 def dtype_for(vocab_size: int) -> str:
     """``uint16`` when every id fits (vocabulary ≤ 65,535), else ``uint32``."""
     return "uint16" if vocab_size <= 65535 else "uint32"
@@ -233,15 +243,25 @@ def pack(specs: list[InputSpec], tok_dir: Path, out: Path, cfg: PackConfig,
                 ntok += len(toks)
             if advance:
                 advance(1, tok_s=f"{ntok / max(1e-9, time.perf_counter() - t0):,.0f}")
+    empty = {s.source: s.lang or "?" for s in specs if s.force_source and s.source and s.source not in writers}
     if not writers:
-        raise KamadoError("no documents found in the inputs")
+        raise KamadoError("no documents found in the inputs" + (f": every source is empty ({', '.join(empty)}; the "
+                                                                "corpus filters rejected every document)" if empty else ""))
+    if empty:
+        from kamado.ui import console
+
+        console.print(f"[yellow]warning:[/] data: source(s) without documents are not packed: {', '.join(empty)} "
+                      "(a mixture weight on them is refused)", highlight=False, soft_wrap=True)
     sources = {name: w.close() for name, w in sorted(writers.items())}
     wall = time.perf_counter() - t0
     doc = {"format": FORMAT, "fingerprint": fp, "vocab_size": tinfo["vocab_size"], "dtype": dtype,
            "eos_id": tinfo["eos_id"], "bos_id": tinfo["bos_id"], "pad_id": tinfo["pad_id"],
            "append_eos": cfg.append_eos, "prepend_bos": cfg.prepend_bos, "valid_fraction": cfg.valid_fraction,
            "read_errors": len(errors), "seconds": round(wall, 3), "tokens_per_s": round(ntok / max(wall, 1e-9), 1),
-           "workers": cfg.workers, "executor": cfg.executor, "sources": sources}
+           "workers": cfg.workers, "executor": cfg.executor, "sources": sources,
+           "tokenizer": tokenizer_identity(tok_dir, tinfo["vocab_size"])}
+    if empty:
+        doc["empty_sources"] = empty
     from kamado.manifest import write_json_atomic
 
     write_json_atomic(out / PACK, doc)

@@ -50,12 +50,18 @@ def _held_out(source: str, i: int, every: int) -> bool:
 
 
 def resolve_weights(weights: dict[str, float] | None, sizes: dict[str, int], langs: dict[str, str],
-                    what: str = "weights") -> dict[str, float]:
+                    what: str = "weights", empty: dict[str, str] | None = None) -> dict[str, float]:
     """Normalised per-source weights; keys are source names or languages (split by size within a language).
 
-    ``None`` weights the sources by size. Unknown keys are an error that lists the sources.
+    ``None`` weights the sources by size. Unknown keys are an error that lists the sources. ``empty`` maps
+    the sources that exist but hold no documents (left empty by the corpus filters) to their language: a
+    positive weight on one of them, or on a language all of whose sources are empty, is an error naming it.
     """
+    empty = {s: lg for s, lg in (empty or {}).items() if s not in sizes}
     if not sizes:
+        if empty:
+            raise KamadoError(f"no documents found in the inputs: every source is empty ({', '.join(empty)}); "
+                              "the corpus filters rejected every document (see the corpus stage's stats.json)")
         raise KamadoError("no documents found in the inputs")
     if not weights:
         tot = sum(sizes.values()) or 1
@@ -67,7 +73,20 @@ def resolve_weights(weights: dict[str, float] | None, sizes: dict[str, int], lan
         if key in sizes:
             out[key] += w
             continue
+        if key in empty:
+            if w > 0:
+                raise KamadoError(f"{what}: {key}={w:g} names source {key!r}, which holds no documents (the corpus "
+                                  "filters rejected all of them, or its input was unreadable: see the corpus "
+                                  f"stage's {key}/clean/stats.json); drop it from {what} or fix the source")
+            continue
         members = [s for s in sizes if langs.get(s) == key]
+        gone = [s for s, lg in empty.items() if lg == key]
+        if not members and gone:
+            if w > 0:
+                raise KamadoError(f"{what}: {key}={w:g}, but every {key!r} source holds no documents "
+                                  f"({', '.join(gone)}: the corpus filters rejected all of them, or the input was "
+                                  f"unreadable); drop {key!r} from {what} or fix the source")
+            continue
         if not members:
             raise KamadoError(f"{what}: {key!r} is neither a source nor a language of the inputs "
                               f"(sources: {', '.join(f'{s} ({langs.get(s)})' for s in sizes)})")
@@ -87,12 +106,19 @@ def collect_sample(specs: list[InputSpec], cfg: TokenizerConfig, seed: int = 123
     langs: dict[str, str] = {}
     errors: list[str] = []
     ndoc: dict[str, int] = defaultdict(int)
+    unreadable: list[str] = []
+    empty: dict[str, str] = {}
     for spec in specs:
-        for d in iter_docs(spec, errors):
+        before = sum(sizes.values())
+        for d in iter_docs(spec, errors, unreadable):
             langs.setdefault(d.source, d.lang)
             sizes[d.source] += len(d.text)
+        if spec.force_source and spec.source and sum(sizes.values()) == before:
+            empty[spec.source] = spec.lang or "?"
+    if unreadable:
+        raise KamadoError(f"every record of {len(unreadable)} input file(s) is an error: " + "; ".join(unreadable[:5]))
     sizes = dict(sizes)
-    w = resolve_weights(cfg.weights, sizes, langs, "tokenizer.weights")
+    w = resolve_weights(cfg.weights, sizes, langs, "tokenizer.weights", empty)
     target = {s: w[s] * cfg.sample_chars for s in sizes}
     prob = {s: min(1.0, target[s] / max(1, sizes[s])) for s in sizes}
     rng = random.Random(seed)

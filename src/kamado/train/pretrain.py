@@ -35,6 +35,9 @@ def build(cfg: PretrainConfig, ctx: StageContext, rank: int = 0, world_size: int
     if not pack_json.is_file():
         raise KamadoError(f"{pack_dir}: no pack.json (run the data stage / `kamado data pack` first)")
     pack = json.loads(pack_json.read_text())
+    from kamado.data.artifacts import check_pack_tokenizer
+
+    check_pack_tokenizer(pack_dir, pack, _tokenizer_dir(ctx))  # a pack made with another tokenizer is refused
     ids = tokenizer_ids(_tokenizer_dir(ctx))
     vocab = max(int(ids["vocab_size"]), int(pack.get("vocab_size", 0)))
     mconf = llama_config(cfg.model.preset, vocab_size=vocab, overrides=cfg.model.overrides,
