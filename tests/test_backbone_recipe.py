@@ -149,10 +149,10 @@ def test_negative_mixture_weight_is_an_error() -> None:
 
 def test_mixture_weight_naming_no_corpus_source() -> None:
     d = tiny()
-    d["pretrain"]["mixture"]["stages"][0]["weights"] = {"en": 0.5, "ja_web": 0.5}
+    d["pretrain"]["mixture"]["stages"][0]["weights"] = {"en": 0.5, "ja_wiki": 0.5}
     msg = _error(d)
-    assert "pretrain.mixture.stages[0].weights.ja_web: not a corpus source or language" in msg
-    assert "corpus sources: ja, en" in msg
+    assert "pretrain.mixture.stages[0].weights.ja_wiki: not a corpus source or language" in msg
+    assert "corpus sources: ja_web, ja_curated, en; languages: ja" in msg
     d = tiny()
     d["tokenizer"]["weights"] = {"ja": 1.0, "fr": 1.0}
     assert "tokenizer.weights.fr: not a corpus source or language" in _error(d)
@@ -171,11 +171,17 @@ def test_model_overrides_are_checked_against_llama_config() -> None:
     assert parse_recipe(d).pretrain.model.overrides == {"num_hidden_layers": 2}
 
 
-def test_missing_upstream_section_and_tune_nproc() -> None:
+def test_missing_upstream_section_and_tune_nproc(tmp_path: Path, data_root: Path) -> None:
+    from kamado.runner import run_recipe
+
     d = tiny()
     del d["tokenizer"]
-    msg = _error(d)
+    rec = parse_recipe(d)  # a fragment is a valid recipe (stage subcommands read their own section) ...
+    with pytest.raises(ConfigError) as e:  # ... but running it as a whole is refused before any work
+        run_recipe(rec, tmp_path / "run", data_root=data_root)
+    msg = str(e.value)
     assert "data: needs the 'tokenizer' section" in msg and "pretrain: needs the 'tokenizer' section" in msg
+    assert not (tmp_path / "run").exists()
     d = tiny()
     d["tune"]["train"]["nproc"] = 2
     assert "tune.train: " in _error(d) and "instruction tuning runs in one process" in _error(d)
@@ -187,5 +193,5 @@ def test_dedup_settings_are_in_the_corpus_config() -> None:
     r = parse_recipe(d)
     assert r.corpus.dedup_settings() == {"threshold": 0.7, "ngram": 7, "num_perm": 64, "bands": 8, "near": True,
                                          "format": "jsonl.zst"}
-    d["corpus"]["sources"][1]["name"] = "ja"
-    assert "duplicate source names ['ja']" in _error(d)
+    d["corpus"]["sources"][1]["name"] = "ja_web"
+    assert "duplicate source names ['ja_web']" in _error(d)

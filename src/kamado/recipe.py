@@ -65,14 +65,6 @@ def cross_check(recipe: RecipeBase) -> list[str]:
     naming the YAML path: stages whose required upstream is missing, mixture and tokenizer weights
     naming no corpus source or language, a sequence longer than the model's context."""
     problems: list[str] = []
-    stages = recipe.stages()
-    for stage in stages:
-        for dep in REQUIRED.get(stage, ()):
-            if dep not in stages:
-                problems.append(f"{stage}: needs the {dep!r} section (its input), which the recipe lacks")
-    tune = getattr(recipe, "tune", None)
-    if tune is not None and tune.base is None and "pretrain" not in stages:
-        problems.append("tune: needs a pretrain section or tune.base (the model to tune)")
     corpus = getattr(recipe, "corpus", None)
     if corpus is not None:
         names = [s.name for s in corpus.sources]
@@ -103,6 +95,21 @@ def cross_check(recipe: RecipeBase) -> list[str]:
         if pre.train.batch_size % (pre.train.grad_accum * pre.train.nproc):
             problems.append(f"pretrain.train.batch_size: {pre.train.batch_size} is not a multiple of grad_accum × "
                             f"nproc ({pre.train.grad_accum} × {pre.train.nproc})")
+    return problems
+
+
+def missing_upstream(recipe: RecipeBase) -> list[str]:
+    """Stages whose required upstream section the recipe lacks (checked when a whole recipe is run; a
+    recipe fragment read by one stage's subcommand, e.g. ``kamado pretrain --recipe``, may lack them)."""
+    problems: list[str] = []
+    stages = recipe.stages()
+    for stage in stages:
+        for dep in REQUIRED.get(stage, ()):
+            if dep not in stages:
+                problems.append(f"{stage}: needs the {dep!r} section (its input), which the recipe lacks")
+    tune = getattr(recipe, "tune", None)
+    if tune is not None and tune.base is None and "pretrain" not in stages:
+        problems.append("tune: needs a pretrain section or tune.base (the model to tune)")
     return problems
 
 

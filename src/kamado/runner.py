@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from kamado import registry
-from kamado.config import KamadoError
+from kamado.config import ConfigError, KamadoError
 from kamado.manifest import digest_files, digest_json, read_manifest, write_json_atomic, write_manifest
-from kamado.recipe import RecipeBase, check_inputs
+from kamado.recipe import RecipeBase, check_inputs, missing_upstream
 from kamado.stage import STAGE_NAMES, StageContext, stage_spec
 from kamado.ui import console, table
 
@@ -76,6 +76,8 @@ def run_recipe(
     it, so runs that share a stage's fingerprint (the variants of an experiment) share its work.
     """
     stages = recipe.stages()
+    if problems := missing_upstream(recipe):
+        raise ConfigError("invalid recipe\n" + "\n".join(problems))
     for flag, val in (("--until", until), ("--force", force), ("--only", only)):
         if val is not None and val not in stages:
             raise KamadoError(f"{flag} {val!r}: not a stage of this recipe (stages: {', '.join(stages)})")
