@@ -23,16 +23,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = ROOT / ".cache" / "bench_train"
+# name: (loop, options, precision as the row states it). Same model, batch, sequence, data, optimizer (fused AdamW,
+# lr 3e-3, cosine, weight decay 0.1, clip 1.0) for all; only the loop, the precision policy and compilation differ.
 CONTENDERS = {
-    "hf-trainer fp32": ("hf", {"bf16": False}),
-    "hf-trainer bf16": ("hf", {"bf16": True}),  # autocast
-    "kamado bf16-autocast": ("kamado", {"precision": "bf16-autocast"}),
-    "kamado bf16": ("kamado", {"precision": "bf16"}),  # bf16 weights, fp32 master weights
-    "kamado bf16+compile": ("kamado", {"precision": "bf16", "compile": True}),
-    "kamado bf16 unfused-ce": ("kamado", {"precision": "bf16", "fused_ce": False}),
-    "kamado bf16+compile unfused-ce": ("kamado", {"precision": "bf16", "compile": True, "fused_ce": False}),
+    "hf-trainer fp32": ("hf", {"bf16": False}, "fp32"),
+    "hf-trainer bf16": ("hf", {"bf16": True}, "bf16 autocast, fp32 weights"),
+    "hf-trainer bf16+compile": ("hf", {"bf16": True, "torch_compile": True}, "bf16 autocast, fp32 weights"),
+    "kamado bf16-autocast": ("kamado", {"precision": "bf16-autocast"}, "bf16 autocast, fp32 weights"),
+    "kamado bf16-autocast+compile": ("kamado", {"precision": "bf16-autocast", "compile": True},
+                                     "bf16 autocast, fp32 weights"),
+    "kamado bf16": ("kamado", {"precision": "bf16"}, "bf16 weights, fp32 master + AdamW state"),
+    "kamado bf16+compile": ("kamado", {"precision": "bf16", "compile": True}, "bf16 weights, fp32 master + AdamW state"),
+    "kamado bf16 unfused-ce": ("kamado", {"precision": "bf16", "fused_ce": False},
+                               "bf16 weights, fp32 master + AdamW state"),
+    "kamado bf16+compile unfused-ce": ("kamado", {"precision": "bf16", "compile": True, "fused_ce": False},
+                                       "bf16 weights, fp32 master + AdamW state"),
 }
-DEFAULT = "hf-trainer fp32,hf-trainer bf16,kamado bf16,kamado bf16+compile"
+DEFAULT = "hf-trainer bf16,hf-trainer bf16+compile,kamado bf16-autocast,kamado bf16-autocast+compile,kamado bf16+compile"
 WARMUP = 2
 
 
@@ -118,31 +125,44 @@ def conduct(names: list[str], preset: str, a: argparse.Namespace, steps: int, en
     times: dict[str, list[float]] = {n: [] for n in names}
     live = list(names)
     r = 0
+
+    def ready(n: str) -> bool:  # wait for the worker's READY (False: it ended)
+        p = procs[n]
+        line = p.stdout.readline().strip()
+        while line and not line.startswith(("READY", "END")):
+            line = p.stdout.readline().strip()
+        if line != "READY":
+            live.remove(n)
+            if p.wait() != 0:
+                print(f"{preset} {n}: worker failed (exit {p.returncode})", file=sys.stderr)
+            return False
+        p.stdin.write("GO\n")
+        p.stdin.flush()
+        return True
+
+    def done(n: str) -> None:  # wait for the end of its step
+        p = procs[n]
+        line = p.stdout.readline().strip()
+        while line and not line.startswith(("DONE", "READY", "END")):
+            line = p.stdout.readline().strip()
+        if line.startswith("DONE"):
+            times[n].append(float(line.split()[1]))
+        else:
+            live.remove(n)
+            p.wait()
+
     while live:
         order = live[r % len(live):] + live[: r % len(live)]
-        for n in order:
-            p = procs[n]
-            line = p.stdout.readline().strip()
-            while line and not line.startswith(("READY", "END")):
-                line = p.stdout.readline().strip()
-            if line != "READY":
-                live.remove(n)
-                if p.wait() != 0:
-                    print(f"{preset} {n}: worker failed (exit {p.returncode})", file=sys.stderr)
-                continue
-            p.stdin.write("GO\n")
-            p.stdin.flush()
-            line = p.stdout.readline().strip()
-            while line and not line.startswith(("DONE", "READY", "END")):
-                line = p.stdout.readline().strip()
-            if line.startswith("DONE"):
-                times[n].append(float(line.split()[1]))
-            else:
-                live.remove(n)
-                p.wait()
+        if r < WARMUP:  # warm-up steps (compilation; not timed) run side by side to save wall time
+            for n in [n for n in order if ready(n)]:
+                done(n)
+        else:
+            for n in order:
+                if ready(n):
+                    done(n)
         r += 1
-        done = [len(v) for v in times.values()]
-        print(f"  {preset}: round {r}, steps {done}", file=sys.stderr, flush=True)
+        counts = [len(v) for v in times.values()]
+        print(f"  {preset}: round {r}, steps {counts}", file=sys.stderr, flush=True)
     return times
 
 
@@ -158,7 +178,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.worker:
         name, preset, steps, out = a.worker.split("|")
-        kind, opts = CONTENDERS[name]
+        kind, opts, _ = CONTENDERS[name]
         worker(kind, opts, preset, a.seq_len, a.batch, int(steps), Path(out))
         return
 
@@ -172,7 +192,7 @@ def main() -> None:
                HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     names = a.contenders.split(",")
     peak, how = device_peak("bf16", "cpu")
-    rows, results = [], {}
+    rows, results = [], []
     for preset in a.presets.split(","):
         steps = a.steps or (10 if preset == "tiny" else 6)
         fpt = model_flops(llama_config(preset, vocab_size=8000), a.seq_len).flops_per_token
@@ -188,8 +208,10 @@ def main() -> None:
             ratio = v / hf_best if hf_best else float("nan")
             rows.append([preset, n, f"{v:,.0f}", f"{fpt * v / 1e12:.3f}", f"{100 * mfu:.1f}%", f"{ratio:.2f}×",
                          str(len([t for t in times[n][WARMUP:] if t == t]))])
-            results[f"{preset}/{n}"] = {"tokens_per_s": v, "tflops": fpt * v / 1e12, "mfu": mfu, "vs_hf_best": ratio,
-                                        "step_s": times[n]}
+            results.append({"preset": preset, "contender": n, "tok_s": v, "precision": CONTENDERS[n][2],
+                            "compile": "compile" in n, "batch": a.batch, "seq_len": a.seq_len, "vocab": 8000,
+                            "optimizer": "AdamW (fused)", "tflops": fpt * v / 1e12, "mfu": mfu,
+                            "vs_hf_best": ratio, "step_s": times[n], "warmup_steps_excluded": WARMUP})
     hdr = ["preset", "contender", "tok/s (median)", "TFLOP/s", "MFU", "vs best HF", "steps"]
     w = [max(len(str(r[i])) for r in [hdr, *rows]) for i in range(len(hdr))]
     print(f"train throughput: batch {a.batch} × seq {a.seq_len}, vocab 8000, {torch.get_num_threads()} threads, "
@@ -199,7 +221,8 @@ def main() -> None:
     for r in rows:
         print(" | ".join(str(c).ljust(w[i]) for i, c in enumerate(r)))
     if a.json:
-        a.json.write_text(json.dumps(results, indent=1))
+        a.json.write_text(json.dumps({"threads": torch.get_num_threads(), "peak_bf16_tflops": peak / 1e12,
+                                      "rows": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -324,9 +324,7 @@ class Trainer:
             g["lr"] = lr
         micro = self._next_micro_batches()
         loss = self._forward_backward(micro)
-        gn = torch.nn.utils.clip_grad_norm_(self.precision.grads_params(),
-                                            cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        gn = float(gn.full_tensor() if hasattr(gn, "full_tensor") else gn)
+        gn = self._clip_grads()
         restores = self._restores
         update = self.before_update(StepStats(step + 1, loss, gn, lr))
         if self._restores != restores:  # a hook rolled back to a checkpoint: abandon this step
@@ -345,6 +343,22 @@ class Trainer:
             raise KamadoError(f"loss is {loss} at step {step + 1}: lower train.optimizer.lr or use fp32")
         seq = micro[-1][0].shape[1]
         return self._record(loss, lr, gn, time.perf_counter() - t0, seq) | ({} if update else {"skipped": True})
+
+    def _clip_grads(self) -> float:
+        """Total gradient norm (before clipping); scales the gradients only when it exceeds ``grad_clip``.
+
+        Bit-identical to ``clip_grad_norm_`` (same norm, same fp32 coefficient) without its multiply-by-one of
+        every gradient when no clipping is needed.
+        """
+        import torch
+
+        params = self.precision.grads_params()
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if self.cfg.grad_clip > 0:
+            coef = self.cfg.grad_clip / (norm + 1e-6)
+            if float(coef.full_tensor() if hasattr(coef, "full_tensor") else coef) < 1.0:
+                torch.nn.utils.clip_grads_with_norm_(params, self.cfg.grad_clip, norm)
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
     def before_update(self, stats: StepStats) -> bool:
         """The guard seam: False skips this step's optimizer update. Default: no hook says False."""
