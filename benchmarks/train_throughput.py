@@ -39,7 +39,7 @@ CONTENDERS = {
     "kamado bf16+compile unfused-ce": ("kamado", {"precision": "bf16", "compile": True, "fused_ce": False},
                                        "bf16 weights, fp32 master + AdamW state"),
 }
-DEFAULT = "hf-trainer bf16,hf-trainer bf16+compile,kamado bf16-autocast,kamado bf16-autocast+compile,kamado bf16+compile"
+DEFAULT = "hf-trainer bf16,hf-trainer bf16+compile,kamado bf16-autocast+compile,kamado bf16+compile"
 WARMUP = 2
 
 
