@@ -189,7 +189,8 @@ def test_safetensors_checks(tmp_path: Path):
     import torch
     from safetensors.torch import save_file
 
-    from kamado.model.integrity import file_digest, safetensors_problem
+    from kamado.manifest import sha256_file as file_digest
+    from kamado.model.integrity import safetensors_problem
 
     f = tmp_path / "w.safetensors"
     save_file({"a": torch.zeros(10, 10), "b": torch.ones(3, dtype=torch.bfloat16)}, str(f))

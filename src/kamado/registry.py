@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from kamado.config import KamadoError
+from kamado.manifest import sha256_file
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,6 @@ def resolve(name_or_path: str, root: Path | None = None, base: Path | None = Non
     return p
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(name: str, root: Path, url: str | None = None, timeout: float = 60.0) -> Path:
     """Download a registered data set into ``root`` and verify its SHA-256 before it is put in place.
 
@@ -112,7 +105,7 @@ def download(name: str, root: Path, url: str | None = None, timeout: float = 60.
             f"@{str(up.get('commit'))[:10]}); set KAMADO_DATA_MIRROR to a mirror of the data root"
         )
     dest = Path(root) / ds.path
-    if dest.is_file() and ds.sha256 and _sha256(dest) == ds.sha256:
+    if dest.is_file() and ds.sha256 and sha256_file(dest) == ds.sha256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")

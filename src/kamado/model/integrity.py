@@ -4,7 +4,6 @@ against embedding rows, special-token ids)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from pathlib import Path
@@ -54,15 +53,6 @@ def safetensors_problem(path: Path) -> str | None:
     if size != 8 + n + end:
         return f"{path.name}: {size} bytes, expected {8 + n + end} (truncated or padded)"
     return None
-
-
-def file_digest(path: Path, chunk: int = 8 << 20) -> str:
-    """SHA-256 of a file, streamed (constant memory at any size)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 def check_model_folder(path: Path) -> dict[str, Any]:

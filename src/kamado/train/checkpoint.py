@@ -49,7 +49,8 @@ def verify(path: Path, *, deep: bool = True) -> str | None:
     """Why checkpoint ``path`` cannot be resumed from (``None`` when it is intact): state.json must parse, each
     safetensors file must have a sound header and exactly the size it lists, and (``deep``) the size and streamed
     SHA-256 recorded at save time."""
-    from kamado.model.integrity import file_digest, safetensors_problem
+    from kamado.manifest import sha256_file as file_digest
+    from kamado.model.integrity import safetensors_problem
 
     path = Path(path)
     try:
@@ -153,7 +154,7 @@ def save(root: Path, step: int, model_sd: dict[str, Any], optim_sd: dict[str, An
               metadata={"format": "pt", "step": str(step)})
     otensors, oskel = flatten_optim(optim_sd)
     save_file(otensors, str(tmp / "optim.safetensors"), metadata={"format": "pt"})
-    from kamado.model.integrity import file_digest
+    from kamado.manifest import sha256_file as file_digest
 
     files = {n: {"bytes": (tmp / n).stat().st_size, "sha256": file_digest(tmp / n)}
              for n in ("model.safetensors", "optim.safetensors")}  # checked by verify() before a resume
@@ -253,7 +254,7 @@ def save_sharded(root: Path, step: int, model_sd: dict[str, Any], optim_sd: dict
     import torch.distributed as tdist
     import torch.distributed.checkpoint as dcp
 
-    from kamado.model.integrity import file_digest
+    from kamado.manifest import sha256_file as file_digest
 
     root = Path(root)
     final = step_dir(root, step)
