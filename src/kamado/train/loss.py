@@ -5,8 +5,8 @@ over every target token of the optimizer step. Two ways to the same cross-entrop
 
 * plain: the model's logits (under the precision policy's autocast), upcast to fp32, ``F.cross_entropy``;
   the z-loss term is ``sum(logsumexp(logits)^2)`` over target tokens.
-* fused (``TrainConfig.fused_ce``; one process, a plain LLaMA with a bias-free ``lm_head``, no z-loss,
-  no autocast, no PEFT): :func:`linear_cross_entropy` below, which never materialises the logits.
+* fused (``TrainConfig.fused_ce``; one process, a plain LLaMA with a bias-free ``lm_head``, no autocast,
+  no PEFT; with or without z-loss): :func:`linear_cross_entropy` below, which never materialises the logits.
 
 ``linear_cross_entropy(h, w, target)`` equals ``F.cross_entropy((h @ w.T).float(), target,
 ignore_index=-100, reduction="sum")`` with the matmuls in ``h``'s dtype (bf16 on AMX) and the log-softmax
@@ -28,11 +28,15 @@ from kamado.train.precision import Precision
 
 class _LinearCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, chunk: int) -> torch.Tensor:
+    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, chunk: int,
+                with_z: bool) -> tuple[torch.Tensor, torch.Tensor]:
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         total = torch.zeros((), dtype=torch.float32, device=h.device)
+        ztot = torch.zeros((), dtype=torch.float32, device=h.device)
         gh = torch.empty_like(h) if need_h else None
         gw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
+        zh = torch.empty_like(h) if need_h and with_z else None  # z-loss gradients, kept apart: the two
+        zw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w and with_z else None  # scale apart
         for s in range(0, h.shape[0], chunk):
             hc, tc = h[s: s + chunk], target[s: s + chunk]
             logits = (hc @ w.t()).float()
@@ -44,8 +48,16 @@ class _LinearCE(torch.autograd.Function):
             se = e.sum(dim=-1)
             lse = mx.squeeze(1) + se.log()
             total += ((lse - picked) * valid).sum()
+            if with_z:
+                ztot += (lse.square() * valid).sum()
             if need_h or need_w:
                 g = e.mul_((valid / se)[:, None])  # softmax, zero on ignored rows
+                if with_z:  # d(lse^2)/dlogits = 2 lse softmax
+                    gz = (g * (2 * lse)[:, None]).to(h.dtype)
+                    if need_h:
+                        zh[s: s + chunk] = gz @ w
+                    if need_w:
+                        zw.add_(gz.t() @ hc)
                 g.scatter_add_(1, safe[:, None], -valid[:, None].to(g.dtype))
                 g = g.to(h.dtype)
                 if need_h:
@@ -53,28 +65,40 @@ class _LinearCE(torch.autograd.Function):
                 if need_w:
                     gw.add_(g.t() @ hc)
         ctx.w_dtype = w.dtype
-        ctx.save_for_backward(gh, gw)
-        return total
+        ctx.save_for_backward(gh, gw, zh, zw)
+        return total, ztot
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
-        gh, gw = ctx.saved_tensors
+    def backward(ctx: Any, grad: torch.Tensor, grad_z: torch.Tensor) -> tuple[Any, ...]:
+        gh, gw, zh, zw = ctx.saved_tensors
         gh = None if gh is None else gh * grad.to(gh.dtype)
-        gw = None if gw is None else (gw * grad).to(ctx.w_dtype)
-        return gh, gw, None, None
+        gw = None if gw is None else gw * grad
+        if zh is not None:
+            gh = gh + zh * grad_z.to(zh.dtype)
+        if zw is not None:
+            gw = gw + zw * grad_z
+        gw = None if gw is None else gw.to(ctx.w_dtype)
+        return gh, gw, None, None, None
 
 
 def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, chunk_elems: int = 2**22) -> torch.Tensor:
     """Summed cross-entropy of ``h @ w.T`` against ``target`` (-100 ignored); h [N, H], w [V, H], target [N]."""
+    return linear_cross_entropy_z(h, w, target, chunk_elems, with_z=False)[0]
+
+
+def linear_cross_entropy_z(h: torch.Tensor, w: torch.Tensor, target: torch.Tensor, chunk_elems: int = 2**22, *,
+                           with_z: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ce, z)``: summed cross-entropy and summed z-loss ``logsumexp(logits)^2`` over the target tokens,
+    without materialising the logits (with ``with_z=False`` the z sum is 0 and costs nothing)."""
     chunk = max(1, chunk_elems // w.shape[0])
-    return _LinearCE.apply(h, w, target, chunk)
+    return _LinearCE.apply(h, w, target, chunk, with_z)
 
 
 def fused_ce_applies(model: Any, cfg: TrainConfig, distributed: bool) -> bool:
     """Whether the fused output layer + cross-entropy computes this run's loss (see the module docstring)."""
     base = unwrap(model)
     lm_head = getattr(base, "lm_head", None)
-    return (cfg.fused_ce and cfg.z_loss == 0 and not distributed and cfg.precision != "bf16-autocast"
+    return (cfg.fused_ce and not distributed and cfg.precision != "bf16-autocast"
             and not is_peft(base) and isinstance(lm_head, torch.nn.Linear) and lm_head.bias is None
             and isinstance(getattr(base, "model", None), torch.nn.Module))
 
@@ -89,9 +113,8 @@ class CausalLMLoss:
     def __call__(self, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> tuple[Any, Any]:
         if self.fused:  # never materialises the [tokens, vocab] logits; the same loss
             hs = self.base.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
-            ce = linear_cross_entropy(hs.reshape(-1, hs.size(-1)), self.base.lm_head.weight,
-                                      labels[:, 1:].reshape(-1))
-            return ce, torch.zeros((), device=ce.device)
+            return linear_cross_entropy_z(hs.reshape(-1, hs.size(-1)), self.base.lm_head.weight,
+                                          labels[:, 1:].reshape(-1), with_z=self.z_loss > 0)
         with self.precision.autocast():
             logits = self.model(input_ids=ids, attention_mask=mask).logits
         logits = logits[:, :-1].float()
