@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from common import print_table  # noqa: E402  (benchmarks/common.py)
+from dedup_throughput import run_datasketch, shingles  # noqa: E402  (the same contender and 5-gram shingles)
 
 NUM_PERM, NGRAM = 128, 5
 FILL = "あいうえおかきくけこ"
@@ -160,10 +161,6 @@ def build(th: float, base: int, per_band: int, seed: int) -> tuple[list[dict], l
 
 
 # ------------------------------------------------------------------------------------------ contenders
-def shingles(t: str) -> list[str]:
-    return [t[i : i + NGRAM] for i in range(len(t) - NGRAM + 1)] or [t]
-
-
 def run_kamado(texts: list[str], th: float) -> np.ndarray:
     from kamado.corpus.dedup import KEEP, dedup_texts
 
@@ -197,21 +194,6 @@ def run_rensa(texts: list[str], th: float) -> np.ndarray:
 
 def run_rensa_verify(texts: list[str], th: float) -> np.ndarray:
     return _rensa(texts, th, verify=True)
-
-
-def run_datasketch(texts: list[str], th: float) -> np.ndarray:
-    from datasketch import MinHash, MinHashLSH
-
-    lsh = MinHashLSH(threshold=th, num_perm=NUM_PERM)
-    removed = np.zeros(len(texts), bool)
-    for i, t in enumerate(texts):
-        m = MinHash(num_perm=NUM_PERM, seed=1)
-        m.update_batch([s.encode("utf-8") for s in shingles(t)])
-        if lsh.query(m):
-            removed[i] = True
-        else:
-            lsh.insert(str(i), m)
-    return removed
 
 
 CONTENDERS: dict[str, Callable[[list[str], float], np.ndarray]] = {

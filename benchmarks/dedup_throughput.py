@@ -110,10 +110,10 @@ def run_kamado_256(texts: list[str]) -> np.ndarray:
     return run_kamado(texts, 256)
 
 
-def run_datasketch(texts: list[str]) -> np.ndarray:
+def run_datasketch(texts: list[str], th: float = THRESHOLD) -> np.ndarray:
     from datasketch import MinHash, MinHashLSH
 
-    lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
+    lsh = MinHashLSH(threshold=th, num_perm=NUM_PERM)
     removed = np.zeros(len(texts), bool)
     for i, t in enumerate(texts):
         m = MinHash(num_perm=NUM_PERM, seed=1)

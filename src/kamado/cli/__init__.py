@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from types import TracebackType
 from typing import Annotated
 
 import typer
@@ -175,13 +176,17 @@ def _culprit(exc: BaseException) -> str | None:
     return None
 
 
+def _innermost(exc: BaseException) -> TracebackType | None:
+    """The innermost traceback entry of ``exc`` (where it was raised), or None."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb
+
+
 def _origin(exc: BaseException) -> str:
     """``module.py:line`` of the innermost frame that raised ``exc``."""
-    tb = exc.__traceback__
-    last = None
-    while tb is not None:
-        last = tb
-        tb = tb.tb_next
+    last = _innermost(exc)
     if last is None:
         return "?"
     return f"{Path(last.tb_frame.f_code.co_filename).name}:{last.tb_lineno}"
@@ -189,11 +194,7 @@ def _origin(exc: BaseException) -> str:
 
 def _from_library(exc: BaseException) -> bool:
     """Whether ``exc`` was raised outside kamado's own code (a library refusing its input)."""
-    tb = exc.__traceback__
-    last = None
-    while tb is not None:
-        last = tb
-        tb = tb.tb_next
+    last = _innermost(exc)
     return last is not None and "/kamado/" not in last.tb_frame.f_code.co_filename.replace(os.sep, "/")
 
 
