@@ -134,3 +134,22 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path, text: Path) -> None:
     for k in ref:
         assert msd[k].shape == ref[k].shape
         assert (msd[k] - ref[k]).abs().max().item() < 1e-4
+
+
+@pytest.mark.slow
+def test_fused_output_loss_under_fsdp_equals_plain(tmp_path: Path, text: Path) -> None:
+    """2 gloo ranks (FSDP2, bf16 compute, z-loss on): the fused output layer + cross-entropy, computed as the
+    root forward's ``lm_head`` call, trains like the plain logits path, step by step."""
+    fused, plain = tmp_path / "fused", tmp_path / "plain"
+    kw = dict(steps=5, precision="bf16", z_loss=1e-3, eval_every=0, ckpt_every=5)
+    _run(_spec(fused, text, **kw), tmp_path, nproc=2)
+    _run(_spec(plain, text, fused_ce=False, **kw), tmp_path, nproc=2)
+    a, b = _losses(fused), _losses(plain)
+    assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 6))
+    for (_, x), (_, y) in zip(a, b, strict=True):
+        assert x == pytest.approx(y, rel=1e-2)
+    assert a[-1][1] < a[0][1]
+    from kamado.train import checkpoint as ckpt
+
+    fa, fb = ckpt.latest(fused / "checkpoints"), ckpt.latest(plain / "checkpoints")
+    assert ckpt.is_sharded(fa) and ckpt.is_sharded(fb)

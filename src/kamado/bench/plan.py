@@ -16,7 +16,7 @@ Every figure is a formula over the recipe's model shape and training settings (n
   silu(gate), product) — Korthikanti et al. 2022's 34·h for GPT blocks, adapted to SwiGLU. With activation
   checkpointing a layer keeps only its bf16 input (2·h bytes/token) and one layer is recomputed at a time.
   Logits: bf16 logits + their fp32 upcast + the fp32 gradient (10 bytes per token and vocabulary entry);
-  kamado's fused output layer + cross-entropy works in chunks when it applies (one process, no z-loss).
+  kamado's fused output layer + cross-entropy works in chunks (one process or FSDP, with or without z-loss).
   A fixed 3 GB is added for the CUDA context, NCCL buffers and allocator fragmentation.
 - **Checkpoint** = fp32 model + two Adam moments (12 bytes/param); the Hugging Face export is bf16 (2 bytes).
 - **Goodput**: the fraction of wall time that trains: 1 − restart loss (default 5%: failures, restarts and
@@ -205,7 +205,7 @@ def make_plan(model_cfg: Any, *, preset: str, steps: int, batch_size: int, seq_l
     if batch_size % per_step:
         notes.append(f"batch_size {batch_size} is not a multiple of GPUs × grad_accum = {per_step}: "
                      "kamado will refuse it; choose grad_accum so that it divides")
-    fused = fused_ce and world == 1 and not z_loss
+    fused = fused_ce  # one process or FSDP, with or without z-loss
     mb = max(1, math.ceil(micro))
     mem = memory_per_gpu(model_cfg, world=world, micro_batch=mb, seq_len=seq_len, fused_ce=fused)
     fits = mem.total_gb <= dev.memory_gb

@@ -40,7 +40,7 @@ class TrainConfig(StrictModel):
     z_loss: float = 0.0
     activation_checkpointing: bool = False
     compile: bool = False
-    fused_ce: bool = True  # lm_head + cross-entropy in token chunks (one process, plain LLaMA, no z-loss)
+    fused_ce: bool = True  # lm_head + cross-entropy in token chunks (plain LLaMA, no autocast/PEFT; FSDP too)
     log_every: int = 1
     eval_every: int = 50
     eval_batches: int = 4

@@ -5,8 +5,11 @@ over every target token of the optimizer step. Two ways to the same cross-entrop
 
 * plain: the model's logits (under the precision policy's autocast), upcast to fp32, ``F.cross_entropy``;
   the z-loss term is ``sum(logsumexp(logits)^2)`` over target tokens.
-* fused (``TrainConfig.fused_ce``; one process, a plain LLaMA with a bias-free ``lm_head``, no autocast,
-  no PEFT; with or without z-loss): :func:`linear_cross_entropy` below, which never materialises the logits.
+* fused (``TrainConfig.fused_ce``; a plain LLaMA with a bias-free ``lm_head``, no autocast, no PEFT; with or
+  without z-loss; one process or FSDP): :func:`linear_cross_entropy` below, which never materialises the logits.
+  Under FSDP2 the output layer's weight is sharded outside the root module's forward, so the fused loss runs
+  *as* the ``lm_head`` call inside the root forward (see :meth:`CausalLMLoss._fused_in_root`): FSDP gathers the
+  weight, and reduce-scatters its gradient, exactly as for the plain output layer.
 
 ``linear_cross_entropy(h, w, target)`` equals ``F.cross_entropy((h @ w.T).float(), target,
 ignore_index=-100, reduction="sum")`` with the matmuls in ``h``'s dtype (bf16 on AMX) and the log-softmax
@@ -94,13 +97,19 @@ def linear_cross_entropy_z(h: torch.Tensor, w: torch.Tensor, target: torch.Tenso
     return _LinearCE.apply(h, w, target, chunk, with_z)
 
 
-def fused_ce_applies(model: Any, cfg: TrainConfig, distributed: bool) -> bool:
+def fused_ce_applies(model: Any, cfg: TrainConfig) -> bool:
     """Whether the fused output layer + cross-entropy computes this run's loss (see the module docstring)."""
     base = unwrap(model)
     lm_head = getattr(base, "lm_head", None)
-    return (cfg.fused_ce and not distributed and cfg.precision != "bf16-autocast"
+    return (cfg.fused_ce and cfg.precision != "bf16-autocast"
             and not is_peft(base) and isinstance(lm_head, torch.nn.Linear) and lm_head.bias is None
             and isinstance(getattr(base, "model", None), torch.nn.Module))
+
+
+def _is_fsdp(model: Any) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 class CausalLMLoss:
@@ -110,7 +119,25 @@ class CausalLMLoss:
         self.model, self.precision, self.z_loss, self.fused = model, precision, z_loss, fused
         self.base = unwrap(model)
 
+    def _fused_in_root(self, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> tuple[Any, Any]:
+        """The fused loss computed by the ``lm_head`` call of the root forward (FSDP2: the weight is gathered
+        only there). For that one call the head's ``forward`` is the fused loss; it returns ``[ce, z]``."""
+        head, tgt, with_z = self.base.lm_head, labels[:, 1:].reshape(-1), self.z_loss > 0
+
+        def fused_head(h: torch.Tensor) -> torch.Tensor:
+            h = h[:, :-1]
+            return torch.stack(linear_cross_entropy_z(h.reshape(-1, h.size(-1)), head.weight, tgt, with_z=with_z))
+
+        head.forward = fused_head  # an instance attribute: nn.Module.__call__ and FSDP's hooks stay as they are
+        try:
+            out = self.model(input_ids=ids, attention_mask=mask).logits
+        finally:
+            del head.forward
+        return out[0], out[1]
+
     def __call__(self, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> tuple[Any, Any]:
+        if self.fused and _is_fsdp(self.model):
+            return self._fused_in_root(ids, labels, mask)
         if self.fused:  # never materialises the [tokens, vocab] logits; the same loss
             hs = self.base.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
             return linear_cross_entropy_z(hs.reshape(-1, hs.size(-1)), self.base.lm_head.weight,

@@ -181,7 +181,7 @@ class Trainer:
         self.opt = adamw(self.precision.opt_named(), self.cfg.optimizer)
         self.model.train()
         self.loss = CausalLMLoss(self.model, self.precision, z_loss=self.cfg.z_loss,
-                                 fused=fused_ce_applies(self.model, self.cfg, d.enabled))
+                                 fused=fused_ce_applies(self.model, self.cfg))
         self.forward = self.loss
         if self.cfg.compile:
             if d.enabled:
