@@ -13,7 +13,7 @@ def bench(
                                         "1b, 7b.")] = "tiny",
     seq_len: Annotated[str, typer.Option("--seq-len", help="Sequence length(s), comma-separated.")] = "256",
     batch: Annotated[int, typer.Option("--batch", help="Sequences per step.")] = 8,
-    precision: Annotated[str, typer.Option("--precision", help="Comma-separated: fp32, bf16, bf16-autocast, "
+    precision: Annotated[str, typer.Option("--precision", help="Comma-separated: fp32, bf16, bf16-autocast, fp8 (torchao), "
                                            "bf16-pure.")] = "fp32,bf16",
     steps: Annotated[int, typer.Option("--steps", help="Steps per measurement (the first 2 are warm-up).")] = 8,
     reps: Annotated[int, typer.Option("--reps", help="Interleaved repetitions (medians reported).")] = 1,
@@ -45,9 +45,9 @@ def bench(
     presets = [p.strip() for p in preset.split(",") if p.strip()]
     precs = [p.strip() for p in precision.split(",") if p.strip()]
     seqs = [int(s) for s in seq_len.split(",") if s.strip()]
-    bad = [p for p in precs if p not in ("fp32", "bf16", "bf16-autocast", "bf16-pure")]
+    bad = [p for p in precs if p not in ("fp32", "bf16", "bf16-autocast", "bf16-pure", "fp8")]
     if bad:
-        raise KamadoError(f"--precision {','.join(bad)}: expected fp32, bf16, bf16-autocast or bf16-pure")
+        raise KamadoError(f"--precision {','.join(bad)}: expected fp32, bf16, bf16-autocast, bf16-pure or fp8")
     base = Path(os.environ.get("KAMADO_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kamado"))
     combos = [(p, s, pr, c) for p in presets for s in seqs for pr in precs for c in ([False, True] if compile_ else [False])]
     samples: dict[tuple, list[dict]] = {k: [] for k in combos}

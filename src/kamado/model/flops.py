@@ -111,6 +111,7 @@ def update_cpu_peak(dtype: str, value: float, cache_dir: Path | None = None) -> 
     """Raise the cached CPU peak of ``dtype`` to ``value`` if it is higher (later quieter probes); returns it."""
     import torch
 
+    dtype = "bf16" if dtype == "fp8" else dtype  # CPUs have no FP8 matmul units: FP8 runs at most at the bf16 peak
     key = f"{cpu_name()}|threads={torch.get_num_threads()}|{dtype}"
     path = _cache_file(cache_dir)
     try:
@@ -140,6 +141,7 @@ def device_peak(precision: str, device: str = "cpu", cache_dir: Path | None = No
         return probe_matmul_peak(dtype if dtype != "fp8" else "bf16", n=8192, device="cuda"), f"{name} probe"
     import torch
 
+    dtype = "bf16" if dtype == "fp8" else dtype  # CPUs have no FP8 matmul units: FP8 runs at most at the bf16 peak
     key = f"{cpu_name()}|threads={torch.get_num_threads()}|{dtype}"
     path = _cache_file(cache_dir)
     cache: dict[str, float] = {}

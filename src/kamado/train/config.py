@@ -36,7 +36,7 @@ class TrainConfig(StrictModel):
     warmup_steps: int = Field(20, ge=0)
     decay_fraction: float = 0.2  # WSD: last fraction of steps decays
     grad_clip: float = 1.0
-    precision: Literal["fp32", "bf16", "bf16-autocast", "bf16-pure"] = "bf16"  # see kamado.train.precision
+    precision: Literal["fp32", "bf16", "bf16-autocast", "bf16-pure", "fp8"] = "bf16"  # see kamado.train.precision
     z_loss: float = 0.0
     activation_checkpointing: bool = False
     compile: bool = False

@@ -85,7 +85,7 @@ def shard_model(model: Any, precision: str, reshard_after_forward: bool = True) 
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp = MixedPrecisionPolicy()
-    if precision == "bf16":
+    if precision in ("bf16", "fp8"):
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     layers = model.model.layers if hasattr(model, "model") and hasattr(model.model, "layers") else []
     for layer in layers:

@@ -6,6 +6,10 @@ Modes (``TrainConfig.precision``):
                  bf16 copy of the model plus fp32 masters; FSDP2: ``MixedPrecisionPolicy(bf16)``).
   bf16-autocast  fp32 weights, matmuls under ``torch.autocast(bfloat16)``.
   bf16-pure      bf16 weights and optimizer state, no master copy (fastest, least exact).
+  fp8            as bf16, and the decoder's linear layers compute in FP8 (torchao float8 training: tensorwise
+                 dynamic scales, e4m3 inputs/weights, e5m2 gradients; :func:`to_float8`). The output layer,
+                 embeddings, norms and attention stay bf16. Needs ``torchao`` (extra ``fp8``) and FP8 matmuls:
+                 a CUDA GPU of compute capability ≥ 8.9 (H100/H200/L4/RTX 40), or the CPU (slow; for tests).
 
 :class:`Precision` owns the parameters the optimizer steps, moves gradients and weights between the
 model and the fp32 masters, and reads/writes the full (unsharded) model and optimizer state.
@@ -19,6 +23,39 @@ from typing import Any
 from kamado.config import KamadoError
 
 
+def to_float8(model: Any) -> int:
+    """Swap the decoder's ``nn.Linear`` layers for torchao's ``Float8Linear`` (same parameters and state-dict
+    names, so checkpoints and the Hugging Face export are unchanged); returns how many were swapped.
+
+    Kept in bf16: the output layer (its logits feed the fused cross-entropy) and any layer whose dimensions are
+    not multiples of 16 (FP8 matmul kernels need them)."""
+    import logging
+
+    import torch
+
+    logging.getLogger("torchao").setLevel(logging.ERROR)  # its optional CUDA extensions' load warnings
+    try:
+        from torchao.float8 import convert_to_float8_training
+    except ImportError as e:
+        raise KamadoError("train.precision fp8 needs torchao: pip install 'kamado[fp8]' "
+                          "(torchao==0.18.0; keep torch pinned)") from e
+    dev = next(model.parameters()).device
+    if dev.type == "cuda" and torch.cuda.get_device_capability(dev) < (8, 9):
+        name = torch.cuda.get_device_name(dev)
+        raise KamadoError(f"train.precision fp8: {name} has no FP8 matmuls (compute capability "
+                          f"{'.'.join(map(str, torch.cuda.get_device_capability(dev)))} < 8.9); use bf16")
+
+    def keep(mod: torch.nn.Module, fqn: str) -> bool:
+        return (isinstance(mod, torch.nn.Linear) and not fqn.endswith("lm_head")
+                and mod.in_features % 16 == 0 and mod.out_features % 16 == 0)
+
+    n = sum(1 for fqn, m in model.named_modules() if keep(m, fqn))
+    if n == 0:
+        raise KamadoError("train.precision fp8: no linear layer with dimensions divisible by 16 to run in FP8")
+    convert_to_float8_training(model, module_filter_fn=keep)
+    return n
+
+
 class Precision:
     """Owns the parameters the optimizer steps and moves gradients/weights between model and masters."""
 
@@ -28,9 +65,9 @@ class Precision:
         self.model, self.mode, self.fsdp = model, mode, fsdp
         self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.master: dict[str, Any] | None = None
-        if mode == "bf16" and not fsdp:
+        if mode in ("bf16", "fp8") and not fsdp:
             self.master = {n: torch.nn.Parameter(p.detach().float().clone()) for n, p in self.named}
-        if mode in ("bf16", "bf16-pure") and not fsdp:
+        if mode in ("bf16", "bf16-pure", "fp8") and not fsdp:
             for p in model.parameters():
                 p.data = p.data.to(torch.bfloat16)
 

@@ -47,7 +47,7 @@ from kamado.train.config import TrainConfig
 from kamado.train.export import export_hf, hf_config, is_peft
 from kamado.train.loss import CausalLMLoss, fused_ce_applies
 from kamado.train.optim import adamw, lr_at
-from kamado.train.precision import Precision
+from kamado.train.precision import Precision, to_float8
 
 
 class BatchSource(Protocol):
@@ -218,6 +218,8 @@ class Trainer:
         if self.cfg.activation_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.to(d.device)
+        if self.cfg.precision == "fp8":
+            to_float8(model)
         if d.enabled:
             if self.cfg.precision == "bf16-pure":
                 for p in model.parameters():
