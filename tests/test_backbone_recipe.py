@@ -192,6 +192,6 @@ def test_dedup_settings_are_in_the_corpus_config() -> None:
     d["corpus"] |= {"dedup_threshold": 0.7, "dedup_ngram": 7, "dedup_num_perm": 64, "dedup_bands": 8}
     r = parse_recipe(d)
     assert r.corpus.dedup_settings() == {"threshold": 0.7, "ngram": 7, "num_perm": 64, "bands": 8, "near": True,
-                                         "format": "jsonl.zst"}
+                                         "verify": "exact", "format": "jsonl.zst"}
     d["corpus"]["sources"][1]["name"] = "ja_web"
     assert "duplicate source names ['ja_web']" in _error(d)

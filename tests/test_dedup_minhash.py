@@ -122,3 +122,20 @@ def test_dedup_texts_finds_injected_copies_and_keeps_the_first(paragraphs: list[
 def test_exact_only_and_dakuten_are_not_exact_duplicates() -> None:
     res = dedup_texts(["がっこうへいく。", "かっこうへいく。", "ガッコウ", "ｶﾞｯｺｳ"], near=False)
     assert res["code"].tolist() == [KEEP, KEEP, KEEP, EXACT]
+
+
+def test_ngram_jaccard_is_exact(paragraphs: list[str]) -> None:
+    rng = random.Random(9)
+    texts = [mh.normalize(t) for t in paragraphs[:20]]
+    texts += [_edit(t, len(t) // 15, rng) for t in texts] + ["", "ab", "ab", "がっこう", "かっこう"]
+    texts.append("".join(chr(0x4E00 + i) for i in range(9000)))  # alphabet too large for one 64-bit key
+    n = len(texts)
+    a = np.array([rng.randrange(n) for _ in range(150)] + list(range(20)) + [40, 41, 43, n - 1])
+    b = np.array([rng.randrange(n) for _ in range(150)] + list(range(20, 40)) + [40, 42, 44, 0])
+    for k in (1, 3, 5, 7):
+        want = []
+        for x, y in zip(a.tolist(), b.tolist(), strict=True):
+            gx = _shingles(texts[x] + "\0" * (k - len(texts[x])) if 0 < len(texts[x]) < k else texts[x], k)
+            gy = _shingles(texts[y] + "\0" * (k - len(texts[y])) if 0 < len(texts[y]) < k else texts[y], k)
+            want.append(len(gx & gy) / len(gx | gy) if gx | gy else 1.0)
+        assert mh.ngram_jaccard(texts, a, b, k).tolist() == want

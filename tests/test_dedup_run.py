@@ -122,10 +122,108 @@ def test_cli_dedup_and_user_errors(shards: Path, tmp_path: Path) -> None:
     app.command()(dedup_cmd)
     app.command("other")(lambda: None)
     r = CliRunner().invoke(app, ["dedup", str(shards), "--out", str(tmp_path / "o"), "--workers", "1",
-                                 "--threshold", "0.7", "--no-exact"])
+                                 "--threshold", "0.7", "--no-exact", "--verify", "signature"])
     assert r.exit_code == 0, r.output
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
     assert stats["exact_duplicates"] == 0 and stats["near_duplicates"] == 24  # exact copies found as near
-    assert stats["steps"][1]["threshold"] == 0.7
+    assert stats["steps"][1]["threshold"] == 0.7 and stats["steps"][1]["verify"] == "signature"
+    r = CliRunner().invoke(app, ["dedup", str(shards), "--out", str(tmp_path / "v"), "--verify", "maybe"])
+    assert r.exit_code != 0 and "--verify must be one of exact, signature, none" in str(r.exception)
     r = CliRunner().invoke(app, ["dedup", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
     assert r.exit_code != 0 and "no such file" in str(r.exception)
+
+
+def _near_threshold_pairs(data_root: Path) -> dict[str, tuple[str, str, float, float]]:
+    """Two real paragraph/variant pairs that LSH makes candidates, with exact 5-gram Jaccard (of the normalised
+    texts) and signature estimate on opposite sides of 0.8: "below" (J < 0.8 <= estimate) and "above"
+    (estimate < 0.8 <= J). Found by a seeded search, so always the same pairs."""
+    import numpy as np
+
+    from kamado.corpus import minhash as mh
+    from kamado.corpus.dedup import DedupSettings
+
+    paras: list[str] = []
+    with gzip.open(data_root / "ja_text" / "jaquad_train_wikipedia_paragraphs.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            paras += [p for p in json.loads(line)["text"].split("\n\n") if len(p) >= 300]
+            if len(paras) >= 60:
+                break
+    st = DedupSettings()
+    spec, low = st.lsh(), 0.8 - st.exact_sigmas * st.sigma()  # estimates above low are checked exactly
+    found: dict[str, tuple[str, str, float, float]] = {}
+    for seed in range(400):
+        p = paras[seed % len(paras)]
+        k0 = len(p) // 45  # about J 0.8: each replaced character breaks up to five 5-grams
+        for k in range(max(1, k0 - 6), k0 + 7):
+            rng = random.Random(seed * 100 + k)
+            chars = list(p)
+            for i in rng.sample(range(len(chars)), k):
+                chars[i] = rng.choice("あいうえおかきくけこ")
+            v = "".join(chars)
+            na, nb = mh.normalize(p), mh.normalize(v)
+            j = float(mh.ngram_jaccard([na, nb], np.array([0]), np.array([1]))[0])
+            sig, _ = mh.signatures([na, nb])
+            est = float((sig[0] == sig[1]).mean())
+            bh = mh.band_hashes(sig, spec.bands, spec.rows)
+            if not (bh[0] == bh[1]).any():
+                continue
+            if 0.77 <= j < 0.8 <= est and "below" not in found:
+                found["below"] = (p, v, j, est)
+            if low < est < 0.8 <= j < 0.83 and "above" not in found and p not in {f[0] for f in found.values()}:
+                found["above"] = (p, v, j, est)
+        if len(found) == 2:
+            return found
+    raise AssertionError("no pairs near the threshold found")
+
+
+@pytest.fixture(scope="module")
+def near_threshold(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Two shards: the originals of the two near-threshold pairs (and unrelated paragraphs) in the first, their
+    variants in the second."""
+    pairs = _near_threshold_pairs(data_root)
+    root = tmp_path_factory.mktemp("dedup_near_t")
+    with open(root / "a.jsonl", "w", encoding="utf-8") as f:
+        for name, (p, _, _, _) in pairs.items():
+            f.write(json.dumps({"id": f"{name}-orig", "text": p, "source": "wiki"}, ensure_ascii=False) + "\n")
+    with open(root / "b.jsonl", "w", encoding="utf-8") as f:
+        for name, (_, v, _, _) in pairs.items():
+            f.write(json.dumps({"id": f"{name}-variant", "text": v, "source": "wiki"}, ensure_ascii=False) + "\n")
+    return root, pairs
+
+
+def test_exact_verification_decides_at_the_threshold(near_threshold: tuple[Path, dict], tmp_path: Path) -> None:
+    root, pairs = near_threshold
+    assert pairs["below"][2] < 0.8 <= pairs["below"][3] and pairs["above"][3] < 0.8 <= pairs["above"][2]
+    st = run_dedup([root], tmp_path / "w1", workers=1)
+    kept = {d["id"] for d in read_documents(sorted((tmp_path / "w1" / "kept").glob("*")))}
+    # J just below 0.8, estimated above it: kept; J just above 0.8, estimated below it: removed
+    assert kept == {"below-orig", "below-variant", "above-orig"}
+    mh = st["steps"][1]
+    assert mh["verify"] == "exact" and mh["candidates"] == 2
+    assert (mh["verified_exactly"], mh["accepted_exactly"], mh["verified_links"]) == (2, 1, 1)
+    rej = list(read_documents(sorted((tmp_path / "w1" / "rejected").glob("*"))))
+    assert [(r["id"], r["duplicate_of"]) for r in rej] == [("above-variant", "above-orig")]
+    # every worker count writes the same bytes
+    run_dedup([root], tmp_path / "w2", workers=2)
+    assert _files(tmp_path / "w1") == _files(tmp_path / "w2")
+    # on the signatures alone (estimate >= t - 2σ) both pairs lose a copy; with no check, too
+    for mode in ("signature", "none"):
+        st = run_dedup([root], tmp_path / mode, workers=1, verify=mode)
+        assert st["near_duplicates"] == 2 and st["steps"][1]["verified_exactly"] == 0
+    # the same decisions in memory
+    from kamado.corpus.dedup import KEEP, dedup_texts
+
+    texts = [pairs["below"][0], pairs["above"][0], pairs["below"][1], pairs["above"][1]]
+    res = dedup_texts(texts)
+    assert (res["code"] != KEEP).tolist() == [False, False, False, True]
+    assert (res["verified_exactly"], res["accepted_exactly"]) == (2, 1)
+    with pytest.raises(Exception, match="verify='maybe'"):
+        run_dedup([root], tmp_path / "bad", verify="maybe")
+
+
+@pytest.mark.slow
+def test_exact_verification_same_on_ray(near_threshold: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = near_threshold
+    run_dedup([root], tmp_path / "local", workers=2)
+    run_dedup([root], tmp_path / "ray", executor="ray", workers=2)
+    assert _files(tmp_path / "local") == _files(tmp_path / "ray")

@@ -20,7 +20,9 @@ def dedup(
     ngram: Annotated[int, typer.Option(help="Character n-gram size.")] = 5,
     exact: Annotated[bool, typer.Option("--exact/--no-exact", help="Remove exact copies (normalised text).")] = True,
     near: Annotated[bool, typer.Option("--near/--no-near", help="Remove near duplicates (MinHash LSH).")] = True,
-    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check LSH candidates on the signatures.")] = True,
+    verify: Annotated[str, typer.Option("--verify", help="LSH candidate pairs: exact (estimates near the threshold "
+                                        "decided by the exact n-gram Jaccard of the texts), signature (estimate only) "
+                                        "or none.")] = "exact",
     scheme: Annotated[str, typer.Option(help="oph (one-permutation, fast) or classic (num_perm hash functions).")] = "oph",
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Join this Ray cluster (else a local one).")] = None,
     format: Annotated[str, typer.Option("--format", help="Output shards: jsonl.gz (readable anywhere), jsonl.zst or "
@@ -48,7 +50,7 @@ def dedup(
 
     from kamado.cli._guard import check_writable, refuse_overlap, swap_in
     from kamado.config import KamadoError
-    from kamado.corpus.dedup import run_dedup
+    from kamado.corpus.dedup import VERIFY, run_dedup
     from kamado.ui import console, table
 
     if executor not in ("local", "ray"):
@@ -57,6 +59,8 @@ def dedup(
         raise KamadoError(f"--scheme must be oph or classic, not {scheme!r}")
     if not 0.0 < threshold <= 1.0:
         raise KamadoError(f"--threshold must be in (0, 1], got {threshold}")
+    if verify not in VERIFY:
+        raise KamadoError(f"--verify must be one of {', '.join(VERIFY)}, not {verify!r}")
     if rejected not in ("full", "ids"):
         raise KamadoError(f"--rejected must be full or ids, not {rejected!r}")
     from kamado.corpus.io import shard_format
@@ -79,6 +83,9 @@ def dedup(
     rows_ = [["input", st["input"]], ["kept", st["kept"]], ["exact duplicates", st["exact_duplicates"]],
              ["near duplicates", st["near_duplicates"]], ["errors", st["errors"]],
              ["LSH", f"{mh['bands']}×{mh['rows']} of {mh['num_perm']}, t={mh['threshold']}"],
+             ["verified", f"{mh['verify']}: {mh['verified_links']} of {mh['candidates']} candidate pairs kept"
+              + (f" ({mh['accepted_exactly']} of {mh['verified_exactly']} checked on the texts)"
+                 if mh["verify"] == "exact" else "")],
              ["throughput", f"{st['mb']:.1f} MB in {st['seconds']:.1f}s ({st['mb_per_s']:.1f} MB/s)"]]
     console.print(table(f"dedup → {out}", ["", "value"], rows_))
 

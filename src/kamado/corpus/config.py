@@ -49,10 +49,15 @@ class CorpusConfig(StrictModel):
     dedup_num_perm: int = Field(128, ge=8)  # MinHash signature length
     dedup_bands: int = Field(0, ge=0)  # LSH bands (0: chosen from the threshold)
     dedup_near: bool = True  # also remove near duplicates (False: exact copies only)
+    # LSH candidate pairs: "exact" (ambiguous estimates checked on the texts' n-gram sets), "signature" or "none"
+    dedup_verify: Literal["exact", "signature", "none"] = "exact"
     executor: Literal["local", "ray"] = "local"
     workers: int = Field(2, ge=1)
     ray_address: str | None = None  # an existing Ray cluster (default: start a local one)
     shard_mb: int = Field(256, ge=1)  # output shard size (uncompressed MB)
+    # uncompressed .jsonl inputs larger than this are cleaned as byte ranges of about this size, each its own
+    # task (several workers share one big file; output unchanged); 0: one task per file
+    split_mb: int = Field(128, ge=0)
     # the stage's own shards (clean and dedup kept/rejected): zstd-compressed JSON lines by default, which every
     # downstream reader (tokenizer, data pack, kamado corpus inspect) takes; jsonl.gz or parquet by choice
     shard_format: Literal["jsonl.zst", "jsonl.gz", "parquet"] = "jsonl.zst"
@@ -72,7 +77,8 @@ class CorpusConfig(StrictModel):
     def dedup_settings(self) -> dict[str, Any]:
         """The keyword arguments of :func:`kamado.corpus.dedup.run_dedup` this config asks for."""
         return {"threshold": self.dedup_threshold, "ngram": self.dedup_ngram, "num_perm": self.dedup_num_perm,
-                "bands": self.dedup_bands, "near": self.dedup_near, "format": self.shard_format}
+                "bands": self.dedup_bands, "near": self.dedup_near, "verify": self.dedup_verify,
+                "format": self.shard_format}
 
 
 class ChainConfig(StrictModel):

@@ -241,3 +241,82 @@ class LshSpec:
     ngram: int = 5
     seed: int = 0
     scheme: str = "oph"
+
+
+def _pad(texts: list[str], n: int) -> list[str]:
+    """Texts shorter than ``n`` (but not empty) padded with NUL to one n-gram, as :func:`shingle_hashes` takes them."""
+    return [t + "\x00" * (n - len(t)) if 0 < len(t) < n else t for t in texts]
+
+
+def _gram_sets(texts: list[str], ngram: int) -> list[np.ndarray] | None:
+    """The set of character n-grams of each (padded) text as its sorted distinct exact ``uint64`` keys; ``None``
+    when the texts' alphabet is too large for ``ngram`` characters to fit in 64 bits.
+
+    A key is the n-gram written in base A, A the number of distinct characters in ``texts`` (each character is
+    its rank among them): a bijection, so equal keys are equal n-grams. Nothing is hashed. Keys are built and
+    sorted one text at a time, so the arrays stay in cache."""
+    n = ngram
+    if not texts:
+        return []
+    cp = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+    present = np.zeros(0x110000, dtype=bool)
+    present[cp] = True
+    rank = np.cumsum(present, dtype=np.int32)
+    alphabet = int(rank[-1])
+    if alphabet**n >= 1 << 64:
+        return None
+    r = (rank[cp] - 1).astype(np.uint64)
+    base = np.uint64(alphabet)
+    sets: list[np.ndarray] = []
+    start = 0
+    for t in texts:
+        seg = r[start : start + len(t)]
+        start += len(t)
+        m = len(seg) - n + 1
+        if m <= 0:
+            sets.append(np.zeros(0, np.uint64))
+            continue
+        key = seg[:m].copy()
+        for k in range(1, n):
+            key *= base
+            key += seg[k : k + m]
+        key.sort()
+        sets.append(key[np.concatenate([[True], key[1:] != key[:-1]])])
+    return sets
+
+
+def ngram_jaccard(texts: list[str], a: np.ndarray, b: np.ndarray, ngram: int = 5) -> np.ndarray:
+    """Exact Jaccard similarity of the character n-gram sets of ``texts[a[i]]`` and ``texts[b[i]]``
+    (float64, one per pair; 1.0 when both sets are empty). Texts are taken as given (normalise them first);
+    n-grams and the padding of short texts are as in :func:`shingle_hashes`.
+
+    Each text's set is its sorted distinct exact n-gram keys (:func:`_gram_sets`, one small sort per text); a
+    pair's intersection is the number of keys the merge of its two sets holds twice.
+    When the texts' alphabet is too large for one key, the pairs are split in halves (and a single such pair
+    uses Python sets).
+    """
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    out = np.ones(len(a), dtype=np.float64)
+    if not len(a):
+        return out
+    used = sorted(set(a.tolist()) | set(b.tolist()))
+    local = {d: k for k, d in enumerate(used)}
+    sub = _pad([texts[d] for d in used], ngram)
+    sets = _gram_sets(sub, ngram)
+    if sets is None:
+        if len(a) > 1:
+            h = len(a) // 2
+            return np.concatenate([ngram_jaccard(texts, a[:h], b[:h], ngram), ngram_jaccard(texts, a[h:], b[h:], ngram)])
+        n = ngram
+        ga, gb = ({t[i : i + n] for i in range(len(t) - n + 1)} for t in (sub[local[int(a[0])]], sub[local[int(b[0])]]))
+        union = len(ga | gb)
+        out[0] = len(ga & gb) / union if union else 1.0
+        return out
+    for p, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+        sx, sy = sets[local[x]], sets[local[y]]
+        both = np.sort(np.concatenate([sx, sy]), kind="stable")  # a merge of two sorted runs (timsort)
+        inter = int(np.count_nonzero(both[1:] == both[:-1]))
+        union = len(sx) + len(sy) - inter
+        out[p] = inter / union if union else 1.0
+    return out
