@@ -2,11 +2,13 @@
 
 The input is the data root's Japanese text (Aozora, Wikipedia paragraphs, labelled mC4, FineWeb-2) repeated
 with a perturbation per copy (one character doubled per line, as in ``../shared/checks/corpus-compat``) until it
-reaches the size; one JSONL file. Each job runs as a user runs it (one worker); the table gives MB of input
-per CPU second of the whole process and its peak RSS (``/usr/bin/time``), so flat memory shows as the same
-peak at 100 MB and at 1 GB.
+reaches the size; one JSONL file. Each job runs as a user runs it (one worker by default); the table gives MB
+of input per CPU second of the whole process (workers included) and the largest peak RSS of the process and
+of any one worker (``/usr/bin/time``), so flat memory shows as the same peak at 100 MB and at 1 GB. A clean of
+an input above ``--split-mb`` (the default of ``kamado corpus clean``, 128) runs as byte ranges, one task each.
 
     .venv/bin/python benchmarks/corpus_stream.py --sizes 100,1000 --work /tmp/stream
+    .venv/bin/python benchmarks/corpus_stream.py --sizes 1000 --workers 2 --split-mb 128   # two workers, one file
 """
 
 from __future__ import annotations
@@ -52,14 +54,14 @@ def build(root: Path, out: Path, mb: float, seed: int = 5) -> int:
     return n
 
 
-def timed(cmd: list[str], log: Path) -> tuple[float, int]:
-    """CPU seconds (user + sys) and peak RSS (MB) of a whole process."""
+def timed(cmd: list[str], log: Path) -> tuple[float, float, int]:
+    """CPU seconds (user + sys), wall seconds and peak RSS (MB) of a whole process."""
     tf = log.with_suffix(".time")
     with open(log, "w") as lf:
-        subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", str(tf), *cmd], stdout=lf, stderr=subprocess.STDOUT,
-                       check=True)
-    u, s, m = tf.read_text().split()[-3:]
-    return float(u) + float(s), int(m) // 1024
+        subprocess.run(["/usr/bin/time", "-f", "%U %S %e %M", "-o", str(tf), *cmd], stdout=lf,
+                       stderr=subprocess.STDOUT, check=True)
+    u, s, e, m = tf.read_text().split()[-4:]
+    return float(u) + float(s), float(e), int(m) // 1024
 
 
 def main() -> None:
@@ -68,6 +70,8 @@ def main() -> None:
     ap.add_argument("--recipes", default="hojichar-compat,default-ja")
     ap.add_argument("--dedup", action="store_true", help="also dedup each input")
     ap.add_argument("--work", type=Path, default=Path("/tmp/kamado-stream"))
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--split-mb", type=int, default=None, help="clean's --split-mb (default: kamado's)")
     args = ap.parse_args()
     from kamado.registry import default_data_root
 
@@ -80,17 +84,21 @@ def main() -> None:
         if not inp.is_file():
             build(root, inp, mb)
         real = os.path.getsize(inp) / 1e6
-        jobs = [(f"clean {r}", ["corpus", "clean", str(inp), "--recipe", r, "--workers", "1"]) for r in args.recipes.split(",")]
+        w = ["--workers", str(args.workers)]
+        split = [] if args.split_mb is None else ["--split-mb", str(args.split_mb)]
+        jobs = [(f"clean {r}", ["corpus", "clean", str(inp), "--recipe", r, *w, *split])
+                for r in args.recipes.split(",")]
         if args.dedup:
-            jobs.append(("dedup", ["corpus", "dedup", str(inp), "--workers", "1"]))
+            jobs.append(("dedup", ["corpus", "dedup", str(inp), *w]))
         for name, cmd in jobs:
             out = args.work / f"out-{mb:g}-{name.replace(' ', '-')}"
             subprocess.run(["rm", "-rf", str(out)], check=True)
-            cpu, rss = timed([kamado, *cmd, "--out", str(out)], args.work / f"{out.name}.log")
-            rows.append([f"{real:.0f} MB", name, f"{cpu:.1f}", f"{real / cpu:.1f}", rss])
+            cpu, wall, rss = timed([kamado, *cmd, "--out", str(out)], args.work / f"{out.name}.log")
+            tasks = len(list((out / ".work").glob("done-*.json"))) if name.startswith("clean") else "-"
+            rows.append([f"{real:.0f} MB", name, tasks, f"{cpu:.1f}", f"{real / cpu:.1f}", f"{wall:.1f}", rss])
             print(rows[-1], flush=True)
             subprocess.run(["rm", "-rf", str(out)], check=True)
-    print_table(["input", "job", "CPU s (whole process)", "MB/s per CPU s", "peak RSS MB"], rows)
+    print_table(["input", "job", "tasks", "CPU s (whole process)", "MB/s per CPU s", "wall s", "peak RSS MB"], rows)
 
 
 if __name__ == "__main__":

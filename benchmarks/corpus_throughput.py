@@ -107,7 +107,7 @@ def make_kamado(root: Path, name: str = "default-ja"):
 
     def run(texts: list[str]) -> list[bool]:
         if counter is not None and k is not None:
-            counter.counts = {}  # pass 1 (the same step loop): line hashes after the steps before repeated_lines
+            counter.reset()  # pass 1 (the same step loop): line hashes after the steps before repeated_lines
             for i, t in enumerate(texts):
                 counter.add(Document(id=str(i), text=t, source="bench"))
             env.repeated = counter.frequent()

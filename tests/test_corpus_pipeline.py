@@ -156,3 +156,135 @@ def test_cli_user_errors(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "kamado.cli", "corpus", "clean", str(tmp_path / "x.jsonl"), "--out",
                         str(tmp_path / "o"), "--recipe", str(bad)], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "steps[0].min_hiragana" in r.stderr
+
+
+# ------------------------------------------------------------------------------------ byte ranges
+def _records_of(out: Path) -> dict[str, list[str]]:
+    """kept/rejected records in shard-name order (shard boundaries differ between split and unsplit jobs)."""
+    res = {sub: [ln for t in _contents(out)[sub] for ln in t.split("\n") if ln] for sub in ("kept", "rejected")}
+    res["errors"] = (out / "errors.jsonl").read_text(encoding="utf-8").splitlines()
+    return res
+
+
+def _big_jsonl(tmp: Path, data_root: Path) -> tuple[Path, dict[str, int]]:
+    """Real web text in one file with CRLF lines, a blank line, broken JSON and invalid UTF-8 late in the file,
+    a line longer than a range, and a last line without a newline; returns the path and the bad lines' numbers."""
+    src = (data_root / "ja_web_noisy" / "mc4ja_paragraphs_labeled.jsonl").read_bytes().splitlines(keepends=True)[:400]
+    src += (data_root / "ja_web_noisy" / "fineweb2_edu_ja_docs.jsonl").read_bytes().splitlines(keepends=True)[:60]
+    lines = list(src)
+    lines[5] = lines[5].rstrip(b"\n") + b"\r\n"
+    lines[250] = lines[250].rstrip(b"\n") + b"\r\n"
+    lines.insert(100, json.dumps({"text": "これは非常に長い一行の文書です。" * 2_500}, ensure_ascii=False).encode() + b"\n")
+    lines.insert(300, b'{"id": "broken", "text": "\xe6\x9d\xb1\n')
+    lines.insert(350, b"\n")
+    lines.insert(420, b'{"id": "bad-utf8", "text": "\xff\xfe abc"}\n')
+    lines[-1] = lines[-1].rstrip(b"\n")
+    p = tmp / "big.jsonl"
+    p.write_bytes(b"".join(lines))
+    return p, {"broken": 301, "blank": 351, "bad-utf8": 421, "last": len(lines)}
+
+
+def test_byte_ranges_cover_every_line_once(tmp_path: Path, data_root: Path) -> None:
+    from kamado.corpus.io import byte_ranges, read_shard
+
+    p, _ = _big_jsonl(tmp_path, data_root)
+    data = p.read_bytes()
+    split = 24_000
+    ranges = byte_ranges(p, split)
+    assert len(ranges) > 12 and ranges[0].start == 0 and ranges[-1].end == len(data)
+    assert any(data[b - 1:b] != b"\n" for b in range(split, len(data), split))  # nominal cuts land mid-line
+    assert len(ranges) < -(-len(data) // split)  # the ~120 kB line swallows whole nominal ranges (dropped)
+    for a, b in zip(ranges, ranges[1:], strict=False):
+        assert a.end == b.start and data[b.start - 1:b.start] == b"\n"
+        assert b.first_line == data[:b.start].count(b"\n") + 1
+    whole = [(r.line, r.error) if hasattr(r, "error") else (r.id, r.text) for r in read_shard(p)]
+    parts = [(r.line, r.error) if hasattr(r, "error") else (r.id, r.text)
+             for rng in ranges for r in read_shard(p, byte_range=rng)]
+    assert parts == whole and len(whole) == data.count(b"\n") + 1
+    # a cut exactly at a line start keeps that line in the later range
+    at = data.index(b"\n", 10_000) + 1
+    two = byte_ranges(p, at)
+    assert two[1].start == at and two[1].first_line == data[:at].count(b"\n") + 1
+    assert byte_ranges(p, 0) == byte_ranges(p, len(data)) == [type(two[0])(0, len(data), 1)]
+
+
+def test_split_file_matches_one_task(tmp_path: Path, data_root: Path) -> None:
+    p, bad = _big_jsonl(tmp_path, data_root)
+    (tmp_path / "in").mkdir()
+    inp = tmp_path / "in" / p.name
+    p.rename(inp)
+    shutil.copy(data_root / "ja_web_noisy" / "fineweb2_edu_ja_docs.jsonl", tmp_path / "in" / "z-small.jsonl")
+    gz = tmp_path / "in" / "y-packed.jsonl.gz"
+    gz.write_bytes(gzip.compress(inp.read_bytes()[:200_000]))  # compressed: never split
+    chain = default_chain("default-ja")
+    one = clean([tmp_path / "in"], tmp_path / "one", chain, workers=1, data_root=data_root, quiet=True, split_bytes=0)
+    split = clean([tmp_path / "in"], tmp_path / "split", chain, workers=1, data_root=data_root, quiet=True,
+                  split_bytes=24_000)
+    pool = clean([tmp_path / "in"], tmp_path / "pool", chain, workers=2, data_root=data_root, quiet=True,
+                 split_bytes=24_000)
+    plan = json.loads((tmp_path / "split" / ".work" / "plan.json").read_text())
+    assert plan["split_bytes"] == 24_000 and "split_bytes" not in json.loads(
+        (tmp_path / "one" / ".work" / "plan.json").read_text())
+    n_tasks = len(list((tmp_path / "split" / ".work").glob("done-*.json")))
+    assert n_tasks > 12  # the big file in many ranges, the gzip file and the small file one task each
+    assert _records_of(tmp_path / "one") == _records_of(tmp_path / "split") == _records_of(tmp_path / "pool")
+    counts = ("input", "kept", "rejected", "errors", "chars_in", "chars_kept", "bytes_in", "text_bytes_in", "files")
+    assert {k: one[k] for k in counts} == {k: split[k] for k in counts} == {k: pool[k] for k in counts}
+    strip = [{k: v for k, v in st.items() if k != "seconds"} for st in one["steps"]]
+    assert strip == [{k: v for k, v in st.items() if k != "seconds"} for st in split["steps"]]
+    _check_accounting(tmp_path / "split")
+    errs = [json.loads(e) for e in _records_of(tmp_path / "split")["errors"]]
+    lines = {e["line"] for e in errs if Path(e["file"]).name == "big.jsonl"}
+    assert lines == {bad["broken"], bad["blank"], bad["bad-utf8"]}
+    assert {Path(e["file"]).name for e in errs} == {"big.jsonl", "y-packed.jsonl.gz"}  # cut-off last line of the gz
+    recs = [json.loads(r) for sub in ("kept", "rejected") for r in _records_of(tmp_path / "split")[sub]]
+    assert any(r["id"] == "big:101" for r in recs)  # the long id-less line, numbered as in the file
+    # resume: a lost range is redone alone, the result unchanged
+    (tmp_path / "split" / ".work" / "done-00003.json").unlink()
+    again = clean([tmp_path / "in"], tmp_path / "split", chain, workers=1, data_root=data_root, quiet=True,
+                  split_bytes=24_000)
+    assert _records_of(tmp_path / "split") == _records_of(tmp_path / "one") and again["kept"] == one["kept"]
+
+
+def test_repeated_lines_over_byte_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kamado.corpus import executors
+    from kamado.corpus.config import ChainConfig
+
+    banner = "このサイトは毎日更新しています。ぜひブックマークしてください。"
+    rare = "このページの内容は予告なく変更されることがあります。"
+    p = tmp_path / "in.jsonl"
+    with open(p, "w", encoding="utf-8", newline="") as f:
+        for i in range(40):
+            body = f"第{i}の記事。" + "今日は天気がよかったので、近くの公園まで散歩に出かけました。" * 3
+            extra = f"\n{rare}" if i % 4 == 0 else ""  # in 10 documents: not more than max_docs, kept
+            f.write(json.dumps({"id": f"d{i}", "text": f"{body}\n{banner}{extra}\n{i}番目の固有の行です。"},
+                               ensure_ascii=False) + ("\r\n" if i % 7 == 0 else "\n"))
+    chain = ChainConfig(steps=[{"type": "normalize"}, {"type": "repeated_lines", "max_docs": 10}])
+    one = clean([p], tmp_path / "one", chain, workers=1, quiet=True, split_bytes=0)
+    monkeypatch.setattr(executors, "MERGE_SLICE", 7)  # the driver merges the tables in many hash slices
+    split = clean([p], tmp_path / "split", chain, workers=2, quiet=True, split_bytes=2_000)
+    assert len(list((tmp_path / "split" / ".work").glob("lines-*.npy"))) >= 8  # ≤ 5 documents per range
+    kept = [json.loads(r) for r in _records_of(tmp_path / "split")["kept"]]
+    assert len(kept) == 40 and all(banner not in k["text"] and "固有の行" in k["text"] for k in kept)
+    assert sum(rare in k["text"] for k in kept) == 10
+    assert _records_of(tmp_path / "one") == _records_of(tmp_path / "split") and one["kept"] == split["kept"]
+
+
+def test_line_counter_folds_exactly(data_root: Path) -> None:
+    from kamado.corpus.config import ChainConfig
+    from kamado.corpus.io import read_shard
+    from kamado.corpus.pipeline import LineCounter
+    from kamado.corpus.steps import Env
+
+    chain = ChainConfig(steps=[{"type": "normalize"}, {"type": "repeated_lines", "max_docs": 1, "min_chars": 1}])
+    counter = LineCounter(chain, Env())
+    counter.FOLD_MIN = 50  # fold every few documents
+    ref: dict[int, int] = {}
+    docs = [d for d in read_shard(data_root / "ja_web_noisy" / "mc4ja_paragraphs_labeled.jsonl") if hasattr(d, "text")]
+    for d in docs[:300] * 3:
+        counter.add(d)
+        for h in counter.step.doc_hashes(d.text):  # type: ignore[attr-defined]
+            ref[h] = ref.get(h, 0) + 1
+    keys, vals = counter.arrays()
+    assert keys.tolist() == sorted(ref) and vals.tolist() == [ref[k] for k in sorted(ref)]
+    assert counter.frequent().tolist() == sorted(k for k, v in ref.items() if v > 1)

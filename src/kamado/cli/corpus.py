@@ -27,6 +27,9 @@ def clean(
                                                "(default: the file name).")] = None,
     max_docs: Annotated[int | None, typer.Option("--max-docs", help="Read at most this many input records.")] = None,
     shard_mb: Annotated[int, typer.Option("--shard-mb", help="Output shard size (uncompressed MB).")] = 256,
+    split_mb: Annotated[int, typer.Option("--split-mb", help="Uncompressed .jsonl inputs larger than this are cut "
+                                          "into byte ranges of about this size, one task each, so several workers "
+                                          "share a big file (same output); 0: one task per file.")] = 128,
     format: Annotated[str, typer.Option("--format", help="Output shards: jsonl.gz (readable anywhere), jsonl.zst or "
                                         "parquet.")] = "jsonl.gz",
     level: Annotated[int | None, typer.Option("--level", help="Compression level (default: the chain's gzip_level, "
@@ -70,7 +73,7 @@ def clean(
     stats = run_clean(paths, out, chain, executor=executor, workers=workers, ray_address=ray_address,
                       data_root=root, base_dir=base, source=source, max_docs=max_docs,
                       shard_bytes=shard_mb << 20, text_doc_bytes=text_doc_kb * 1000, overwrite=overwrite,
-                      format=format, level=level, encoding=encoding)
+                      format=format, level=level, encoding=encoding, split_bytes=split_mb << 20)
     print_summary(stats, out)
     bad = all_error_files(stats, out)
     if bad:

@@ -8,6 +8,12 @@ Layout of an output folder::
     stats.json                           totals, per-step and per-file counts
     .work/                               plan, per-shard markers (resume), line-hash tables
 
+Each task (``IIIII``) is one input file, or one byte range of an uncompressed ``.jsonl`` file larger than
+``split_bytes`` (:func:`kamado.corpus.io.byte_ranges`: the lines that start inside the range, with the file's
+real line numbers), so several workers share one big file; the ranges of a file are consecutive tasks, and the
+kept/rejected shards of the tasks, read in name order, are the same records in the same order as one task over
+the whole file would write. Compressed inputs (gzip, zstd) and Parquet, text and WET files stay one task each.
+
 A job writes ``.work/plan.json`` first; a later call with the same plan resumes (only shards without a
 ``done`` marker are redone, their partial files removed); a different plan is refused unless
 ``overwrite`` is set.
@@ -30,6 +36,8 @@ from kamado.executor import EXECUTORS, Executor
 from kamado.manifest import write_json_atomic
 
 PLAN_VERSION = 1
+SPLIT_BYTES = 128 << 20  # uncompressed .jsonl inputs larger than this are cut into byte ranges of about this size
+MERGE_SLICE = 2 << 20  # line-count tables are merged ~this many hashes (32 MB of keys and counts) at a time
 
 
 def _run_tasks(ex: Executor, fn: Callable[[dict], dict], tasks: list[dict], label: str, quiet: bool) -> list[dict]:
@@ -83,13 +91,15 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
           ray_address: str | None = None, data_root: Path | None = None, base_dir: Path | None = None,
           source: str | None = None, max_docs: int | None = None, shard_bytes: int = 256 << 20,
           text_doc_bytes: int = 32_000, overwrite: bool = False, quiet: bool = False,
-          format: str = "jsonl.gz", level: int | None = None, encoding: str | None = None) -> dict:
+          format: str = "jsonl.gz", level: int | None = None, encoding: str | None = None,
+          split_bytes: int = SPLIT_BYTES) -> dict:
     """Clean every shard of ``inputs`` into ``out``; returns the stats written to ``out/stats.json``.
 
     ``format``/``level``: the kept/rejected shards (:class:`kamado.corpus.io.ShardWriter`; a ``jsonl.gz``
     level defaults to the chain's ``gzip_level``), written and compressed by the workers. ``encoding``: of the
-    JSONL/text/WET inputs (default UTF-8; e.g. ``cp932``, ``euc_jp``)."""
-    from kamado.corpus.io import check_encoding, shard_format
+    JSONL/text/WET inputs (default UTF-8; e.g. ``cp932``, ``euc_jp``). ``split_bytes``: uncompressed ``.jsonl``
+    inputs larger than this become several tasks, one per byte range (0: one task per file)."""
+    from kamado.corpus.io import ByteRange, byte_ranges, check_encoding, shard_format, splittable
     from kamado.corpus.pipeline import build_steps
     from kamado.corpus.steps import Env
 
@@ -109,6 +119,9 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
         plan["output"] = {"format": format, "level": level}
     if encoding is not None:
         plan["encoding"] = encoding
+    if split_bytes > 0 and any(splittable(p) and size > split_bytes for p, size in zip(paths, plan["sizes"],
+                                                                                        strict=True)):
+        plan["split_bytes"] = split_bytes  # (absent when no input is split: plans of one task per file stay as they were)
     plan_file = work / "plan.json"
     if plan_file.is_file():
         old = json.loads(plan_file.read_text(encoding="utf-8"))
@@ -131,8 +144,19 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
     base = {"out": str(out), "chain": chain.model_dump(mode="json"), "data_root": str(data_root) if data_root else None,
             "base_dir": str(base_dir) if base_dir else None, "source": source, "shard_bytes": shard_bytes,
             "text_doc_bytes": text_doc_bytes, "format": format, "level": level, "encoding": encoding}
-    tasks = [{**base, "index": i, "path": str(p), "limit": lim} for i, (p, lim) in enumerate(zip(paths, limits, strict=True))
-             if lim != 0]
+    tasks: list[dict] = []
+    index = 0
+    for p, lim in zip(paths, limits, strict=True):
+        ranges: list[ByteRange | None] = [None]
+        if lim is None and split_bytes > 0 and splittable(p):  # a file read only in part (max_docs) is not split
+            found = byte_ranges(p, split_bytes)
+            if len(found) > 1:
+                ranges = list(found)
+        for r in ranges:
+            if lim != 0:
+                tasks.append({**base, "index": index, "path": str(p), "limit": lim,
+                              **({"range": r.to_json()} if r is not None else {})})
+            index += 1
 
     with Executor(executor, workers, address=ray_address) as ex:
         return _clean_passes(ex, tasks, out, work, chain, base, executor, workers, quiet, t0)
@@ -172,23 +196,44 @@ def _clean_passes(ex: Executor, tasks: list[dict], out: Path, work: Path, chain:
 
 
 def _merge_line_counts(work: Path, indices: list[int], chain: ChainConfig, dest: Path) -> None:
-    """Sum per-shard line-hash counts; keep the hashes seen in more than ``max_docs`` documents."""
+    """Sum per-task line-hash counts; keep the hashes seen in more than ``max_docs`` documents.
+
+    The per-task tables (sorted by hash) are memory-mapped and merged one slice of the hash space at a time,
+    so the driver holds about ``16 B x distinct lines / slices`` rather than every distinct line of the corpus."""
     import numpy as np
+
+    from kamado.corpus.pipeline import merge_counts
 
     k = repeated_index_of(chain)
     max_docs = int(chain.steps[k].get("max_docs", 10))
-    parts = [np.load(work / f"lines-{i:05d}.npy") for i in indices]
-    parts = [p for p in parts if p.size]
-    if parts:
-        allp = np.concatenate(parts, axis=1)
-        keys, inv = np.unique(allp[0], return_inverse=True)
-        counts = np.bincount(inv, weights=allp[1]).astype(np.int64)
-        frequent = np.sort(keys[counts > max_docs].view(np.uint64))
-    else:
-        frequent = np.zeros(0, dtype=np.uint64)
+    parts = []
+    for i in indices:
+        a = np.load(work / f"lines-{i:05d}.npy", mmap_mode="r")
+        if a.shape[1] == 0:
+            continue
+        keys = a[0].view(np.uint64)
+        if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):  # a table written unsorted (older kamado)
+            order = np.argsort(keys)
+            a = np.stack([a[0][order], a[1][order]])
+            keys = a[0].view(np.uint64)
+        parts.append((keys, a[1]))
+    total = sum(p[0].size for p in parts)
+    slices = max(1, -(-total // MERGE_SLICE))
+    edges = [j * 2**64 // slices for j in range(slices + 1)]
+    frequent = []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        K = np.zeros(0, np.uint64)
+        C = np.zeros(0, np.int64)
+        for keys, vals in parts:
+            a = int(np.searchsorted(keys, np.uint64(lo))) if lo else 0
+            b = int(np.searchsorted(keys, np.uint64(hi))) if hi < 2**64 else keys.size
+            if b > a:
+                K, C = merge_counts(K, C, np.asarray(keys[a:b]), np.asarray(vals[a:b], dtype=np.int64))
+        frequent.append(K[C > max_docs])
+    out = np.concatenate(frequent) if frequent else np.zeros(0, dtype=np.uint64)
     tmp = dest.with_name(".repeated.npy.tmp")
     with open(tmp, "wb") as f:
-        np.save(f, frequent)
+        np.save(f, out)
     os.replace(tmp, dest)
 
 
@@ -243,7 +288,7 @@ def _finalize(out: Path, tasks: list[dict], chain: ChainConfig, executor: str, w
         "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
         "mb_per_s_per_process": round(totals["text_bytes"] / 1e6 / cpu, 3) if cpu > 0 else None,
         "steps": [read_step] + steps,
-        "files": [{k: s[k] for k in ("file", "input", "kept", "rejected", "errors")} for s in shards],
+        "files": _per_file(shards),
         "kept_files": [f"kept/{n}" for s in shards for n in s["kept_files"]],
         "rejected_files": [f"rejected/{n}" for s in shards for n in s["rejected_files"]],
     }
@@ -251,6 +296,16 @@ def _finalize(out: Path, tasks: list[dict], chain: ChainConfig, executor: str, w
         raise KamadoError(f"accounting error in {out}: input {stats['input']} != kept+rejected+errors")
     write_json_atomic(out / "stats.json", stats)
     return stats
+
+
+def _per_file(shards: list[dict]) -> list[dict]:
+    """Counts per input file (the byte ranges of a split file summed), in input order."""
+    files: dict[str, dict] = {}
+    for s in shards:
+        f = files.setdefault(s["file"], {"file": s["file"], "input": 0, "kept": 0, "rejected": 0, "errors": 0})
+        for k in ("input", "kept", "rejected", "errors"):
+            f[k] += int(s[k])
+    return list(files.values())
 
 
 def all_error_files(stats: dict, out: Path) -> list[str]:

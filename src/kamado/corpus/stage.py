@@ -87,7 +87,8 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
         stats = clean(inputs, sdir / "clean", chain, executor=cfg.executor, workers=cfg.workers,
                       ray_address=cfg.ray_address, data_root=ctx.data_root, base_dir=base, source=src.name,
                       max_docs=src.max_docs, shard_bytes=cfg.shard_mb << 20, text_doc_bytes=cfg.text_doc_kb * 1000,
-                      overwrite=True, quiet=ctx.quiet, format=cfg.shard_format, encoding=src.encoding)
+                      overwrite=True, quiet=ctx.quiet, format=cfg.shard_format, encoding=src.encoding,
+                      split_bytes=cfg.split_mb << 20)
         kept_rel = f"{src.name}/clean/kept"
         final = stats["kept"]
         dedup_removed = 0
