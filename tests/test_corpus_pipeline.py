@@ -288,3 +288,33 @@ def test_line_counter_folds_exactly(data_root: Path) -> None:
     keys, vals = counter.arrays()
     assert keys.tolist() == sorted(ref) and vals.tolist() == [ref[k] for k in sorted(ref)]
     assert counter.frequent().tolist() == sorted(k for k, v in ref.items() if v > 1)
+
+
+def test_parquet_split_by_row_groups(tmp_path: Path, data_root: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kamado.corpus.io import row_group_ranges
+
+    src = (data_root / "ja_web_noisy" / "mc4ja_paragraphs_labeled.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [{"id": None, "text": json.loads(ln)["text"]} for ln in src[:300]]
+    rows[130]["text"] = None  # an unreadable row in a later row group: reported with its row number, 131
+    (tmp_path / "in").mkdir()
+    p = tmp_path / "in" / "web.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([("id", pa.string()), ("text", pa.string())])), p,
+                   row_group_size=40)
+    split_bytes = p.stat().st_size // 4
+    ranges = row_group_ranges(p, split_bytes)
+    assert len(ranges) >= 3 and ranges[0].start == 0 and ranges[-1].end == 8
+    assert all(a.end == b.start and b.first_row == 40 * b.start + 1 for a, b in zip(ranges, ranges[1:], strict=False))
+    chain = default_chain("default-ja")
+    one = clean([tmp_path / "in"], tmp_path / "one", chain, workers=1, data_root=data_root, quiet=True, split_bytes=0)
+    split = clean([tmp_path / "in"], tmp_path / "split", chain, workers=2, data_root=data_root, quiet=True,
+                  split_bytes=split_bytes)
+    assert len(list((tmp_path / "split" / ".work").glob("done-*.json"))) == len(ranges)
+    assert _records_of(tmp_path / "one") == _records_of(tmp_path / "split")
+    counts = ("input", "kept", "rejected", "errors", "bytes_in", "files")
+    assert {k: one[k] for k in counts} == {k: split[k] for k in counts}
+    assert [json.loads(e)["line"] for e in _records_of(tmp_path / "split")["errors"]] == [131]
+    ids = [json.loads(r)["id"] for sub in ("kept", "rejected") for r in _records_of(tmp_path / "split")[sub]]
+    assert sorted(ids, key=lambda i: int(i.split(":")[1])) == [f"web:{n}" for n in range(1, 301) if n != 131]

@@ -28,8 +28,9 @@ def clean(
     max_docs: Annotated[int | None, typer.Option("--max-docs", help="Read at most this many input records.")] = None,
     shard_mb: Annotated[int, typer.Option("--shard-mb", help="Output shard size (uncompressed MB).")] = 256,
     split_mb: Annotated[int, typer.Option("--split-mb", help="Uncompressed .jsonl inputs larger than this are cut "
-                                          "into byte ranges of about this size, one task each, so several workers "
-                                          "share a big file (same output); 0: one task per file.")] = 128,
+                                          "into byte ranges of about this size (Parquet: runs of row groups), one "
+                                          "task each, so several workers share a big file (same output); 0: one "
+                                          "task per file.")] = 128,
     format: Annotated[str, typer.Option("--format", help="Output shards: jsonl.gz (readable anywhere), jsonl.zst or "
                                         "parquet.")] = "jsonl.gz",
     level: Annotated[int | None, typer.Option("--level", help="Compression level (default: the chain's gzip_level, "

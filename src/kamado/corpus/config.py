@@ -55,8 +55,8 @@ class CorpusConfig(StrictModel):
     workers: int = Field(2, ge=1)
     ray_address: str | None = None  # an existing Ray cluster (default: start a local one)
     shard_mb: int = Field(256, ge=1)  # output shard size (uncompressed MB)
-    # uncompressed .jsonl inputs larger than this are cleaned as byte ranges of about this size, each its own
-    # task (several workers share one big file; output unchanged); 0: one task per file
+    # uncompressed .jsonl inputs larger than this are cleaned as byte ranges of about this size (Parquet: runs of
+    # row groups), each its own task (several workers share one big file; output unchanged); 0: one task per file
     split_mb: int = Field(128, ge=0)
     # the stage's own shards (clean and dedup kept/rejected): zstd-compressed JSON lines by default, which every
     # downstream reader (tokenizer, data pack, kamado corpus inspect) takes; jsonl.gz or parquet by choice

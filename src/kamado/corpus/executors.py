@@ -10,9 +10,10 @@ Layout of an output folder::
 
 Each task (``IIIII``) is one input file, or one byte range of an uncompressed ``.jsonl`` file larger than
 ``split_bytes`` (:func:`kamado.corpus.io.byte_ranges`: the lines that start inside the range, with the file's
-real line numbers), so several workers share one big file; the ranges of a file are consecutive tasks, and the
+real line numbers), or a run of row groups of a larger Parquet file (:func:`kamado.corpus.io.row_group_ranges`,
+real row numbers), so several workers share one big file; the ranges of a file are consecutive tasks, and the
 kept/rejected shards of the tasks, read in name order, are the same records in the same order as one task over
-the whole file would write. Compressed inputs (gzip, zstd) and Parquet, text and WET files stay one task each.
+the whole file would write. Compressed JSONL (gzip, zstd), text and WET files stay one task each.
 
 A job writes ``.work/plan.json`` first; a later call with the same plan resumes (only shards without a
 ``done`` marker are redone, their partial files removed); a different plan is refused unless
@@ -98,8 +99,16 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
     ``format``/``level``: the kept/rejected shards (:class:`kamado.corpus.io.ShardWriter`; a ``jsonl.gz``
     level defaults to the chain's ``gzip_level``), written and compressed by the workers. ``encoding``: of the
     JSONL/text/WET inputs (default UTF-8; e.g. ``cp932``, ``euc_jp``). ``split_bytes``: uncompressed ``.jsonl``
-    inputs larger than this become several tasks, one per byte range (0: one task per file)."""
-    from kamado.corpus.io import ByteRange, byte_ranges, check_encoding, shard_format, splittable
+    inputs larger than this become several tasks, one per byte range, and Parquet inputs one per run of row groups
+    (0: one task per file)."""
+    from kamado.corpus.io import (
+        byte_ranges,
+        check_encoding,
+        row_group_bytes,
+        row_group_ranges,
+        shard_format,
+        splittable,
+    )
     from kamado.corpus.pipeline import build_steps
     from kamado.corpus.steps import Env
 
@@ -119,8 +128,8 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
         plan["output"] = {"format": format, "level": level}
     if encoding is not None:
         plan["encoding"] = encoding
-    if split_bytes > 0 and any(splittable(p) and size > split_bytes for p, size in zip(paths, plan["sizes"],
-                                                                                        strict=True)):
+    if split_bytes > 0 and any((splittable(p) or _parquet(p)) and size > split_bytes
+                               for p, size in zip(paths, plan["sizes"], strict=True)):
         plan["split_bytes"] = split_bytes  # (absent when no input is split: plans of one task per file stay as they were)
     plan_file = work / "plan.json"
     if plan_file.is_file():
@@ -147,19 +156,28 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
     tasks: list[dict] = []
     index = 0
     for p, lim in zip(paths, limits, strict=True):
-        ranges: list[ByteRange | None] = [None]
-        if lim is None and split_bytes > 0 and splittable(p):  # a file read only in part (max_docs) is not split
-            found = byte_ranges(p, split_bytes)
-            if len(found) > 1:
-                ranges = list(found)
-        for r in ranges:
+        parts: list[dict] = [{}]
+        if lim is None and split_bytes > 0:  # a file read only in part (max_docs) is not split
+            if splittable(p):
+                found = byte_ranges(p, split_bytes)
+                if len(found) > 1:
+                    parts = [{"range": r.to_json()} for r in found]
+            elif _parquet(p) and p.stat().st_size > split_bytes:
+                groups = row_group_ranges(p, split_bytes)
+                if len(groups) > 1:
+                    parts = [{"row_groups": g.to_json(), "bytes": b}
+                             for g, b in zip(groups, row_group_bytes(p, groups), strict=True)]
+        for part in parts:
             if lim != 0:
-                tasks.append({**base, "index": index, "path": str(p), "limit": lim,
-                              **({"range": r.to_json()} if r is not None else {})})
+                tasks.append({**base, "index": index, "path": str(p), "limit": lim, **part})
             index += 1
 
     with Executor(executor, workers, address=ray_address) as ex:
         return _clean_passes(ex, tasks, out, work, chain, base, executor, workers, quiet, t0)
+
+
+def _parquet(p: Path) -> bool:
+    return p.name.lower().endswith(".parquet")
 
 
 def _clean_passes(ex: Executor, tasks: list[dict], out: Path, work: Path, chain: ChainConfig, base: dict,

@@ -239,9 +239,61 @@ class ByteRange:
         return cls(int(v[0]), int(v[1]), int(v[2]))
 
 
+@dataclass(frozen=True)
+class RowGroupRange:
+    """Row groups ``[start, end)`` of a Parquet file, whose first row is row ``first_row`` of the file."""
+
+    start: int
+    end: int
+    first_row: int
+
+    def to_json(self) -> list[int]:
+        return [self.start, self.end, self.first_row]
+
+    @classmethod
+    def from_json(cls, v: list[int]) -> RowGroupRange:
+        return cls(int(v[0]), int(v[1]), int(v[2]))
+
+
 def splittable(path: Path) -> bool:
     """Whether ``path`` can be read by byte range: uncompressed JSON lines (not gzip/zstd/Parquet/text/WET)."""
     return Path(path).name.lower().endswith(".jsonl")
+
+
+def row_group_ranges(path: Path, split_bytes: int) -> list[RowGroupRange]:
+    """Consecutive row groups of a Parquet file gathered into ranges of about ``split_bytes`` (compressed, as on
+    disk); each range knows its first row's number (from the footer: no data read). One range for a file no
+    larger than ``split_bytes``, of a single row group, or when ``split_bytes <= 0``."""
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(path).metadata
+    n = md.num_row_groups
+    if split_bytes <= 0 or n <= 1 or Path(path).stat().st_size <= split_bytes:
+        return [RowGroupRange(0, n, 1)]
+    out: list[RowGroupRange] = []
+    start, size, row, first = 0, 0, 0, 1
+    for g in range(n):
+        rg = md.row_group(g)
+        size += sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
+        row += rg.num_rows
+        if size >= split_bytes or g == n - 1:
+            out.append(RowGroupRange(start, g + 1, first))
+            start, size, first = g + 1, 0, row + 1
+    return out
+
+
+def row_group_bytes(path: Path, ranges: list[RowGroupRange]) -> list[int]:
+    """Bytes of the file assigned to each range (its row groups' compressed sizes; the footer to the last), summing
+    to the file's size."""
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(path).metadata
+    sizes = []
+    for r in ranges:
+        sizes.append(sum(md.row_group(g).column(c).total_compressed_size for g in range(r.start, r.end)
+                         for c in range(md.row_group(g).num_columns)))
+    sizes[-1] += Path(path).stat().st_size - sum(sizes)
+    return sizes
 
 
 _SCAN = 1 << 20
@@ -298,14 +350,16 @@ def byte_ranges(path: Path, split_bytes: int) -> list[ByteRange]:
 
 def read_shard(path: Path, source: str | None = None, start_line: int = 1,
                text_doc_bytes: int = TEXT_DOC_BYTES, encoding: str | None = None,
-               byte_range: ByteRange | None = None) -> Iterator[Document | ReadError]:
+               byte_range: ByteRange | None = None,
+               row_groups: RowGroupRange | None = None) -> Iterator[Document | ReadError]:
     """Yield a Document or a ReadError for every record of a shard, from ``start_line`` on.
 
     ``source`` defaults to the file's stem; ``line`` is the 1-based line (JSONL, text, WET) or row
     (Parquet) where the record starts. A file that cannot be opened at all yields one ReadError.
     ``encoding`` (default UTF-8, a BOM dropped) is that of JSONL, text and WET files (e.g. ``cp932``,
     ``euc_jp``); CRLF line ends are read as LF. ``byte_range`` (from :func:`byte_ranges`; uncompressed
-    ``.jsonl`` only): read just the lines of that range, numbered with the file's real line numbers.
+    ``.jsonl`` only): read just the lines of that range, numbered with the file's real line numbers;
+    ``row_groups`` (from :func:`row_group_ranges`, Parquet only): just those row groups, with the file's row numbers.
     """
     path = Path(path)
     src = source or shard_stem(path)
@@ -316,7 +370,7 @@ def read_shard(path: Path, source: str | None = None, start_line: int = 1,
         if byte_range is not None:
             yield from _read_jsonl(path, src, start_line, _Decoder(path, encoding), byte_range)
         elif name.endswith(".parquet"):
-            yield from _read_parquet(path, src, start_line)
+            yield from _read_parquet(path, src, start_line, row_groups)
         elif name.endswith((".txt", ".txt.gz")):
             yield from _read_text(path, src, start_line, text_doc_bytes, _Decoder(path, encoding))
         elif name.endswith((".wet", ".wet.gz")):
@@ -340,7 +394,8 @@ def _lines_in_range(fh: IO[bytes], rng: ByteRange) -> Iterator[tuple[int, bytes]
 
 
 def _read_jsonl(path: Path, src: str, start_line: int, decode: _Decoder,
-                byte_range: ByteRange | None = None) -> Iterator[Document | ReadError]:
+                byte_range: ByteRange | None = None,
+               row_groups: RowGroupRange | None = None) -> Iterator[Document | ReadError]:
     stem = shard_stem(path)
     with (open(path, "rb") if byte_range is not None else open_binary(path)) as fh:
         lines = _lines_in_range(fh, byte_range) if byte_range is not None else enumerate(fh, 1)
@@ -367,14 +422,18 @@ def _read_jsonl(path: Path, src: str, start_line: int, decode: _Decoder,
                 yield ReadError(str(path), n, str(e))
 
 
-def _read_parquet(path: Path, src: str, start_line: int) -> Iterator[Document | ReadError]:
+def _read_parquet(path: Path, src: str, start_line: int,
+                  row_groups: RowGroupRange | None = None) -> Iterator[Document | ReadError]:
     import pyarrow.parquet as pq
 
     stem = shard_stem(path)
     pf = pq.ParquetFile(path)
     json_cols = _json_columns(pf)
-    n = 0
-    for batch in pf.iter_batches(batch_size=1024):
+    n = 0 if row_groups is None else row_groups.first_row - 1
+    groups = None if row_groups is None else list(range(row_groups.start, row_groups.end))
+    if groups == []:
+        return
+    for batch in pf.iter_batches(batch_size=1024, row_groups=groups):
         for obj in batch.to_pylist():
             n += 1
             if n < start_line:

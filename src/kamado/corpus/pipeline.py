@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from kamado.config import ConfigError, KamadoError, format_validation_error
 from kamado.corpus.config import ChainConfig
-from kamado.corpus.io import ByteRange, Document, ReadError, ShardWriter, dumps, read_shard
+from kamado.corpus.io import ByteRange, Document, ReadError, RowGroupRange, ShardWriter, dumps, read_shard
 from kamado.corpus.steps import REGISTRY, Analysis, Cleaner, Env, Filter, Step
 
 
@@ -301,9 +301,10 @@ def _records(task: dict) -> Any:
     errors included)."""
     limit = task.get("limit")
     rng = ByteRange.from_json(task["range"]) if task.get("range") else None
+    groups = RowGroupRange.from_json(task["row_groups"]) if task.get("row_groups") else None
     for i, rec in enumerate(read_shard(Path(task["path"]), task.get("source"),
                                        text_doc_bytes=task.get("text_doc_bytes", 32_000),
-                                       encoding=task.get("encoding"), byte_range=rng)):
+                                       encoding=task.get("encoding"), byte_range=rng, row_groups=groups)):
         if limit is not None and i >= limit:
             return
         yield rec
@@ -391,7 +392,8 @@ def clean_shard_task(task: dict) -> dict:
     result = {
         "index": idx, "file": task["path"], "source": task.get("source"), "input": n_in, "kept": n_kept,
         "rejected": n_rej, "errors": n_err, "chars_in": chars_in, "chars_kept": chars_kept, "text_bytes": text_bytes,
-        "bytes": (task["range"][1] - task["range"][0]) if task.get("range") else os.path.getsize(task["path"]),
+        "bytes": (task["range"][1] - task["range"][0]) if task.get("range") else task.get("bytes")
+        or os.path.getsize(task["path"]),
         "read_seconds": round(t_read, 4),
         "seconds": round(time.perf_counter() - t_start, 4),
         "cpu_seconds": round(time.process_time() - cpu_start, 4),
