@@ -271,13 +271,13 @@ class DocTexts(Protocol):
 
 
 class _MemTexts:
-    """:class:`DocTexts` over texts in memory (normalised when asked for)."""
+    """:class:`DocTexts` over normalised texts in memory."""
 
     def __init__(self, texts: list[str]) -> None:
         self.texts = texts
 
     def __call__(self, ords: np.ndarray) -> list[str]:
-        return [normalize(self.texts[i]) for i in ords.tolist()]
+        return [self.texts[i] for i in ords.tolist()]
 
     def sizes(self, ords: np.ndarray) -> np.ndarray:
         return np.fromiter((len(self.texts[i]) for i in ords.tolist()), dtype=np.int64, count=len(ords))
@@ -425,8 +425,10 @@ def dedup_texts(texts: list[str], **kw: Any) -> dict[str, Any]:
     s = DedupSettings(**kw)
     spec = s.lsh()
     exact_parts, sig_parts, has_parts = [], [], []
+    normed: list[str] = []  # kept for the exact check of ambiguous pairs
     for lo in range(0, len(texts), 2000):
         norm = [normalize(t) for t in texts[lo : lo + 2000]]
+        normed += norm
         exact_parts.append(_exact_hashes(norm))
         if s.near:
             sig, has = signatures(norm, spec.num_perm, spec.ngram, spec.seed, spec.scheme)
@@ -437,7 +439,7 @@ def dedup_texts(texts: list[str], **kw: Any) -> dict[str, Any]:
         return cluster(exact, None, None, None, s)
     sig = np.concatenate(sig_parts)
     bands = np.ascontiguousarray(band_hashes(sig, spec.bands, spec.rows).T)
-    return cluster(exact, np.concatenate(has_parts), lambda j: bands[j], lambda o: sig[o], s, _MemTexts(texts))
+    return cluster(exact, np.concatenate(has_parts), lambda j: bands[j], lambda o: sig[o], s, _MemTexts(normed))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -281,7 +281,10 @@ def _gram_sets(texts: list[str], ngram: int) -> list[np.ndarray] | None:
             key *= base
             key += seg[k : k + m]
         key.sort()
-        sets.append(key[np.concatenate([[True], key[1:] != key[:-1]])])
+        new = np.empty(m, dtype=bool)
+        new[0] = True
+        np.not_equal(key[1:], key[:-1], out=new[1:])
+        sets.append(key[new])
     return sets
 
 
