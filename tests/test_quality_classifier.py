@@ -53,7 +53,7 @@ def test_model_round_trip_without_pickles(labelled: tuple[list[str], np.ndarray]
     texts, labels = labelled
     model = Q.train(texts[:400], labels[:400], Q.ClassifierConfig(epochs=2, buckets=1 << 14))
     model.save(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "weights.npy"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "idf.npy", "weights.npy"]
     again = Q.QualityModel.load(tmp_path / "m")
     a, b = model.score(texts[400:450]), again.score(texts[400:450])
     assert np.allclose(a, b, atol=1e-5) and ((a > 0) & (a < 1)).all()
@@ -88,6 +88,8 @@ def test_quality_filter_step_in_a_pipeline(labelled: tuple[list[str], np.ndarray
     from kamado.corpus.steps import Env
 
     texts, labels = labelled
+    order = np.random.default_rng(0).permutation(len(texts))  # the file's slices differ in make-up
+    texts, labels = [texts[i] for i in order], labels[order]
     model, _ = Q.train_with_cv(texts[:600], labels[:600], Q.ClassifierConfig(epochs=3), folds=3)
     model.save(tmp_path / "m")
     chain = ChainConfig(steps=[{"type": "quality_classifier", "model": str(tmp_path / "m"), "threshold": 0.5}])
@@ -103,3 +105,54 @@ def test_quality_filter_step_in_a_pipeline(labelled: tuple[list[str], np.ndarray
                                        "keep_fraction": 0.3}]), Env())
     kept = sum(top.process(Document("d", t, "web"))[1] is None for t in held)
     assert 0.1 * len(held) < kept < 0.55 * len(held)
+
+
+def test_word_runs_split_on_character_class() -> None:
+    assert Q.word_runs("写真を撮影します。ABC 123円!!") == ["写真", "を", "撮影", "します", "。", "ABC", "123", "円", "!!"]
+    assert Q.word_runs("") == [] and Q.word_runs("   ") == []
+    toks = Q._word_tokens("東京へ行く")
+    assert toks[:3] == ["東京", "へ", "行"] and "東京\x00へ" in toks and len(toks) == 4 + 3
+
+
+def test_idf_drops_rare_ngrams_but_keeps_word_runs(labelled: tuple[list[str], np.ndarray]) -> None:
+    texts = ["今日は晴れです。", "今日は雨です。", "今日は曇りです。", "明日は雪。"]
+    cfg = Q.ClassifierConfig(buckets=1 << 16, min_df=2)
+    idf = Q.inverse_document_frequency(texts, cfg)
+    r, c, v, n = Q.featurize(texts, cfg, idf)
+    assert n == 4 and (v > 0).all() and (idf >= 0).all()
+    # the word run 晴れ... is kept (no min_df there); the rare 2-gram 晴れ of the n-gram block is not
+    one = Q.ClassifierConfig(buckets=1 << 16, min_df=1, word_runs=False)
+    two = Q.ClassifierConfig(buckets=1 << 16, min_df=2, word_runs=False)
+    kept1 = np.count_nonzero(Q.inverse_document_frequency(texts, one))
+    kept2 = np.count_nonzero(Q.inverse_document_frequency(texts, two))
+    assert kept2 < kept1
+    # per block the rows are unit vectors: the squared norm per document is the number of blocks
+    sq = np.bincount(r, v * v, minlength=n)
+    assert np.allclose(sq, 2.0)
+    # common buckets weigh less than rare ones
+    blocks, _ = Q._blocks(texts, one)
+    rr, cc, _cnt = blocks[0]
+    df = np.bincount(cc, minlength=one.buckets)
+    idf1 = Q.inverse_document_frequency(texts, one)
+    assert idf1[cc[df[cc] == 4][0]] < idf1[cc[df[cc] == 1][0]]
+
+
+def test_version_1_models_load_as_before(labelled: tuple[list[str], np.ndarray], tmp_path: Path) -> None:
+    texts, labels = labelled
+    legacy = Q.ClassifierConfig(epochs=2, buckets=1 << 14, **Q._LEGACY)
+    model = Q.train(texts[:300], labels[:300], legacy)
+    assert model.idf is None
+    model.save(tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    for k in Q._LEGACY:  # as written before these settings existed
+        del cfg["config"][k]
+    cfg["version"] = 1
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    again = Q.QualityModel.load(tmp_path / "old")
+    assert not again.cfg.word_runs and not again.cfg.idf and again.idf is None
+    assert np.allclose(model.score(texts[300:340]), again.score(texts[300:340]), atol=1e-5)
+    new = Q.train(texts[:300], labels[:300], Q.ClassifierConfig(epochs=2, buckets=1 << 14))
+    new.save(tmp_path / "new")
+    (tmp_path / "new" / "idf.npy").unlink()
+    with pytest.raises(KamadoError, match="idf"):
+        Q.QualityModel.load(tmp_path / "new")

@@ -1,10 +1,14 @@
 """A fastText-style quality classifier: hashed character n-grams and a linear model, in NumPy.
 
-Features are the character n-grams (default 1–3) of the NFKC-normalised text, hashed into
-``buckets`` slots (log-count, L2-normalised per document), plus a few hashed length/shape tokens.
+Features are the character n-grams (default 1–3) of the NFKC-normalised text plus a few length/shape
+tokens, and (``word_runs``) word-ish tokens without a dictionary: maximal runs of one character class
+(kanji, hiragana, katakana, Latin, digits...) and adjacent pairs of runs. Everything is hashed into
+``buckets`` slots; each block is weighted by sublinear tf-idf (``idf``; n-gram buckets seen in fewer than
+``min_df`` training documents are dropped) and L2-normalised per document.
 The model is L2-regularised logistic regression trained with full-batch Adam, classes balanced.
-Its score is P(good) in [0, 1]: higher is better. A model folder holds ``weights.npy`` (float32) and
-``config.json``; nothing is pickled.
+Its score is P(good) in [0, 1]: higher is better. A model folder holds ``weights.npy``, ``idf.npy``
+(when ``idf``) and ``config.json``; nothing is pickled. Config version 1 folders (log-counts, one
+block, no idf) still load and score as before.
 
 :class:`QualityStep` scores documents, stores the score in ``doc.meta["quality"]`` and keeps a
 document when its score reaches a threshold (or the threshold that keeps a given top fraction of the
@@ -44,6 +48,13 @@ class ClassifierConfig:
     seed: int = 0
     rule_features: bool = False  # binned rule measures (script ratios, 。/、 density, symbols, repetition) as tokens
     rule_weight: float = 0.5  # their L2 norm per document, beside the n-grams' 1
+    word_runs: bool = True  # word-ish tokens: runs of one character class (kanji, kana, Latin...) and adjacent pairs
+    idf: bool = True  # weigh each bucket by its smoothed inverse document frequency in the training set
+    min_df: int = 3  # character n-gram buckets in fewer training documents are dropped (with ``idf``)
+
+
+# models saved before these fields existed (config version 1) were trained without them
+_LEGACY = {"word_runs": False, "idf": False, "min_df": 1}
 
 
 def load_labelled(paths: list[Path]) -> tuple[list[str], np.ndarray]:
@@ -162,36 +173,99 @@ def _token_rows(tokens: list[list[str]], buckets: int, salt: str) -> tuple[np.nd
     return rows, cols
 
 
-def featurize(texts: list[str], cfg: ClassifierConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Sparse rows ``(row, col, val, n)``: hashed n-gram log-counts, L2-normalised per document."""
+def word_runs(text: str) -> list[str]:
+    """Word-ish tokens of a (normalised) text without a dictionary: maximal runs of one character class
+    (kanji, hiragana, katakana, Latin, digits, punctuation...; spaces separate), e.g. ``写真`` ``を`` ``撮影``."""
+    from kamado.corpus import ja
+
+    cps = ja.codepoints(text)
+    if not cps.size:
+        return []
+    cl = ja.char_classes(cps)
+    starts = np.flatnonzero(np.r_[True, cl[1:] != cl[:-1]])
+    ends = np.r_[starts[1:], cl.size]
+    return [text[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True) if cl[a] != ja.SPACE]
+
+
+def _word_tokens(text: str) -> list[str]:
+    """The word runs of a text and each adjacent pair of them."""
+    w = word_runs(text)
+    return w + [f"{a}\x00{b}" for a, b in zip(w, w[1:], strict=False)]
+
+
+def _counts(rows: list[np.ndarray], cols: list[np.ndarray], n: int, buckets: int) -> tuple[np.ndarray, ...]:
+    """Distinct ``(row, col)`` pairs of a block of hashed tokens and their counts."""
+    key = np.concatenate(rows) * buckets + np.concatenate(cols) if rows else np.zeros(0, np.int64)
+    uk, cnt = np.unique(key, return_counts=True)
+    return uk // buckets, uk % buckets, cnt.astype(np.float64)
+
+
+def _blocks(texts: list[str], cfg: ClassifierConfig) -> tuple[list[tuple[np.ndarray, ...]], list[str]]:
+    """Hashed token counts per feature block: character n-grams (+ shape and class n-gram tokens), and
+    word runs when ``cfg.word_runs``. Returns the blocks and the normalised texts."""
     norm = [normalize(t[: cfg.max_chars]) for t in texts]
+    n = len(texts)
     rows, cols = [], []
-    for k, n in enumerate(cfg.ngrams):
-        h, counts = shingle_hashes(norm, n, seed=1000 + k)
-        rows.append(np.repeat(np.arange(len(texts), dtype=np.int64), counts))
+    for k, g in enumerate(cfg.ngrams):
+        h, counts = shingle_hashes(norm, g, seed=1000 + k)
+        rows.append(np.repeat(np.arange(n, dtype=np.int64), counts))
         cols.append((h % np.uint64(cfg.buckets)).astype(np.int64))
     shape = [_shape_tokens(t) for t in texts]
     h, counts = shingle_hashes(shape, 4, seed=2000)
-    rows.append(np.repeat(np.arange(len(texts), dtype=np.int64), counts))
+    rows.append(np.repeat(np.arange(n, dtype=np.int64), counts))
     cols.append((h % np.uint64(cfg.buckets)).astype(np.int64))
     if cfg.class_ngrams:
         cls = [t.translate(_CLASS_TABLE) for t in norm]
-        for k, n in enumerate(cfg.class_ngrams):
-            h, counts = shingle_hashes(cls, n, seed=3000 + k)
-            rows.append(np.repeat(np.arange(len(texts), dtype=np.int64), counts))
+        for k, g in enumerate(cfg.class_ngrams):
+            h, counts = shingle_hashes(cls, g, seed=3000 + k)
+            rows.append(np.repeat(np.arange(n, dtype=np.int64), counts))
             cols.append((h % np.uint64(cfg.buckets)).astype(np.int64))
-    key = np.concatenate(rows) * cfg.buckets + np.concatenate(cols)
-    uk, cnt = np.unique(key, return_counts=True)
-    r, c = uk // cfg.buckets, uk % cfg.buckets
-    v = np.log1p(cnt.astype(np.float64))
-    nrm = np.sqrt(np.bincount(r, v * v, minlength=len(texts)))
-    v = v / np.maximum(nrm[r], 1e-12)
+    blocks = [_counts(rows, cols, n, cfg.buckets)]
+    if cfg.word_runs:
+        rr, cc = _token_rows([_word_tokens(t) for t in norm], cfg.buckets, "word:")
+        blocks.append(_counts([rr], [cc], n, cfg.buckets))
+    return blocks, norm
+
+
+def inverse_document_frequency(texts: list[str], cfg: ClassifierConfig) -> np.ndarray:
+    """Smoothed idf per bucket, ``ln((1 + n) / (1 + df)) + 1``, from a training set; 0 for buckets that
+    never occur and, in the character n-gram block, for those in fewer than ``cfg.min_df`` documents."""
+    blocks, _ = _blocks(texts, cfg)
+    n = len(texts)
+    df_all = np.zeros(cfg.buckets)
+    for k, (_r, c, _v) in enumerate(blocks):
+        df = np.bincount(c, minlength=cfg.buckets).astype(np.float64)
+        if k == 0 and cfg.min_df > 1:
+            df[df < cfg.min_df] = 0.0
+        df_all += df
+    return np.where(df_all > 0, np.log((1.0 + n) / (1.0 + df_all)) + 1.0, 0.0)
+
+
+def featurize(texts: list[str], cfg: ClassifierConfig,
+              idf: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Sparse rows ``(row, col, val, n)``: per block, hashed token log-counts (times ``idf`` when given),
+    L2-normalised per document; the blocks side by side."""
+    blocks, norm = _blocks(texts, cfg)
+    n = len(texts)
+    rs, cs, vs = [], [], []
+    for r, c, cnt in blocks:
+        if idf is None:
+            v = np.log1p(cnt)
+        else:  # sublinear tf-idf; buckets with idf 0 (unseen, or too rare in training) drop out
+            v = (1.0 + np.log(cnt)) * idf[c]
+            keep = v != 0
+            r, c, v = r[keep], c[keep], v[keep]
+        nrm = np.sqrt(np.bincount(r, v * v, minlength=n))
+        rs.append(r)
+        cs.append(c)
+        vs.append(v / np.maximum(nrm[r], 1e-12))
+    r, c, v = np.concatenate(rs), np.concatenate(cs), np.concatenate(vs)
     if cfg.rule_features:  # one-hot bins, each document's rule part scaled to norm rule_weight
         toks = [rule_tokens(t) for t in norm]
         rr, cc = _token_rows(toks, cfg.buckets, "rule:")
         vv = np.full(rr.size, cfg.rule_weight / np.sqrt(max(1, len(toks[0]) if toks else 1)))
         r, c, v = np.concatenate([r, rr]), np.concatenate([c, cc]), np.concatenate([v, vv])
-    return r, c, v, len(texts)
+    return r, c, v, n
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -206,12 +280,13 @@ class QualityModel:
     w: np.ndarray
     b: float
     meta: dict = field(default_factory=dict)
+    idf: np.ndarray | None = None  # per-bucket idf (``cfg.idf``), from the training set
 
     def score(self, texts: list[str]) -> np.ndarray:
         """P(good) for each text (float64)."""
         if not texts:
             return np.zeros(0)
-        r, c, v, n = featurize(texts, self.cfg)
+        r, c, v, n = featurize(texts, self.cfg, self.idf)
         return _sigmoid(np.bincount(r, v * self.w[c], minlength=n) + self.b)
 
     def threshold_for_fraction(self, fraction: float) -> float:
@@ -225,8 +300,12 @@ class QualityModel:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         np.save(folder / "weights.npy", self.w.astype(dtype))
+        if self.idf is not None:
+            np.save(folder / "idf.npy", self.idf.astype(dtype))
+        elif (folder / "idf.npy").exists():
+            (folder / "idf.npy").unlink()
         with open(folder / "config.json", "w", encoding="utf-8") as f:
-            json.dump({"kind": "kamado-quality-classifier", "version": 1, "config": asdict(self.cfg),
+            json.dump({"kind": "kamado-quality-classifier", "version": 2, "config": asdict(self.cfg),
                        "bias": self.b, "score": "P(good)", **self.meta}, f, indent=2)
 
     @classmethod
@@ -238,11 +317,21 @@ class QualityModel:
             w = np.load(folder / "weights.npy", allow_pickle=False).astype(np.float64)
         except FileNotFoundError as e:
             raise KamadoError(f"{folder}: not a quality model folder ({e.filename} missing)") from None
-        cfg = ClassifierConfig(**meta.pop("config"))
+        meta.pop("kind", None)
+        version = meta.pop("version", 1)
+        cfg = ClassifierConfig(**{**(_LEGACY if version < 2 else {}), **meta.pop("config")})
         b = float(meta.pop("bias"))
         if w.shape != (cfg.buckets,):
             raise KamadoError(f"{folder}/weights.npy: shape {w.shape}, config says ({cfg.buckets},)")
-        return cls(cfg, w, b, meta)
+        idf = None
+        if cfg.idf:
+            try:
+                idf = np.load(folder / "idf.npy", allow_pickle=False).astype(np.float64)
+            except FileNotFoundError:
+                raise KamadoError(f"{folder}: the config asks for idf weights, idf.npy is missing") from None
+            if idf.shape != w.shape:
+                raise KamadoError(f"{folder}/idf.npy: shape {idf.shape}, config says ({cfg.buckets},)")
+        return cls(cfg, w, b, meta, idf)
 
 
 def _fit(r: np.ndarray, c: np.ndarray, v: np.ndarray, n: int, y: np.ndarray,
@@ -286,10 +375,11 @@ def train(texts: list[str], labels: np.ndarray, cfg: ClassifierConfig | None = N
           meta: dict | None = None) -> QualityModel:
     """Fit a model on all examples (labels: 1 good, 0 bad)."""
     cfg = cfg or ClassifierConfig()
-    r, c, v, n = featurize(texts, cfg)
+    idf = inverse_document_frequency(texts, cfg) if cfg.idf else None
+    r, c, v, n = featurize(texts, cfg, idf)
     y = np.asarray(labels, dtype=np.float64)
     w, b = _fit(r, c, v, n, y, cfg)
-    model = QualityModel(cfg, w, b, dict(meta or {}))
+    model = QualityModel(cfg, w, b, dict(meta or {}), idf)
     train_scores = _sigmoid(np.bincount(r, v * w[c], minlength=n) + b)
     model.meta.setdefault("examples", n)
     model.meta.setdefault("score_quantiles", np.quantile(train_scores, np.linspace(0, 1, 101)).round(6).tolist())
