@@ -84,7 +84,8 @@ def dedup(
              ["near duplicates", st["near_duplicates"]], ["errors", st["errors"]],
              ["LSH", f"{mh['bands']}×{mh['rows']} of {mh['num_perm']}, t={mh['threshold']}"],
              ["verified", f"{mh['verify']}: {mh['verified_links']} of {mh['candidates']} candidate pairs kept"
-              + (f" ({mh['accepted_exactly']} of {mh['verified_exactly']} checked on the texts)"
+              + (f" ({mh['accepted_exactly']} of {mh['verified_exactly']} checked on the texts; "
+                 f"{mh.get('already_linked', 0)} not read, already in one cluster)"
                  if mh["verify"] == "exact" else "")],
              ["throughput", f"{st['mb']:.1f} MB in {st['seconds']:.1f}s ({st['mb_per_s']:.1f} MB/s)"]]
     console.print(table(f"dedup → {out}", ["", "value"], rows_))
