@@ -27,6 +27,21 @@ def data_root() -> Path:
     return resolve()
 
 
+def wiki_paragraphs(data_root: Path, n: int, min_chars: int = 300, unique: bool = True) -> list[str]:
+    """The first ``n`` JaQuAD Wikipedia paragraphs of at least ``min_chars`` characters (distinct ones with
+    ``unique``), from the data root."""
+    import gzip
+    import json
+
+    out: list[str] = []
+    with gzip.open(data_root / "ja_text" / "jaquad_train_wikipedia_paragraphs.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            out += [p for p in json.loads(line)["text"].split("\n\n") if len(p) >= min_chars]
+            if len(dict.fromkeys(out) if unique else out) >= n:
+                break
+    return list(dict.fromkeys(out))[:n] if unique else out
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread: on a shared 2-core box two spinning OpenMP threads are many times slower."""

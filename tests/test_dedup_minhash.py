@@ -3,13 +3,12 @@ connected components, and in-memory dedup finding injected copies."""
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wiki_paragraphs
 
 from kamado.corpus import minhash as mh
 from kamado.corpus.dedup import EXACT, KEEP, NEAR, dedup_texts
@@ -17,13 +16,7 @@ from kamado.corpus.dedup import EXACT, KEEP, NEAR, dedup_texts
 
 @pytest.fixture(scope="module")
 def paragraphs(data_root: Path) -> list[str]:
-    out: list[str] = []
-    with gzip.open(data_root / "ja_text" / "jaquad_train_wikipedia_paragraphs.jsonl.gz", "rt", encoding="utf-8") as f:
-        for line in f:
-            out += [p for p in json.loads(line)["text"].split("\n\n") if len(p) >= 300]
-            if len(out) >= 400:
-                break
-    return list(dict.fromkeys(out))[:400]
+    return wiki_paragraphs(data_root, 400)
 
 
 def _shingles(t: str, n: int = 5) -> set[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from conftest import wiki_paragraphs
 from typer.testing import CliRunner
 
 from kamado.cli.corpus_dedup import dedup as dedup_cmd
@@ -21,13 +22,7 @@ from kamado.corpus.io import read_documents
 def shards(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three shards (plain, gzip, and one with broken lines) with exact and near copies across shards."""
     rng = random.Random(5)
-    paras: list[str] = []
-    with gzip.open(data_root / "ja_text" / "jaquad_train_wikipedia_paragraphs.jsonl.gz", "rt", encoding="utf-8") as f:
-        for line in f:
-            paras += [p for p in json.loads(line)["text"].split("\n\n") if len(p) >= 300]
-            if len(paras) >= 240:
-                break
-    paras = list(dict.fromkeys(paras))[:240]
+    paras = wiki_paragraphs(data_root, 240)
     docs = [{"id": f"p{i}", "text": t, "source": "wiki"} for i, t in enumerate(paras)]
     for k, i in enumerate(rng.sample(range(240), 12)):
         docs.append({"id": f"exact{k}-of-p{i}", "text": paras[i], "source": "wiki"})
@@ -142,12 +137,7 @@ def _near_threshold_pairs(data_root: Path) -> dict[str, tuple[str, str, float, f
     from kamado.corpus import minhash as mh
     from kamado.corpus.dedup import DedupSettings
 
-    paras: list[str] = []
-    with gzip.open(data_root / "ja_text" / "jaquad_train_wikipedia_paragraphs.jsonl.gz", "rt", encoding="utf-8") as f:
-        for line in f:
-            paras += [p for p in json.loads(line)["text"].split("\n\n") if len(p) >= 300]
-            if len(paras) >= 60:
-                break
+    paras = wiki_paragraphs(data_root, 60, unique=False)
     st = DedupSettings()
     spec, low = st.lsh(), 0.8 - st.exact_sigmas * st.sigma()  # estimates above low are checked exactly
     found: dict[str, tuple[str, str, float, float]] = {}
