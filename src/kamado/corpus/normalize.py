@@ -57,21 +57,25 @@ def _unstable() -> tuple[re.Pattern[str], re.Pattern[str]]:
 _MEMO: dict[str, str] = {}
 
 
-def _sub_runs(pat: re.Pattern[str], text: str) -> str:
+def _normalize_runs(pat: re.Pattern[str], text: str, memo: dict[str, str], *, with_starter: bool,
+                    memo_len: int) -> str:
+    """``text`` with every run of ``pat`` replaced by its NFKC form. The run is taken with the character
+    before it always (``with_starter``: that stable character may compose with the run's first one), or
+    only when the run starts with a combining mark or a conjoining Hangul vowel/final. Short runs repeat
+    (（ ） ！ ？, full-width digits): their forms are kept in ``memo``."""
     out: list[str] = []
     pos = 0
-    nfkc = unicodedata.normalize
-    memo = _MEMO
+    norm = unicodedata.normalize
     for m in pat.finditer(text):
         s, e = m.span()
-        if s > pos and (unicodedata.combining(text[s]) or "\u1160" <= text[s] <= "\u11ff"):
-            s -= 1  # a combining mark composes with the character before it
+        if s > pos and (with_starter or unicodedata.combining(text[s]) or "\u1160" <= text[s] <= "\u11ff"):
+            s -= 1
         out.append(text[pos:s])
         run = text[s:e]
         rep = memo.get(run)
         if rep is None:
-            rep = nfkc("NFKC", run)
-            if len(run) <= 4 and len(memo) < 100_000:  # short runs repeat: （ ） ！ ？ full-width digits
+            rep = norm("NFKC", run)
+            if len(run) <= memo_len and len(memo) < 100_000:
                 memo[run] = rep
         out.append(rep)
         pos = e
@@ -89,9 +93,9 @@ def nfkc_ja(text: str) -> str:
     if text.isascii() or unicodedata.is_normalized("NFKC", text):  # (…‥゛゜ are not NFKC-stable)
         return text
     bmp, astral = _unstable()
-    text = _sub_runs(bmp, text)
+    text = _normalize_runs(bmp, text, _MEMO, with_starter=False, memo_len=4)
     if len(text.encode("utf-16-le", "surrogatepass")) > 2 * len(text):  # astral characters present
-        text = _sub_runs(astral, text)
+        text = _normalize_runs(astral, text, _MEMO, with_starter=False, memo_len=4)
     return text
 
 
@@ -207,30 +211,6 @@ def _nfkc_exact() -> tuple[re.Pattern[str], re.Pattern[str]]:
     return _NFKC_EXACT
 
 
-def _nfkc_runs(pat: re.Pattern[str], text: str) -> str:
-    out: list[str] = []
-    pos = 0
-    norm = unicodedata.normalize
-    memo = _MEMO_EXACT
-    for m in pat.finditer(text):
-        s, e = m.span()
-        if s > pos:
-            s -= 1  # the stable character before the run (it may compose with the run's first character)
-        out.append(text[pos:s])
-        run = text[s:e]
-        rep = memo.get(run)
-        if rep is None:
-            rep = norm("NFKC", run)
-            if len(run) <= 5 and len(memo) < 100_000:
-                memo[run] = rep
-        out.append(rep)
-        pos = e
-    if not out:
-        return text
-    out.append(text[pos:])
-    return "".join(out)
-
-
 _MEMO_EXACT: dict[str, str] = {}
 
 
@@ -242,4 +222,4 @@ def nfkc(text: str) -> str:
         return text
     bmp, full = _nfkc_exact()
     astral = len(text.encode("utf-16-le", "surrogatepass")) > 2 * len(text)
-    return _nfkc_runs(full if astral else bmp, text)
+    return _normalize_runs(full if astral else bmp, text, _MEMO_EXACT, with_starter=True, memo_len=5)
