@@ -158,21 +158,28 @@ def save(root: Path, step: int, model_sd: dict[str, Any], optim_sd: dict[str, An
 
     files = {n: {"bytes": (tmp / n).stat().st_size, "sha256": file_digest(tmp / n)}
              for n in ("model.safetensors", "optim.safetensors")}  # checked by verify() before a resume
-    state = dict(state, step=step, optimizer=oskel, files=files)
-    with (tmp / "state.json").open("w") as f:
-        json.dump(state, f)
-        f.flush()
-        os.fsync(f.fileno())
     for name in ("model.safetensors", "optim.safetensors"):
         fd = os.open(tmp / name, os.O_RDONLY)
         os.fsync(fd)
         os.close(fd)
+    state = dict(state, step=step, optimizer=oskel, files=files)
+    return _publish(tmp, final, state, keep_last=keep_last, keep_every=keep_every)
+
+
+def _publish(tmp: Path, final: Path, state: dict[str, Any], *, keep_last: int, keep_every: int) -> Path:
+    """The last step of a save, once the tensor files in ``tmp`` are on disk: write ``state.json`` (the record
+    that makes a checkpoint complete), fsync it and the folder, rename ``tmp`` to ``final`` atomically, then
+    prune old checkpoints."""
+    with (tmp / "state.json").open("w") as f:
+        json.dump(state, f)
+        f.flush()
+        os.fsync(f.fileno())
     _fsync_dir(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync_dir(root)
-    prune(root, keep_last=keep_last, keep_every=keep_every)
+    _fsync_dir(final.parent)
+    prune(final.parent, keep_last=keep_last, keep_every=keep_every)
     return final
 
 
@@ -280,19 +287,9 @@ def save_sharded(root: Path, step: int, model_sd: dict[str, Any], optim_sd: dict
     out = None
     if rank == 0:
         files = {k: v for r in recs for k, v in r.items()}
-        state = dict(state, step=step, format="sharded", optimizer=oskel, files=files)
-        with (tmp / "state.json").open("w") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
         _fsync_dir(tmp / "dcp")
-        _fsync_dir(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
-        prune(root, keep_last=keep_last, keep_every=keep_every)
-        out = final
+        state = dict(state, step=step, format="sharded", optimizer=oskel, files=files)
+        out = _publish(tmp, final, state, keep_last=keep_last, keep_every=keep_every)
     tdist.barrier()
     return out
 
