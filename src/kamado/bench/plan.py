@@ -168,7 +168,7 @@ def measured_mfu(bench: dict | list, preset: str, device: str, precision: str = 
 def make_plan(model_cfg: Any, *, preset: str, steps: int, batch_size: int, seq_len: int, grad_accum: int = 1,
               devices: str = "8xH100", nodes: int = 1, precision: str = "bf16", mfu: float | None = None,
               bench: dict | list | None = None, fp8_speedup: float = DEFAULT_FP8_SPEEDUP,
-              activation_checkpointing: bool = True, z_loss: float = 0.0, fused_ce: bool = True,
+              activation_checkpointing: bool = True, fused_ce: bool = True,
               eval_every: int = 0, eval_batches: int = 0, ckpt_every: int = 0,
               restart_loss: float = DEFAULT_RESTART_LOSS, corpus: dict[str, Any] | None = None) -> Plan:
     """A plan for ``steps`` optimizer steps of ``batch_size`` sequences (all GPUs together) of ``seq_len``."""

@@ -89,7 +89,7 @@ def plan(
     p = make_plan(mconf, preset=pre.model.preset, steps=t.steps, batch_size=t.batch_size, seq_len=t.seq_len,
                   grad_accum=t.grad_accum, devices=devices, nodes=nodes, precision=precision, mfu=mfu,
                   bench=json.loads(bench.read_text()) if bench else None, fp8_speedup=fp8_speedup,
-                  activation_checkpointing=t.activation_checkpointing, z_loss=t.z_loss, fused_ce=t.fused_ce,
+                  activation_checkpointing=t.activation_checkpointing, fused_ce=t.fused_ce,
                   eval_every=t.eval_every, eval_batches=t.eval_batches, ckpt_every=t.ckpt_every,
                   restart_loss=restart_loss, corpus=corpus)
     if json_out:

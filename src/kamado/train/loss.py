@@ -118,6 +118,7 @@ class CausalLMLoss:
     def __init__(self, model: Any, precision: Precision, *, z_loss: float = 0.0, fused: bool = False) -> None:
         self.model, self.precision, self.z_loss, self.fused = model, precision, z_loss, fused
         self.base = unwrap(model)
+        self.in_root = fused and _is_fsdp(model)  # FSDP: the fused loss runs inside the root forward
 
     def _fused_in_root(self, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> tuple[Any, Any]:
         """The fused loss computed by the ``lm_head`` call of the root forward (FSDP2: the weight is gathered
@@ -136,7 +137,7 @@ class CausalLMLoss:
         return out[0], out[1]
 
     def __call__(self, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None) -> tuple[Any, Any]:
-        if self.fused and _is_fsdp(self.model):
+        if self.in_root:
             return self._fused_in_root(ids, labels, mask)
         if self.fused:  # never materialises the [tokens, vocab] logits; the same loss
             hs = self.base.model(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
