@@ -3,79 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-DRIVER = r'''
-import json, os, sys, time
-from pathlib import Path
-from kamado.model.presets import build_model, llama_config
-from kamado.train.config import TrainConfig
-from kamado.train.trainer import train
-from kamado.train.sources import TokenWindows, byte_tokens
-
-spec = json.loads(sys.argv[1])
-out = Path(spec["out"])
-world = int(os.environ.get("WORLD_SIZE", "1"))
-rank = int(os.environ.get("RANK", "0"))
-cfg = TrainConfig(**spec["train"])
-toks = byte_tokens(spec["text"], 200_000)
-micro = cfg.batch_size // (world * cfg.grad_accum)
-model = build_model(llama_config("tiny", vocab_size=256, overrides=dict(hidden_size=64, intermediate_size=128,
-                                 num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)), seed=7)
-src = TokenWindows(toks[:-8000], cfg.seq_len, micro, seed=3, rank=rank, world_size=world, grad_accum=cfg.grad_accum)
-valid = [TokenWindows(toks[-8000:], cfg.seq_len, 2, seed=5).next_batch() for _ in range(2)]
-sleep = float(spec.get("sleep", 0))
-if sleep:
-    nb = src.next_batch
-    def slow():
-        time.sleep(sleep)
-        return nb()
-    src.next_batch = slow
-res = train(model, src, cfg, out, valid=valid, hf_export=out / "hf" if spec.get("hf") else None)
-if rank == 0:
-    (out / "result.json").write_text(json.dumps(res.to_dict()))
-'''
-
-
-def _env() -> dict[str, str]:
-    e = dict(os.environ)
-    e["KAMADO_QUIET"] = "1"
-    e["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + e.get("PYTHONPATH", "")
-    return e
+from _train_driver import driver_command, losses, run_driver
 
 
 def _spec(out: Path, text: Path, **train: object) -> dict:
     base = dict(steps=14, batch_size=4, seq_len=64, warmup_steps=3, eval_every=5, eval_batches=2, ckpt_every=3,
                 keep_last=2, seed=11, optimizer={"lr": 3e-3, "min_lr": 3e-4})
-    return {"out": str(out), "text": str(text), "train": base | train}
-
-
-def _losses(out: Path) -> list[tuple[int, float]]:
-    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    return [(r["step"], r["loss"]) for r in recs if "loss" in r]
+    return {"out": str(out), "text": str(text), "valid_bytes": 8000, "train": base | train}
 
 
 def _run(spec: dict, tmp: Path, nproc: int = 1) -> None:
-    drv = tmp / "driver.py"
-    drv.write_text(DRIVER)
-    if nproc == 1:
-        cmd = [sys.executable, str(drv), json.dumps(spec)]
-        env = _env()
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               str(drv), json.dumps(spec)]
-        env = _env() | {"OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    r = run_driver(spec, tmp, nproc)
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -89,24 +34,24 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path: Path, text: Path) -> None
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     _run(_spec(ref, text), tmp_path)
     kill_at = random.Random().randint(4, 11)
-    drv = tmp_path / "driver.py"
     spec = _spec(killed, text) | {"sleep": 0.15}
-    p = subprocess.Popen([sys.executable, str(drv), json.dumps(spec)], env=_env(), stderr=subprocess.PIPE)
+    cmd, env = driver_command(spec, tmp_path)
+    p = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline and p.poll() is None:
         m = killed / "metrics.jsonl"
-        if m.is_file() and any(s >= kill_at for s, _ in _losses(m.parent)):
+        if m.is_file() and any(s >= kill_at for s, _ in losses(m.parent)):
             break
         time.sleep(0.02)
     assert p.poll() is None, "the run ended before it could be killed"
     p.send_signal(signal.SIGKILL)
     p.wait()
-    done = _losses(killed)
+    done = losses(killed)
     assert done and done[-1][0] < 14
     _run(spec | {"sleep": 0}, tmp_path)  # resumes from the latest complete checkpoint
     res = json.loads((killed / "result.json").read_text())
     assert res["resumed_from"] is not None and res["resumed_from"] <= done[-1][0]
-    assert _losses(killed) == _losses(ref)  # exact float equality, every step
+    assert losses(killed) == losses(ref)  # exact float equality, every step
     vals = lambda o: [json.loads(x).get("val_loss") for x in (o / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert vals(killed) == vals(ref)
 
@@ -117,7 +62,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path: Path, text: Path) -> None:
     kw = dict(steps=6, precision="fp32", eval_every=3, ckpt_every=3)
     _run(_spec(one, text, **kw), tmp_path)
     _run(_spec(two, text, **kw), tmp_path, nproc=2)
-    a, b = _losses(one), _losses(two)
+    a, b = losses(one), losses(two)
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 7))
     for (_, x), (_, y) in zip(a, b, strict=True):
         assert y == pytest.approx(x, rel=2e-5, abs=2e-5)
@@ -144,7 +89,7 @@ def test_fused_output_loss_under_fsdp_equals_plain(tmp_path: Path, text: Path) -
     kw = dict(steps=5, precision="bf16", z_loss=1e-3, eval_every=0, ckpt_every=5)
     _run(_spec(fused, text, **kw), tmp_path, nproc=2)
     _run(_spec(plain, text, fused_ce=False, **kw), tmp_path, nproc=2)
-    a, b = _losses(fused), _losses(plain)
+    a, b = losses(fused), losses(plain)
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 6))
     for (_, x), (_, y) in zip(a, b, strict=True):
         assert x == pytest.approx(y, rel=1e-2)

@@ -5,66 +5,23 @@ gives the same loss curve, and a Hugging Face export made from the shards loads 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-DRIVER = r'''
-import json, os, sys
-from pathlib import Path
-from kamado.model.presets import build_model, llama_config
-from kamado.train.config import TrainConfig
-from kamado.train.trainer import Trainer
-from kamado.train.sources import TokenWindows, byte_tokens
-
-spec = json.loads(sys.argv[1])
-out = Path(spec["out"])
-world = int(os.environ.get("WORLD_SIZE", "1"))
-rank = int(os.environ.get("RANK", "0"))
-cfg = TrainConfig(**spec["train"])
-toks = byte_tokens(spec["text"], 100_000)
-micro = cfg.batch_size // (world * cfg.grad_accum)
-model = build_model(llama_config("tiny", vocab_size=256, overrides=dict(hidden_size=64, intermediate_size=128,
-                                 num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)), seed=7)
-src = TokenWindows(toks, cfg.seq_len, micro, seed=3, rank=rank, world_size=world, grad_accum=cfg.grad_accum)
-rolled = []
-def rollback(tr, stats):  # like the run guard: roll back once, from inside a step, to a checkpoint
-    if spec.get("rollback_at") == stats.step and not rolled:
-        rolled.append(tr.resume(spec["rollback_to"]))
-hooks = [rollback] if spec.get("rollback_at") else []
-res = Trainer(model, src, cfg, out, hf_export=out / "hf" if spec.get("hf") else None, hooks=hooks).fit()
-if rank == 0:
-    (out / "result.json").write_text(json.dumps(res.to_dict() | {"rolled": rolled}))
-'''
+from _train_driver import losses, run_driver
 
 
 def _spec(out: Path, text: Path, **kw: object) -> dict:
     train = dict(steps=8, batch_size=4, seq_len=32, warmup_steps=2, eval_every=0, ckpt_every=3, keep_last=1,
                  keep_every=3, seed=11, optimizer={"lr": 3e-3, "min_lr": 3e-4})
     extra = {k: kw.pop(k) for k in ("hf", "rollback_at", "rollback_to") if k in kw}
-    return {"out": str(out), "text": str(text), "train": train | kw} | extra
+    return {"out": str(out), "text": str(text), "max_bytes": 100_000, "train": train | kw} | extra
 
 
 def _run(spec: dict, tmp: Path, nproc: int = 2) -> subprocess.CompletedProcess:
-    drv = tmp / "driver.py"
-    drv.write_text(DRIVER)
-    env = dict(os.environ, KAMADO_QUIET="1", OMP_NUM_THREADS="1", TMPDIR=str(tmp),
-               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, str(drv), json.dumps(spec)] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(drv),
-        json.dumps(spec)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-
-
-def _losses(out: Path) -> list[tuple[int, float]]:
-    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    return [(r["step"], r["loss"]) for r in recs if "loss" in r]
+    return run_driver(spec, tmp, nproc)
 
 
 @pytest.fixture
@@ -99,16 +56,16 @@ def test_sharded_checkpoint_resume_rollback_and_hf_export(tmp_path: Path, text: 
     r = _run(_spec(cut, text), tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((cut / "result.json").read_text())["resumed_from"] == 3
-    assert _losses(cut) == _losses(ref) and [s for s, _ in _losses(ref)] == list(range(1, 9))
+    assert losses(cut) == losses(ref) and [s for s, _ in losses(ref)] == list(range(1, 9))
 
     # the run guard's rollback (Trainer.resume from inside a step) works with sharded checkpoints
     rb = tmp_path / "rb"
     r = _run(_spec(rb, text, rollback_at=5, rollback_to=3), tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((rb / "result.json").read_text())["rolled"] == [3]
-    seen = _losses(rb)
+    seen = losses(rb)
     assert [s for s, _ in seen] == [1, 2, 3, 4, 4, 5, 6, 7, 8]  # step 4 logged before the rollback and again
-    assert dict(seen) == dict(_losses(ref))  # the replayed steps give the same losses
+    assert dict(seen) == dict(losses(ref))  # the replayed steps give the same losses
 
     # a damaged shard is caught by the integrity record, and the checkpoint is skipped
     bad = tmp_path / "bad"
