@@ -18,6 +18,7 @@ from typing import Any
 from kamado.config import KamadoError
 from kamado.jsonl import iter_jsonl
 from kamado.stage import DEFAULT_SEED
+from kamado.tokenizer.text import encode_chat as encode_rendered
 from kamado.tune.templates import record_to_messages, render
 
 IGNORE = -100
@@ -94,13 +95,16 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str
 
 
 def encode_chat(tokenizer: Any, messages: list[dict[str, str]], source: str = "") -> Example:
-    """Token ids of a rendered chat, labelled only where tokens lie inside assistant answers."""
+    """Token ids of a rendered chat, labelled only where tokens lie inside assistant answers (message contents
+    are text: a ``</s>`` typed in an answer is not an EOS, see :func:`kamado.tokenizer.text.encode_chat`)."""
     text, spans = assistant_spans(tokenizer, messages)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
+    enc = encode_rendered(tokenizer, messages, render=lambda m, g: _render(tokenizer, m, g), offsets=True)
+    if enc.text != text:
+        raise KamadoError("the chat template renders the same chat differently twice; cannot mask the answers")
+    ids = list(enc.ids)
     labels = [IGNORE] * len(ids)
     k = 0
-    for t, (a, b) in enumerate(enc["offset_mapping"]):
+    for t, (a, b) in enumerate(enc.offsets):
         while k < len(spans) and a >= spans[k][1]:
             k += 1
         if k == len(spans):
