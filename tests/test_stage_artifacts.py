@@ -51,7 +51,7 @@ def test_tokenizer_counts_round_trip_and_old_nested_form(tmp_path: Path) -> None
     from kamado.tokenizer.artifacts import TokenizerArtifact, TokenizerCounts
 
     flat = {"vocab_size": 8000, "chars_per_token_ja": 1.9, "chars_per_token_en": 3.8, "train_s": 1.0,
-            "model_type": "unigram", "sample_chars": 100, "sample_lines": 10, "byte_fallback_rate_en": 0.0,
+            "model_type": "unigram", "normal_form": "nfkc_ja", "sample_chars": 100, "sample_lines": 10, "byte_fallback_rate_en": 0.0,
             "unk_rate_en": 0.0, "heldout_chars_en": 50, "byte_fallback_rate_ja": 0.01, "unk_rate_ja": 0.0,
             "heldout_chars_ja": 60, "read_errors": 0, "sample_s": 0.1, "stats_s": 0.2, "sp_model": "tokenizer.model",
             "sources": {"ja": {"lang": "ja", "weight": 1.0, "sample_chars": 100, "available_chars": 200}}}
@@ -59,7 +59,7 @@ def test_tokenizer_counts_round_trip_and_old_nested_form(tmp_path: Path) -> None
     (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "LlamaTokenizer"}')
     write_manifest(tmp_path, stage="tokenizer", config={}, counts={"vocab_size": 4000, "chars_per_token": {"ja": 2.0}})
     art = TokenizerArtifact.open(tmp_path)
-    assert art.counts.vocab_size == 4000 and art.counts.chars_per_token == {"ja": 2.0}
+    assert art.counts.vocab_size == 4000 and art.counts.normal_form == "identity" and art.counts.chars_per_token == {"ja": 2.0}
     assert art.hf_config()["tokenizer_class"] == "LlamaTokenizer"
 
 

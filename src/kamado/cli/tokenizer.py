@@ -32,6 +32,9 @@ def train_cmd(
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Data root for data-set names.")] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Encoding of JSONL/text input files: utf-8 "
                                                  "(default; a BOM and CRLF are handled), cp932 (Shift-JIS), euc_jp.")] = None,
+    normal_form: Annotated[str, typer.Option("--normal-form", help="Normalisation the tokenizer applies: auto (the "
+                                             "corpus chains' own; identity for other inputs), identity, nfkc, "
+                                             "nfkc_ja.")] = "auto",
 ) -> None:
     """Train SentencePiece (byte fallback, split digits, exact round-trip) on a weighted sample; export for HF.
 
@@ -51,7 +54,7 @@ def train_cmd(
     if model_type not in ("unigram", "bpe"):
         raise KamadoError(f"--model-type {model_type!r}: expected unigram or bpe")
     cfg = TokenizerConfig(vocab_size=vocab_size, model_type=model_type, sample_chars=sample_chars,  # type: ignore[arg-type]
-                          weights=parse_weights(weights))
+                          weights=parse_weights(weights), normal_form=normal_form)  # type: ignore[arg-type]
     specs = resolve_inputs(inputs, data_root, encoding)
     t0 = time.perf_counter()
     counts = train_tokenizer(specs, cfg, out, seed=seed, log=lambda m: console.print(f"  {m}"))
@@ -59,7 +62,8 @@ def train_cmd(
     write_manifest(out, stage="tokenizer", config=cfg.model_dump(mode="json") | {"seed": seed, "inputs": inputs},
                    counts=counts, timings={"wall_s": round(wall, 3)})
     rows = [[s, v["lang"], v["weight"], v["sample_chars"], v["available_chars"]] for s, v in counts["sources"].items()]
-    console.print(table(f"tokenizer {out} ({model_type}, {vocab_size:,} pieces, trained in {counts['train_s']:.1f}s)",
+    console.print(table(f"tokenizer {out} ({model_type}, {vocab_size:,} pieces, normal form {counts['normal_form']}, "
+                        f"trained in {counts['train_s']:.1f}s)",
                         ["source", "lang", "weight", "sample chars", "available"], rows))
     langs = sorted({k.rsplit("_", 1)[1] for k in counts if k.startswith("chars_per_token_")})
     if langs:

@@ -4,7 +4,7 @@ Layout::
 
     <source>/clean/    kept/, rejected/, errors.jsonl, stats.json
     <source>/dedup/    kept/, rejected/, stats.json            (when deduplication is on)
-    sources.json       [{"name", "lang", "kept": "<source>/dedup/kept"}, ...]  (paths relative to the folder)
+    sources.json       [{"name", "lang", "kept": "<source>/dedup/kept", "normal_form"}, ...]  (paths relative)
     manifest.json      counts: totals and ``<source>.<count>`` per source (:class:`CorpusCounts`)
 """
 
@@ -84,6 +84,7 @@ class CorpusSource:
     name: str
     lang: str | None
     kept: str
+    normal_form: str | None = None  # the chain's character normal form (None: written before it was recorded)
 
 
 @dataclass
@@ -111,7 +112,7 @@ class CorpusArtifact:
         for i, e in enumerate(entries):
             if not isinstance(e, dict) or "name" not in e or "kept" not in e:
                 raise KamadoError(f"{sj}: entry {i} needs 'name' and 'kept' (got {e!r})")
-            sources.append(CorpusSource(str(e["name"]), e.get("lang"), str(e["kept"])))
+            sources.append(CorpusSource(str(e["name"]), e.get("lang"), str(e["kept"]), e.get("normal_form")))
         return cls(p, sources, CorpusCounts.from_counts(counts))
 
     @staticmethod

@@ -90,6 +90,15 @@ class ChainConfig(StrictModel):
     # zlib-1 size) is chosen for throughput; 6 writes ~20% smaller files ~10x slower
     steps: list[dict[str, Any]]
 
+    def normal_form(self) -> str:
+        """The character normal form the chain leaves its text in, for the tokenizer to apply as well
+        (``kamado.tokenizer.normal``): ``nfkc`` with an ``nfkc`` step, ``nfkc_ja`` with a ``normalize``
+        step (NFKC except …‥゛゜), else ``identity``."""
+        types = [(s.get("type"), s.get("nfkc", True)) for s in self.steps]
+        if any(t == "nfkc" for t, _ in types):
+            return "nfkc"
+        return "nfkc_ja" if any(t == "normalize" and on for t, on in types) else "identity"
+
 
 # --------------------------------------------------------------------------------- default chains
 DEFAULT_CHAINS = ("default", "default-ja", "default-en", "hojichar-compat", "web-ja", "curated-ja")

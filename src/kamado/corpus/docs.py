@@ -42,6 +42,7 @@ class InputSpec:
     lang: str | None = None
     errors: list[str] = field(default_factory=list)
     encoding: str | None = None  # of its JSONL/text files (None: UTF-8)
+    normal_form: str | None = None  # the corpus chain's character normal form (None: not known)
 
 
 def resolve_inputs(inputs: list[str], data_root: Path | None = None, encoding: str | None = None) -> list[InputSpec]:
@@ -86,7 +87,7 @@ def corpus_sources(corpus_dir: Path, only: list[str] | None = None) -> list[Inpu
             raise KamadoError(f"{art.path / 'sources.json'}: source {e.name!r}: kept shards {kept} are missing")
         files = list_inputs([kept]) if kept.is_file() or any(kept.iterdir()) else []
         specs.append(InputSpec(label=f"{art.path.name}:{e.name}", files=files, source=e.name,
-                               force_source=True, lang=e.lang))
+                               force_source=True, lang=e.lang, normal_form=e.normal_form))
     return specs
 
 

@@ -4,7 +4,7 @@ Layout of the stage folder::
 
     <source>/clean/    kept/, rejected/, errors.jsonl, stats.json   (kamado corpus clean)
     <source>/dedup/    kept/, rejected/, stats.json                 (kamado corpus dedup, when enabled)
-    sources.json       [{"name", "lang", "kept": "<source>/dedup/kept"}, ...]  (paths relative to here)
+    sources.json       [{"name", "lang", "kept": "<source>/dedup/kept", "normal_form"}, ...]  (paths relative)
 
 An interrupted stage resumes: cleaning redoes only unfinished shards, finished dedups are kept.
 """
@@ -113,7 +113,7 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
             kept_rel = f"{src.name}/dedup/kept"
         if final == 0:
             warn_empty(src.name, stats, dedup_removed, sdir / "clean")
-        listing.append(CorpusSource(src.name, src.lang, kept_rel))
+        listing.append(CorpusSource(src.name, src.lang, kept_rel, chain.normal_form()))
         counts.add(src.name, SourceCounts(
             input=int(stats["input"]), kept=int(stats["kept"]), rejected=int(stats["rejected"]),
             errors=int(stats["errors"]), dedup_removed=dedup_removed, final_docs=final,

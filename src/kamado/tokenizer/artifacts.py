@@ -17,8 +17,8 @@ from typing import Any
 from kamado.stage import artifact_dir
 
 INFO = "kamado_tokenizer.json"
-_SCALARS = ("vocab_size", "train_s", "model_type", "sample_chars", "sample_lines", "read_errors", "sample_s",
-            "stats_s", "sp_model")
+_SCALARS = ("vocab_size", "train_s", "model_type", "normal_form", "sample_chars", "sample_lines", "read_errors",
+            "sample_s", "stats_s", "sp_model")
 _PER_LANG = ("chars_per_token", "byte_fallback_rate", "unk_rate", "heldout_chars")
 
 
@@ -28,6 +28,7 @@ class TokenizerCounts:
 
     vocab_size: int = 0
     model_type: str = ""
+    normal_form: str = "identity"  # the normalisation the tokenizer applies (kamado.tokenizer.normal)
     sample_chars: int = 0
     sample_lines: int = 0
     read_errors: int = 0
@@ -45,7 +46,8 @@ class TokenizerCounts:
         """The flat manifest form (``chars_per_token_ja``, ...)."""
         out: dict[str, Any] = {"vocab_size": self.vocab_size}
         out |= {f"chars_per_token_{lg}": v for lg, v in self.chars_per_token.items()}
-        out |= {"train_s": self.train_s, "model_type": self.model_type, "sample_chars": self.sample_chars,
+        out |= {"train_s": self.train_s, "model_type": self.model_type, "normal_form": self.normal_form,
+                "sample_chars": self.sample_chars,
                 "sample_lines": self.sample_lines}
         for lg in self.byte_fallback_rate:
             out |= {f"byte_fallback_rate_{lg}": self.byte_fallback_rate[lg], f"unk_rate_{lg}": self.unk_rate.get(lg),

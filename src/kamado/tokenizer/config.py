@@ -25,6 +25,9 @@ class TokenizerConfig(StrictModel):
     seed_pieces: int = 1_000_000  # SentencePiece seed_sentencepiece_size
     sub_iterations: int = 1  # SentencePiece num_sub_iterations (its default 2 doubles the time, same chars/token)
     num_threads: int = 0  # 0: all cores (at most 16)
+    # the normalisation the tokenizer applies (kamado.tokenizer.normal): auto = the corpus chains' normal form
+    # (identity for inputs that are not a corpus stage's output)
+    normal_form: Literal["auto", "identity", "nfkc", "nfkc_ja"] = "auto"
 
     @field_validator("weights")
     @classmethod

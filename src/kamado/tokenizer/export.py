@@ -15,6 +15,7 @@ Encode with ``split_special_tokens=True`` (as the packer does) to treat ``</s>``
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -63,6 +64,14 @@ def _control_ids(model: bytes) -> list[int]:
     return [i for i, p in enumerate(m.pieces) if p.type in kinds]
 
 
+def _charsmap(model: bytes) -> bytes:
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    m = pb.ModelProto()
+    m.ParseFromString(model)
+    return bytes(m.normalizer_spec.precompiled_charsmap)
+
+
 def export_hf(model: bytes, out: Path, info: dict[str, Any] | None = None) -> Path:
     """Write the HF tokenizer folder for a serialised SentencePiece model into ``out``."""
     from transformers import AutoTokenizer
@@ -84,6 +93,16 @@ def export_hf(model: bytes, out: Path, info: dict[str, Any] | None = None) -> Pa
                 mod["vocab"][i][1] = CONTROL_SCORE
     elif mod.get("type") != "BPE":
         raise KamadoError(f"unexpected converted tokenizer model {mod.get('type')!r}")
+    charsmap = _charsmap(model)
+    norm = spec.get("normalizer") or {"type": "Sequence", "normalizers": []}
+    rest = [n for n in (norm["normalizers"] if norm.get("type") == "Sequence" else [norm])
+            if n.get("type") != "Precompiled"]
+    if charsmap:  # the model's normal form (kamado.tokenizer.normal), once, before the space → "▁" replacement;
+        # ``tokenizers`` maps a grapheme of 6+ UTF-8 bytes (ﾃﾞ) char by char where SentencePiece matches the
+        # pair (デ): NFC composes what that leaves apart (NFKC text is NFC-stable, so nothing else changes)
+        rest[:0] = [{"type": "Precompiled", "precompiled_charsmap": base64.b64encode(charsmap).decode("ascii")},
+                    {"type": "NFC"}]
+    spec["normalizer"] = {"type": "Sequence", "normalizers": rest}
     (out / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "special_tokens_map.json").write_text(json.dumps(
         {k: cfg[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")}, indent=2) + "\n", encoding="utf-8")

@@ -186,9 +186,17 @@ def fit_characters(lines: list[str], cfg: TokenizerConfig) -> tuple[list[str], i
 
 
 def train_sentencepiece(lines: list[str], cfg: TokenizerConfig, seed: int = 1234,
-                        log: Any = None) -> bytes:
-    """Train a SentencePiece model on ``lines``; returns the serialised model (scores rounded)."""
+                        log: Any = None, normal_form: str = "identity", scratch: Path | None = None) -> bytes:
+    """Train a SentencePiece model on ``lines``; returns the serialised model (scores rounded).
+
+    ``normal_form`` (:mod:`kamado.tokenizer.normal`) becomes the model's normalisation rule; its TSV is
+    written into ``scratch`` (default: a temporary folder) and removed after training.
+    """
+    import tempfile
+
     import sentencepiece as spm
+
+    from kamado.tokenizer.normal import write_rule_tsv
 
     lines, dropped = fit_characters(lines, cfg)
     if dropped and log:
@@ -197,11 +205,20 @@ def train_sentencepiece(lines: list[str], cfg: TokenizerConfig, seed: int = 1234
     buf = io.BytesIO()
     spm.set_random_generator_seed(seed)
     nthreads = cfg.num_threads or max(1, min(os.cpu_count() or 1, 16))
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        rule: dict[str, str] = ({"normalization_rule_name": "identity"} if normal_form == "identity" else
+                                {"normalization_rule_tsv": str(write_rule_tsv(normal_form, Path(tmp) / "rule.tsv"))})
+        _train_spm(spm, lines, buf, cfg, nthreads, rule)
+    return round_scores(buf.getvalue())
+
+
+def _train_spm(spm: Any, lines: list[str], buf: io.BytesIO, cfg: TokenizerConfig, nthreads: int,
+               rule: dict[str, str]) -> None:
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines), model_writer=buf, vocab_size=cfg.vocab_size, model_type=cfg.model_type,
             character_coverage=cfg.character_coverage, byte_fallback=cfg.byte_fallback,
-            split_digits=cfg.split_digits, normalization_rule_name="identity", remove_extra_whitespaces=False,
+            split_digits=cfg.split_digits, remove_extra_whitespaces=False, **rule,
             add_dummy_prefix=False, allow_whitespace_only_pieces=True, split_by_whitespace=True,
             user_defined_symbols=USER_SYMBOLS, required_chars=REQUIRED_CHARS, unk_id=0, bos_id=1, eos_id=2, pad_id=3,
             unk_piece=SPECIALS["unk"], bos_piece=SPECIALS["bos"], eos_piece=SPECIALS["eos"],
@@ -217,7 +234,6 @@ def train_sentencepiece(lines: list[str], cfg: TokenizerConfig, seed: int = 1234
                               f"this sample: {msg.strip().split(')', 1)[-1].strip()} (give more text, or a smaller "
                               "vocabulary)") from None
         raise KamadoError(f"SentencePiece training failed: {msg.strip()}") from None
-    return round_scores(buf.getvalue())
 
 
 def round_scores(model: bytes, step: int = SCORE_STEP) -> bytes:
@@ -238,18 +254,21 @@ def train_tokenizer(specs: list[InputSpec], cfg: TokenizerConfig, out: Path, see
                     log: Any = None) -> dict[str, Any]:
     """Sample, train, export an HF tokenizer dir into ``out`` and measure it; returns the counts."""
     from kamado.tokenizer.export import export_hf
+    from kamado.tokenizer.normal import resolve
     from kamado.tokenizer.stats import measure
 
+    form = resolve(cfg.normal_form, specs)
     t0 = time.perf_counter()
     sample = collect_sample(specs, cfg, seed)
     t1 = time.perf_counter()
     if log:
         log(f"sample: {sum(sample.chars.values()):,} chars in {len(sample.lines):,} lines from "
             f"{len(sample.chars)} sources ({t1 - t0:.1f}s); training {cfg.model_type} {cfg.vocab_size:,}")
-    model = train_sentencepiece(sample.lines, cfg, seed, log)
-    t2 = time.perf_counter()
     out = Path(out)
-    info = {"vocab_size": cfg.vocab_size, "model_type": cfg.model_type,
+    out.mkdir(parents=True, exist_ok=True)
+    model = train_sentencepiece(sample.lines, cfg, seed, log, normal_form=form, scratch=out)
+    t2 = time.perf_counter()
+    info = {"vocab_size": cfg.vocab_size, "model_type": cfg.model_type, "normal_form": form,
             "sample_chars": sample.chars, "available_chars": sample.available,
             "weights": {k: round(v, 6) for k, v in sample.weights.items()}, "langs": sample.langs,
             "config": cfg.model_dump(mode="json"), "seed": seed}
@@ -259,7 +278,7 @@ def train_tokenizer(specs: list[InputSpec], cfg: TokenizerConfig, out: Path, see
     counts: dict[str, Any] = {"vocab_size": cfg.vocab_size}
     for lang, st in sorted(stats.items(), key=lambda x: (x[0] != "ja", x[0])):
         counts[f"chars_per_token_{lang}"] = round(st["chars_per_token"], 4)
-    counts |= {"train_s": round(t2 - t1, 2), "model_type": cfg.model_type,
+    counts |= {"train_s": round(t2 - t1, 2), "model_type": cfg.model_type, "normal_form": form,
                "sample_chars": sum(sample.chars.values()), "sample_lines": len(sample.lines)}
     for lang, st in sorted(stats.items()):
         counts[f"byte_fallback_rate_{lang}"] = round(st["byte_fallback_rate"], 6)
