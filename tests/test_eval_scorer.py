@@ -121,7 +121,7 @@ def test_batched_generation_with_left_padding_matches_alone(loaded):
     assert together[1].prompt_tokens == alone.prompt_tokens < together[0].prompt_tokens
 
 
-def test_perplexity_metrics_per_language_with_stderr_over_windows(loaded):
+def test_perplexity_metrics_per_language_with_intervals_over_documents(loaded):
     from kamado.eval.perplexity import Doc, evaluate_perplexity
 
     model, tok = loaded
@@ -135,5 +135,6 @@ def test_perplexity_metrics_per_language_with_stderr_over_windows(loaded):
         assert m[f"token_ppl_{lang}"] == pytest.approx(math.exp(d["nll"] / d["tokens"]))
         assert m[f"char_ppl_{lang}"] == pytest.approx(math.exp(d["nll"] / len(text)))
         assert m[f"bpc_{lang}"] == pytest.approx(d["nll"] / len(text) / math.log(2))
-        assert m[f"windows_{lang}"] > 1 and 0 < m[f"token_ppl_{lang}_stderr"] < m[f"token_ppl_{lang}"]
+        assert m[f"docs_{lang}"] == 1 and m[f"bpc_{lang}_ci95"] == [m[f"bpc_{lang}"]] * 2  # one document: no spread
     assert m["tokens"] == m["tokens_ja"] + m["tokens_en"] and m["n"] == 2
+    assert m["bpc_ci95"][0] < m["bpc"] < m["bpc_ci95"][1]

@@ -30,12 +30,16 @@ def make_pack(dst: Path, toy: Path, data_root: Path) -> dict:
             "en_wiki": ("en", _texts_of("wikitext2", data_root / "en_text/wikitext-2/valid_first_half.txt")[:3])}
     meta: dict = {"vocab_size": len(tok), "dtype": "uint16", "eos_id": tok.eos_token_id, "bos_id": tok.bos_token_id,
                   "sources": {}}
+    meta["chars"] = {}
     for name, (lang, texts) in srcs.items():
         (dst / name).mkdir(parents=True)
         toks, starts = [], []
+        meta["chars"][name] = 0
         for t in texts:
             starts.append(len(toks))
-            toks += [tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"][:400], tok.eos_token_id]
+            ids = tok(t, add_special_tokens=False)["input_ids"][:400]
+            toks += [tok.bos_token_id, *ids, tok.eos_token_id]
+            meta["chars"][name] += len(tok.decode(ids, skip_special_tokens=True))
         np.asarray(toks, dtype=np.uint16).tofile(dst / name / "valid.bin")
         np.save(dst / name / "valid.idx.npy", np.asarray(starts, dtype=np.int64))
         meta["sources"][name] = {"lang": lang, "train_tokens": 0, "valid_tokens": len(toks), "docs": len(texts),
@@ -62,10 +66,12 @@ def test_stage_evaluates_every_model_of_the_run(toy, data_root, tmp_path):
     for name in ("pretrain", "tune/full"):
         m = res["models"][name]
         ppl = m["perplexity"]
-        # every packed token is scored once (a leading BOS only conditions)
+        # the pack's validation documents, decoded: scored on their characters, whatever the tokenizer
         for lang, src in (("ja", "ja_wiki"), ("en", "en_wiki")):
-            assert ppl[f"tokens_{lang}"] == meta["sources"][src]["valid_tokens"] - meta["sources"][src]["docs"]
+            assert ppl[f"chars@{src}"] == ppl[f"chars_{lang}"] == meta["chars"][src]
+            assert ppl[f"docs@{src}"] == meta["sources"][src]["docs"] and ppl[f"tokens@{src}"] > 0
             assert ppl[f"token_ppl_{lang}"] > 1 and ppl[f"char_ppl_{lang}"] > 1 and ppl[f"bpc_{lang}"] > 0
+            assert ppl[f"bpc@{src}_ci95"][0] <= ppl[f"bpc@{src}"] <= ppl[f"bpc@{src}_ci95"][1]
         assert m["jcommonsenseqa"]["n"] == 12 and 0 <= m["jcommonsenseqa"]["acc"] <= 1
         assert m["jcommonsenseqa"]["acc_stderr"] >= 0
         assert -1 <= m["jsts"]["pearson"] <= 1

@@ -19,8 +19,16 @@ def _parse_fewshot(items: list[str] | None) -> dict[str, int]:
 
 
 def main_metric(task: str, m: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """The headline metrics of a task result: (name, value, stderr)."""
-    keys = {"perplexity": ["char_ppl_ja", "char_ppl_en", "token_ppl_ja", "token_ppl_en", "bpc"],
+    """The headline metrics of a task result: (name, value, stderr or a 95% interval)."""
+    if task == "perplexity":  # bpc per source with its interval, the unigram floor beside it
+        rows = []
+        for k in sorted(k for k in m if k.startswith("bpc@") and not k.endswith(("_ci95", "_stderr"))):
+            ci = m.get(f"{k}_ci95")
+            rows.append((k, m[k], f"[{ci[0]:.3f}, {ci[1]:.3f}]" if isinstance(ci, list) else None))
+            if m.get(f"unigram_{k}") is not None:
+                rows.append((f"unigram_{k}", m[f"unigram_{k}"], None))
+        return rows or [(k, m[k], m.get(f"{k}_stderr")) for k in ("bpc",) if m.get(k) is not None]
+    keys = {
             "jsts": ["pearson", "spearman"], "jsquad": ["exact_match", "char_f1"],
             "truthfulqa-mc": ["mc1", "mc2"]}.get(task, ["acc", "acc_norm"])
     return [(k, m[k], m.get(f"{k}_stderr")) for k in keys if m.get(k) is not None]
@@ -32,7 +40,8 @@ def results_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[list[Any
     for model, per in results.items():
         for task, m in per.items():
             for k, v, se in main_metric(task, m):
-                rows.append([model, task, k, float(v), "" if se is None else f"±{se:.3g}", m.get("n", "")])
+                shown = "" if se is None else se if isinstance(se, str) else f"±{se:.3g}"
+                rows.append([model, task, k, float(v), shown, m.get("n", "")])
     return rows
 
 
@@ -49,8 +58,9 @@ def evaluate(
     batch_size: Annotated[int | None, typer.Option(help="Questions per forward pass (default: eval.batch_size).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the subset and few-shot sampling.")] = DEFAULT_SEED,
     ppl_source: Annotated[list[str] | None, typer.Option("--ppl-source", help="Perplexity text: a data-root "
-                          "name or file, or a pack folder (default: eval.ppl_sources).")] = None,
-    ppl_max_tokens: Annotated[int | None, typer.Option(help="Perplexity tokens per source.")] = None,
+                          "name or file (LABEL=NAME to name it), or a pack folder (default: eval.ppl_sources).")] = None,
+    ppl_max_chars: Annotated[int | None, typer.Option(help="Perplexity characters per source (the same text "
+                                                      "for every model; default: eval.ppl_max_chars).")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto (bfloat16 where the CPU has native bf16), float32 or "
                                               "bfloat16.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: 1 for models under 50M "
@@ -110,7 +120,7 @@ def evaluate(
     entries = [f"{nick if short.count(nick) == 1 and nick else str(p)}={p.resolve()}" for p, nick in zip(models, short,
                                                                                                         strict=True)]
     given = {"tasks": tasks.split(",") if tasks else None, "fewshot": _parse_fewshot(fewshot) or None,
-             "batch_size": batch_size, "ppl_sources": sources, "ppl_max_tokens": ppl_max_tokens, "dtype": dtype,
+             "batch_size": batch_size, "ppl_sources": sources, "ppl_max_chars": ppl_max_chars, "dtype": dtype,
              "threads": threads, "backend": backend, "prompts": prompts}
     data |= {k: v for k, v in given.items() if v is not None} | {"models": entries}
     if limit is not None:
@@ -127,7 +137,8 @@ def evaluate(
         dest = out or Path(tmp)
         run_stage_alone("eval", cfg, dest, inputs, seed=seed, data_root=registry.data_root(data_root))
         results = EvalArtifact.open(dest).models
-    console.print(table(f"eval ({time.perf_counter() - t0:.1f}s)", ["model", "task", "metric", "value", "stderr", "n"],
+    console.print(table(f"eval ({time.perf_counter() - t0:.1f}s)", ["model", "task", "metric", "value",
+                                                                  "±stderr / 95% CI", "n"],
                         results_rows(results)))
     if out:
         console.print(f"results: {(out / 'results.json').resolve()}")

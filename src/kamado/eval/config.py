@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from kamado.config import StrictModel
 
@@ -15,8 +15,8 @@ class EvalConfig(StrictModel):
     ``tasks`` takes task and suite names (``kamado eval --help`` lists them). ``models`` names the run's
     models: ``pretrain``, ``tune/full``, ``tune/lora`` (missing ones are skipped), or model folders
     (``PATH`` or ``LABEL=PATH``, relative to the run folder). ``ppl_sources`` are
-    ``pack`` (the data stage's validation split; without a data stage: ``jsquad-valid`` and
-    ``wikitext2``) and/or data-root text sets such as ``wikitext2``, ``jsquad-valid``.
+    ``pack`` (the data stage's validation split decoded to text; without a data stage: ``ja_wiki=jsquad-valid``
+    and ``en_wiki=wikitext2``) and/or data-root text sets or files, as ``NAME`` or ``LABEL=NAME``.
     """
 
     tasks: list[str] = ["perplexity", "jcommonsenseqa"]
@@ -25,7 +25,9 @@ class EvalConfig(StrictModel):
     batch_size: int = Field(16, ge=1)
     fewshot: dict[str, int] = {}  # per-task number of demonstrations (default: the task's own)
     ppl_sources: list[str] = ["pack"]
-    ppl_max_tokens: int = Field(20000, ge=1)  # per source
+    # characters per source (whole documents in a seeded order, the last one cut): the same text for every
+    # model and tokenizer; the default covers all of JSQuAD validation's passages and WikiText-2's articles
+    ppl_max_chars: int = Field(500_000, ge=1)
     ppl_window: int = Field(512, ge=2)
     max_new_tokens: int = Field(32, ge=1)  # generation tasks (JSQuAD)
     # auto: bfloat16 on CPUs with native bf16 (AMX/AVX512-BF16; about 2x faster here, same accuracy on the
@@ -49,6 +51,14 @@ class EvalConfig(StrictModel):
             expand(v)
         except KamadoError as e:
             raise ValueError(str(e)) from None
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "ppl_max_tokens" in v:
+            raise ValueError("ppl_max_tokens was replaced by ppl_max_chars (a budget in characters, so that every "
+                             "model and tokenizer is scored on the same text; default 500000)")
         return v
 
     @field_validator("limit")

@@ -24,8 +24,8 @@ class EvalSettings:
     batch_size: int = 16
     seed: int = 1234
     fewshot: dict[str, int] = field(default_factory=dict)
-    ppl_sources: list[str] = field(default_factory=lambda: ["jsquad-valid", "wikitext2"])
-    ppl_max_tokens: int = 20000
+    ppl_sources: list[str] = field(default_factory=lambda: ["pack"])
+    ppl_max_chars: int = 500_000  # per source, chosen from the text alone (kamado.eval.perplexity.select)
     ppl_window: int = 512
     max_new_tokens: int = 32
     pack_dir: Path | None = None  # resolves the "pack" perplexity source
@@ -189,31 +189,27 @@ def _bar(progress: Callable[..., Any] | None, name: str, total: int) -> Iterator
 
 
 def evaluate_model(model: Any, tokenizer: Any, tasks: list[str], s: EvalSettings, *, root: Path | None = None,
-                   detail_dir: Path | None = None,
-                   progress: Callable[..., Any] | None = None) -> dict[str, dict[str, Any]]:
+                   detail_dir: Path | None = None, progress: Callable[..., Any] | None = None,
+                   model_dir: Path | None = None) -> dict[str, dict[str, Any]]:
     """Run ``tasks`` on one model; returns ``{task: {metric: value, "n": N, "seconds": s}}``.
 
     ``progress(description, total)`` is a context manager yielding ``advance(n)`` (``kamado.ui.progress``).
-    Per-example details go to ``detail_dir/<task>.jsonl`` when given.
+    Per-example details go to ``detail_dir/<task>.jsonl`` when given. ``model_dir``: the model's folder,
+    where perplexity finds its unigram floor.
     """
-    from kamado.eval.perplexity import evaluate_perplexity, pack_docs, text_docs
+    from kamado.eval.perplexity import build_docs, evaluate_perplexity, load_unigram
 
     results: dict[str, dict[str, Any]] = {}
     for name in tasks:
         task = get_task(name, s.prompts)
         t0 = time.perf_counter()
         if task.kind == "perplexity":
-            docs = []
-            texts = [x for x in s.ppl_sources if x != "pack"]
-            if "pack" in s.ppl_sources:
-                if s.pack_dir is None:
-                    texts = texts or ["jsquad-valid", "wikitext2"]
-                else:
-                    docs += pack_docs(s.pack_dir, tokenizer, max_tokens=s.ppl_max_tokens, limit=s.limit, seed=s.seed)
-            docs += text_docs(texts, tokenizer, root, max_tokens=s.ppl_max_tokens, limit=s.limit, seed=s.seed)
+            docs = build_docs(s.ppl_sources, tokenizer, root, max_chars=s.ppl_max_chars, seed=s.seed,
+                              pack_dir=s.pack_dir)
             with _bar(progress, name, len(docs)) as adv:
                 res, details = evaluate_perplexity(model, tokenizer, docs, window=s.ppl_window,
-                                                   batch_size=max(1, s.batch_size // 2), progress=adv)
+                                                   batch_size=max(1, s.batch_size // 2), progress=adv,
+                                                   unigram=load_unigram(model_dir), seed=s.seed)
         elif task.kind == "instruct":  # answers to held-out instructions vs the references
             from kamado.eval.instruct import evaluate_instruct, instruct_items
 

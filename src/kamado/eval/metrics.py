@@ -21,6 +21,30 @@ def mean_stderr(xs: Sequence[float]) -> tuple[float, float]:
     return m, math.sqrt(var / n)
 
 
+def bootstrap_ratio(num: Sequence[float], den: Sequence[float], *, seed: str | int = 0,
+                    n_boot: int = 1000) -> tuple[float, float, float]:
+    """95% percentile interval and standard deviation of ``sum(num) / sum(den)`` over ``n_boot`` resamples of
+    the units (documents) with replacement; seeded, so a result is reproducible."""
+    import zlib
+
+    import numpy as np
+
+    a, b = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    if len(a) == 0 or b.sum() == 0:
+        return float("nan"), float("nan"), float("nan")
+    if len(a) == 1:
+        r = float(a[0] / b[0])
+        return r, r, 0.0
+    rng = np.random.default_rng(zlib.crc32(str(seed).encode()))
+    ratios = np.empty(n_boot)
+    step = max(1, 4_000_000 // len(a))  # resamples per block: at most 4M indices in memory
+    for k in range(0, n_boot, step):
+        idx = rng.integers(0, len(a), (min(step, n_boot - k), len(a)))
+        ratios[k:k + len(idx)] = a[idx].sum(1) / np.maximum(b[idx].sum(1), 1e-300)
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return float(lo), float(hi), float(ratios.std(ddof=1))
+
+
 def ratio_stderr(num: Sequence[float], den: Sequence[float]) -> tuple[float, float]:
     """``sum(num) / sum(den)`` and its standard error by the delta method over units (documents)."""
     n = len(num)

@@ -78,7 +78,8 @@ def _evaluate(name: str, path: Path, tasks: list[str], cfg: EvalConfig, settings
 
     with cpu_threads(model, cfg.threads):
         res = evaluate_model(model, tok, tasks, settings, root=ctx.data_root,
-                             detail_dir=ctx.out / "details" / safe_name(name), progress=None if ctx.quiet else bar)
+                             detail_dir=ctx.out / "details" / safe_name(name), progress=None if ctx.quiet else bar,
+                             model_dir=path)
     del model
     return res
 
@@ -94,7 +95,7 @@ def run(cfg: EvalConfig, ctx: StageContext) -> dict[str, Any]:
     if "pack" in cfg.ppl_sources and "data" in ctx.inputs:
         pack_dir = ctx.artifact("data").path
     settings = EvalSettings(limit=cfg.limit, batch_size=cfg.batch_size, seed=ctx.seed, fewshot=dict(cfg.fewshot),
-                            ppl_sources=list(cfg.ppl_sources), ppl_max_tokens=cfg.ppl_max_tokens,
+                            ppl_sources=list(cfg.ppl_sources), ppl_max_chars=cfg.ppl_max_chars,
                             ppl_window=cfg.ppl_window, max_new_tokens=cfg.max_new_tokens, pack_dir=pack_dir,
                             prompts=cfg.prompts)
     found = {split_model(n)[0]: model_path(n, ctx) for n in cfg.models}
@@ -114,6 +115,7 @@ def run(cfg: EvalConfig, ctx: StageContext) -> dict[str, Any]:
         write_json_atomic(part, {"tasks": tasks, "results": results[name], "model": _model_key(path)})
     art = EvalArtifact(ctx.out, results, tasks, [n for n, p in found.items() if p is None],
                        {"limit": cfg.limit, "seed": ctx.seed, "fewshot": cfg.fewshot, "ppl_sources": cfg.ppl_sources,
+                        "ppl_max_chars": cfg.ppl_max_chars,
                         "dtype": cfg.dtype, "batch_size": cfg.batch_size, "backend": cfg.backend,
                         "prompts": cfg.prompts,
                         "models": {n: str(p) for n, p in todo.items()}})

@@ -88,8 +88,19 @@ def run_rank(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
                          attempt, can_restart=d.world_size == 1).to_dict()
     out = counts(res)
     if d.is_main:
+        _save_floor(cfg, ctx)
         write_json_atomic(ctx.out / RESULT, out | {"extra": res.get("extra", {}), "preset": cfg.model.preset})
     return out
+
+
+def _save_floor(cfg: PretrainConfig, ctx: StageContext) -> None:
+    """The unigram floor of the training mixture beside the exported model (``kamado_unigram.npy``)."""
+    from kamado.data.unigram import mixture_unigram, save_unigram
+
+    hf = ctx.out / "hf"
+    if (hf / "config.json").is_file():
+        vocab = int(json.loads((hf / "config.json").read_text(encoding="utf-8"))["vocab_size"])
+        save_unigram(hf, *mixture_unigram(Path(ctx.input("data")), cfg.mixture, vocab))
 
 
 def _launch_restarting(cfg: PretrainConfig, ctx: StageContext, nproc: int, spec: Path) -> int:

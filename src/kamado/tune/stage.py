@@ -178,6 +178,9 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
     else:
         export_hf(model, mdir / "hf", tokenizer=tokenizer)
         out["hf"] = "full/hf"
+    for f in ("kamado_unigram.npy", "kamado_unigram.json"):  # the base's unigram floor (kamado.data.unigram)
+        if (base / f).is_file():
+            shutil.copy2(base / f, mdir / "hf" / f)
     if not cfg.keep_checkpoints:
         shutil.rmtree(mdir / "checkpoints", ignore_errors=True)
     write_json_atomic(done, out)
