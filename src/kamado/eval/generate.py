@@ -62,6 +62,9 @@ def generate(
 ) -> list[Generation]:
     """Complete each prompt (text, or token ids); greedy when ``temperature`` is 0.
 
+    A text prompt is text: special-token strings in it are characters; a prompt that needs the chat
+    template's special tokens comes as ids (:func:`kamado.tokenizer.text.encode_chat`).
+
     Prompts longer than the context window keep their last tokens. Completions are cut before the first
     stop string; ``finish_reason`` is ``stop`` when a stop string or EOS ended them.
     """
@@ -73,7 +76,8 @@ def generate(
     dev = next(model.parameters()).device
     enc: list[list[int]] = []
     for p in prompts:
-        ids = list(p) if not isinstance(p, str) else tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"]
+        ids = list(p) if not isinstance(p, str) else tokenizer(
+            p, add_special_tokens=add_special_tokens, split_special_tokens=True)["input_ids"]  # text is text
         room = max(1, max_len - max_new_tokens)
         enc.append(ids[-room:] if len(ids) > room else ids)
     out: list[Generation | None] = [None] * len(enc)

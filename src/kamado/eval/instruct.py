@@ -93,13 +93,15 @@ def heldout_chats(records: list[dict[str, Any]], *, limit: int | None, seed: int
     return items
 
 
-def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
-    """The chat with the assistant header appended: the tokenizer's chat template, else kamado's."""
+def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """The chat with the assistant header appended (the tokenizer's chat template, else kamado's), encoded
+    as ``kamado tune`` encodes it: the messages' contents are text."""
+    from kamado.tokenizer.text import encode_chat
     from kamado.tune.templates import render
 
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return render(messages, tokenizer.bos_token or "", tokenizer.eos_token or "", add_generation_prompt=True)
+    fallback = None if getattr(tokenizer, "chat_template", None) else (
+        lambda m, g: render(m, tokenizer.bos_token or "", tokenizer.eos_token or "", add_generation_prompt=g))
+    return encode_chat(tokenizer, messages, add_generation_prompt=True, render=fallback).ids
 
 
 def instruct_items(task: Any, root: Any, *, limit: int | None,
@@ -117,7 +119,7 @@ def evaluate_instruct(model: Any, tokenizer: Any, items: list[tuple[str, list[di
     """Greedy answers to the held-out instructions, scored against the references (see the module doc)."""
     from kamado.eval.generate import generate
 
-    prompts = [render_prompt(tokenizer, msgs) for _, msgs, _ in items]
+    prompts = [prompt_ids(tokenizer, msgs) for _, msgs, _ in items]
     gens = []
     for b0 in range(0, len(prompts), batch_size):
         chunk = prompts[b0:b0 + batch_size]

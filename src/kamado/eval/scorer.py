@@ -146,7 +146,8 @@ def score_choices(
     for ctx, choices in requests:
         texts.append(ctx)
         texts.extend(ctx + c for c in choices)
-    enc = tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
+    # evaluation text is text: a "</s>" in a question is characters (kamado.tokenizer.text)
+    enc = tokenizer(texts, add_special_tokens=True, split_special_tokens=True)["input_ids"] if texts else []
     packed: list[_Packed] = []
     i = 0
     for _, choices in requests:
