@@ -40,7 +40,8 @@ def test_variants_share_unchanged_stages(fake: Path, tmp_path: Path, data_root: 
     assert (out / "en-first/s1/data").resolve() == (out / "ja-heavy/s2/data").resolve()
     assert (out / "en-first/s1/pretrain").resolve() != (out / "en-first/s2/pretrain").resolve()
     assert (out / "experiment.md").is_file() and json.loads((out / "experiment.json").read_text())["seeds"] == [1, 2]
-    assert set(doc["runs"]) == {"en-first", "ja-heavy"}
+    assert {(r["variant"], r["seed"]) for r in doc["runs"]} == {(v, s) for v in ("en-first", "ja-heavy") for s in (1, 2)}
+    assert isinstance(doc["wall_s"], float) and set(doc["wall_s_by_variant"]) == {"en-first", "ja-heavy"}
 
     # a second run of the same experiment does no work
     fake.write_text("")
@@ -130,3 +131,51 @@ def test_seeds_vary_training_not_the_evaluation_subset() -> None:
     assert s["corpus"] == s["data"] == recipe.seed and s["pretrain"] == s["tune"] == 7
     assert s["eval"] == s["report"] == recipe.seed  # every seed is scored on the same held-out subset
     assert stage_seeds(recipe, 7, "tune")["pretrain"] == recipe.seed
+
+
+def _eval_run(run: Path, nll: list[float], chars: list[int], extra: float) -> None:
+    """A run folder with an eval stage: per-document perplexity details and a loss."""
+    import math
+
+    from kamado.eval.artifacts import EvalArtifact
+    from kamado.manifest import write_json_atomic
+
+    (run / "eval" / "details" / "pretrain").mkdir(parents=True)
+    rows = [{"id": f"ja_wiki:{i}", "source": "ja_wiki", "lang": "ja", "tokens": 10, "chars": c, "nll": x}
+            for i, (x, c) in enumerate(zip(nll, chars, strict=True))]
+    (run / "eval" / "details" / "pretrain" / "perplexity.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    write_json_atomic(run / "eval" / "manifest.json", {"stage": "eval", "status": "complete", "counts": {}})
+    bpc = sum(nll) / sum(chars) / math.log(2)
+    EvalArtifact(run / "eval", {"pretrain": {"perplexity": {"bpc@ja_wiki": bpc, "bpc_ja": bpc}}},
+                 details={"pretrain": "details/pretrain"}).write()
+
+
+def test_comparisons_pair_documents_and_seeds(tmp_path: Path) -> None:
+    """A variant 0.2 nats/char better on every document is resolved; one that differs by noise is not."""
+    import numpy as np
+
+    from kamado.experiment import compare, comparisons_markdown, run_metrics
+
+    rng = np.random.default_rng(1)
+    chars = rng.integers(100, 400, 60).tolist()
+    per: dict = {}
+    dirs: dict = {}
+    for v, shift in (("base", 0.0), ("better", -0.2), ("same", 0.0)):
+        for s in (1, 2, 3):
+            run = tmp_path / v / f"s{s}"
+            nll = [c * (2.0 + shift + rng.normal(0, 0.05)) for c in chars]
+            _eval_run(run, nll, chars, 0.0)
+            per.setdefault(v, {})[s] = run_metrics(run)
+            dirs[(v, s)] = run
+    comps = compare([("base", "better"), ("base", "same")], per, dirs, ["bpc"])
+    by = {(c["variant"], c["metric"]): c for c in comps}
+    good = by[("better", "pretrain.perplexity.bpc@ja_wiki")]
+    assert good["resolved"] and good["ci95"][1] < 0 and good["documents"] == 60 and len(good["diffs"]) == 3
+    assert good["mean"] == pytest.approx(-0.2 / np.log(2), abs=0.02)
+    assert not by[("same", "pretrain.perplexity.bpc@ja_wiki")]["resolved"]
+    assert all(c["resolved"] == (c["ci95"][0] > 0 or c["ci95"][1] < 0) for c in comps)
+    md = comparisons_markdown(comps)
+    assert "| base | better |" in md and "not resolved at this budget" in md
+    with pytest.raises(ConfigError, match="no variant nope"):
+        split_experiment(_data(variants={"a": {}, "b": {}}, comparisons=[["a", "nope"]]), "x.yaml")

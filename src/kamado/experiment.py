@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from kamado.config import ConfigError, KamadoError, StrictModel, format_validation_error
 from kamado.manifest import read_manifest, write_json_atomic
@@ -39,6 +39,8 @@ class ExperimentConfig(StrictModel):
     seed_from: str = "pretrain"  # the first stage whose seed varies; earlier stages are shared
     metrics: list[str] = list(DEFAULT_METRICS)  # substrings of metric names to tabulate
     models: list[str] | None = None  # eval models to tabulate (default: all)
+    # pairs [baseline, variant] to compare (default: every variant against the first)
+    comparisons: list[tuple[str, str]] | None = None
     description: str = ""
 
     @field_validator("seed_from")
@@ -55,6 +57,22 @@ class ExperimentConfig(StrictModel):
             if not name or "/" in name or name.startswith("."):
                 raise ValueError(f"variant name {name!r} must be a plain folder name")
         return v
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ExperimentConfig:
+        for a, b in self.comparisons or []:
+            bad = [x for x in (a, b) if x not in self.variants]
+            if bad or a == b:
+                raise ValueError(f"comparisons: [{a}, {b}]: " + (f"no variant {', '.join(bad)} (variants: "
+                                 f"{', '.join(self.variants)})" if bad else "a variant against itself"))
+        return self
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(baseline, variant) pairs to compare."""
+        if self.comparisons is not None:
+            return [tuple(p) for p in self.comparisons]  # type: ignore[misc]
+        first, *rest = list(self.variants)
+        return [(first, v) for v in rest]
 
 
 def split_experiment(data: dict[str, Any], source: str) -> tuple[dict[str, Any], ExperimentConfig | None]:
@@ -157,6 +175,100 @@ def summarise(per_run: dict[str, dict[int, dict[str, float]]], patterns: list[st
     return table
 
 
+def _perplexity_docs(run_dir: Path, model: str) -> dict[str, tuple[float, int, str, str]]:
+    """Per-document (nll, chars, source, language) of a run's perplexity evaluation of ``model``, by id."""
+    import json
+
+    from kamado.eval.artifacts import EvalArtifact, safe_name
+
+    art = EvalArtifact.open(run_dir / "eval")
+    f = run_dir / "eval" / art.details.get(model, f"details/{safe_name(model)}") / "perplexity.jsonl"
+    if not f.is_file():
+        return {}
+    out = {}
+    for line in f.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        if r.get("id") and r.get("tokens"):
+            out[r["id"]] = (float(r["nll"]), int(r["chars"]), r.get("source", ""), r.get("lang", ""))
+    return out
+
+
+def _doc_filter(name: str) -> Any:
+    """Which documents a perplexity bpc metric covers (``bpc``, ``bpc_ja``, ``bpc@ja_wiki``), or None."""
+    if name == "bpc":
+        return lambda src, lang: True
+    if name.startswith("bpc@"):
+        return lambda src, lang: src == name[4:]
+    if name.startswith("bpc_") and not name.endswith(("_stderr", "_ci95")):
+        return lambda src, lang: lang == name[4:]
+    return None
+
+
+def compare(pairs: list[tuple[str, str]], per_run: dict[str, dict[int, dict[str, float]]],
+            dirs: dict[tuple[str, int], Path], patterns: list[str]) -> list[dict[str, Any]]:
+    """For each (baseline, variant) pair and metric: per-seed paired differences (variant − baseline), their
+    mean, a 95% interval and ``resolved`` (the interval excludes 0). Bits per character are paired on the same
+    documents and resampled over documents and seeds; other metrics get a t interval over seeds."""
+    import numpy as np
+
+    from kamado.eval.metrics import paired_bootstrap, t_interval
+
+    out: list[dict[str, Any]] = []
+    docs_cache: dict[tuple[str, int, str], dict[str, tuple[float, int, str, str]]] = {}
+    for base, var in pairs:
+        seeds = sorted(set(per_run.get(base, {})) & set(per_run.get(var, {})))
+        metrics = sorted({m for s in seeds for m in per_run[base][s] if _wanted(m, patterns)
+                          and all(m in per_run[v][s] for v in (base, var))})
+        for m in metrics:
+            diffs = [per_run[var][s][m] - per_run[base][s][m] for s in seeds]
+            parts = m.split(".")
+            keep = _doc_filter(parts[-1]) if len(parts) >= 3 and parts[-2] == "perplexity" else None
+            row: dict[str, Any] = {"baseline": base, "variant": var, "metric": m, "seeds": seeds,
+                                   "diffs": [round(d, 6) for d in diffs]}
+            if keep is not None:
+                model = ".".join(parts[:-2])
+                per = {}
+                for v in (base, var):
+                    for s in seeds:
+                        key = (v, s, model)
+                        if key not in docs_cache:
+                            docs_cache[key] = _perplexity_docs(dirs[(v, s)], model)
+                        per[(v, s)] = {i: d for i, d in docs_cache[key].items() if keep(d[2], d[3])}
+                ids = sorted(set.intersection(*(set(x) for x in per.values()))) if per else []
+                if ids:
+                    a = np.array([[per[(base, s)][i][0] for i in ids] for s in seeds])
+                    b = np.array([[per[(var, s)][i][0] for i in ids] for s in seeds])
+                    chars = np.array([per[(base, seeds[0])][i][1] for i in ids])
+                    mean, lo, hi = paired_bootstrap(a, b, chars, seed=f"{base}:{var}:{m}")
+                    ln2 = math.log(2)
+                    row |= {"mean": mean / ln2, "ci95": [lo / ln2, hi / ln2], "documents": len(ids),
+                            "interval": "bootstrap over documents and seeds"}
+            if "ci95" not in row:
+                mean, lo, hi = t_interval(diffs)
+                if not (math.isfinite(lo) and math.isfinite(hi)):
+                    continue  # one seed and no documents to pair: nothing to say
+                row |= {"mean": mean, "ci95": [lo, hi], "interval": "t over seeds"}
+            row["resolved"] = bool(row["ci95"][0] > 0 or row["ci95"][1] < 0)
+            out.append(row)
+    return out
+
+
+def comparisons_markdown(comps: list[dict[str, Any]]) -> str:
+    """The comparisons as a table, in words: resolved, or not resolved at this budget."""
+    if not comps:
+        return ""
+    lines = ["", "## Comparisons (variant − baseline)", "",
+             "Paired on the same evaluation text and seeds; 95% intervals. *Resolved* means the interval excludes "
+             "zero; anything else is *not resolved at this budget*.", "",
+             "| baseline | variant | metric | mean difference | 95% interval | seeds | resolved? |",
+             "|---|---|---|---|---|---|---|"]
+    for c in comps:
+        word = "resolved" if c["resolved"] else "not resolved at this budget"
+        lines.append(f"| {c['baseline']} | {c['variant']} | {c['metric']} | {c['mean']:+.4f} | "
+                     f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {len(c['seeds'])} | {word} |")
+    return "\n".join(lines) + "\n"
+
+
 def _cell(c: dict[str, Any] | None) -> str:
     if not c:
         return "—"
@@ -177,7 +289,7 @@ def markdown(title: str, summary: dict[str, Any], seeds: list[int], walls: dict[
     if total_wall is not None:
         wall += f" This invocation took {total_wall:.0f} s."
     lines = [f"# {title}", "", f"Seeds: {', '.join(map(str, seeds))}. Cells: mean ± sample std over seeds "
-             "(one seed: mean and its standard error over scoring windows)." + wall, "",
+             "(one seed: mean and its standard error over documents)." + wall, "",
              "| variant | " + " | ".join(metrics) + " | wall s |",
              "|---|" + "---|" * (len(metrics) + 1)]
     for variant, row in summary.items():
@@ -202,6 +314,7 @@ def run_experiment(data: dict[str, Any], exp: ExperimentConfig, out: Path, *, so
     walls: dict[str, float] = {}
     counted: set[Path] = set()
     dirs: list[Path] = []
+    run_dirs: dict[tuple[str, int], Path] = {}
     for variant, by_seed in runs.items():
         for seed, recipe in by_seed.items():
             rdir = out / variant / f"s{seed}"
@@ -220,14 +333,19 @@ def run_experiment(data: dict[str, Any], exp: ExperimentConfig, out: Path, *, so
                     walls[variant] += float(wall_s) if isinstance(wall_s, int | float) else o.seconds
             per_run.setdefault(variant, {})[seed] = run_metrics(rdir, exp.models)
             dirs.append(rdir)
+            run_dirs[(variant, seed)] = rdir
     summary = summarise(per_run, exp.metrics)
+    comps = compare(exp.pairs(), per_run, run_dirs, exp.metrics)
     total_wall = time.perf_counter() - t_start
     title = f"experiment {data.get('name', out.name)}"
     doc = {"name": data.get("name"), "description": exp.description, "seeds": seeds,
            "variants": {k: v for k, v in exp.variants.items()}, "seed_from": exp.seed_from,
-           "wall_s": walls, "stage_s": round(sum(walls.values()), 1), "invocation_s": round(total_wall, 1), "summary": summary, "runs": {v: {str(s): m for s, m in r.items()} for v, r in per_run.items()}}
+           "wall_s": round(sum(walls.values()), 1), "wall_s_by_variant": walls, "invocation_s": round(total_wall, 1),
+           "summary": summary, "comparisons": comps,
+           "runs": [{"variant": v, "seed": s, "dir": str(run_dirs[(v, s)].relative_to(out)), "metrics": m}
+                    for v, r in per_run.items() for s, m in r.items()]}
     write_json_atomic(out / "experiment.json", doc)
-    md = markdown(title, summary, seeds, walls, total_wall)
+    md = markdown(title, summary, seeds, walls, total_wall) + comparisons_markdown(comps)
     if exp.description:
         md = md.replace("\n\n", f"\n\n{exp.description.strip()}\n\n", 1)
     (out / "experiment.md").write_text(md, encoding="utf-8")
