@@ -406,7 +406,7 @@ BOOKKEEPING = ("n", "n_total", "shots", "seconds", "tokens", "chars", "examples"
 
 
 def _bookkeeping(metric: str) -> bool:
-    return metric in BOOKKEEPING or metric.startswith(("tokens_", "chars_", "n_"))
+    return metric in BOOKKEEPING or metric.startswith(("tokens_", "chars_", "n_", "tokens@", "chars@", "docs"))
 
 
 def _metric_columns(models: dict[str, Any]) -> list[tuple[str, str]]:
@@ -437,6 +437,9 @@ def results_table(rows_by_model: dict[str, dict[str, Any]]) -> tuple[str, list[t
         mets = [m for t, m in cols if t == task]
         main = [m for m in mets if not m.endswith("_stderr") and not _bookkeeping(m)]
         side = [m for m in mets if _bookkeeping(m)]
+        if task == "perplexity" and any("bpc" in m for m in main):  # bpc with the unigram floor; ppl aside
+            side += [m for m in main if "bpc" not in m]
+            main = [m for m in main if "bpc" in m]
         ns = sorted({str((t.get(task) or {}).get("n")) for t in rows_by_model.values()
                      if isinstance(t.get(task), dict) and (t.get(task) or {}).get("n") is not None})
         html += f"<h3>{H.esc(task)}" + (f" <span class=\"sub\">(n={', '.join(ns)})</span>" if ns else "") + "</h3>"
