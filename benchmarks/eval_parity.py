@@ -30,7 +30,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DEFAULT = ("arc-easy:kamado,arc-challenge:kamado,hellaswag:kamado,truthfulqa-mc:kamado,"
-           "jcommonsenseqa:leaderboard,jnli:leaderboard,jsquad:leaderboard")
+           "jcommonsenseqa:leaderboard,jnli:leaderboard,jsquad:leaderboard,mgsm-ja:leaderboard,xwinograd-ja:leaderboard")
 
 
 def main() -> None:

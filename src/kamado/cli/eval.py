@@ -20,9 +20,12 @@ def _parse_fewshot(items: list[str] | None) -> dict[str, int]:
 
 def main_metric(task: str, m: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """The headline metrics of a task result: (name, value, stderr)."""
-    keys = {"perplexity": ["char_ppl_ja", "char_ppl_en", "token_ppl_ja", "token_ppl_en", "bpc"],
-            "jsts": ["pearson", "spearman"], "jsquad": ["exact_match", "char_f1"],
-            "truthfulqa-mc": ["mc1", "mc2"]}.get(task, ["acc", "acc_norm"])
+    from kamado.eval.tasks import TASKS
+
+    own = TASKS[task].metrics if task in TASKS else ()
+    keys = list(own) or {"perplexity": ["char_ppl_ja", "char_ppl_en", "token_ppl_ja", "token_ppl_en", "bpc"],
+                         "jsts": ["pearson", "spearman"], "jsquad": ["exact_match", "char_f1"],
+                         "truthfulqa-mc": ["mc1", "mc2"]}.get(task, ["acc", "acc_norm"])
     return [(k, m[k], m.get(f"{k}_stderr")) for k in keys if m.get(k) is not None]
 
 
@@ -39,8 +42,9 @@ def results_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[list[Any
 def evaluate(
     models: Annotated[list[Path], typer.Argument(help="Hugging Face model folders (config.json + tokenizer).")],
     tasks: Annotated[str | None, typer.Option("--tasks", "-t", help="Comma list of tasks or suites: jcommonsenseqa, "
-                                              "jnli, jsts, jsquad, arc-easy, arc-challenge, hellaswag, truthfulqa-mc, "
-                                              "perplexity; suites jglue, en, mc, quick, all (default: eval.tasks).")] = None,
+                                              "jnli, jsts, jsquad, aio, mgsm-ja, xwinograd-ja, arc-easy, "
+                                              "arc-challenge, hellaswag, truthfulqa-mc, perplexity; suites jglue, "
+                                              "ja-leaderboard, en, mc, quick, all (default: eval.tasks).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", help="Examples per task (default: eval.limit; "
                                               "0: all).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write results.json, details and manifest.json "
@@ -61,7 +65,8 @@ def evaluate(
                                                 "jcommonsenseqa).")] = None,
     prompts: Annotated[str | None, typer.Option("--prompts", help="kamado (kamado's Japanese prompts) or "
                                                 "leaderboard (lm-eval's japanese_leaderboard prompts for "
-                                                "jcommonsenseqa, jnli, jsquad).")] = None,
+                                                "jcommonsenseqa, jnli, jsquad, aio; mgsm-ja and xwinograd-ja "
+                                                "are the leaderboard's in both).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other eval setting: KEY=VALUE "
                                                    "(e.g. ppl_window=1024).")] = None,
     data_root: DataRoot = None,
@@ -78,6 +83,7 @@ def evaluate(
       kamado eval MODEL --tasks perplexity --ppl-source wikitext2 --ppl-source runs/tiny/data
       kamado eval MODEL --tasks arc-easy,jcommonsenseqa --backend lm-eval --limit 100
       kamado eval MODEL --tasks jcommonsenseqa,jnli,jsquad --prompts leaderboard
+      kamado eval MODEL --tasks ja-leaderboard --prompts leaderboard --limit 0
     """
     import tempfile
     import time
