@@ -62,7 +62,8 @@ def evaluate(
     tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer folder when the model folder has none.")] = None,
     backend: Annotated[str | None, typer.Option(help="native (kamado's scorer) or lm-eval (lm-evaluation-harness on "
                                                 "the same prompts; arc-easy, arc-challenge, hellaswag, "
-                                                "jcommonsenseqa).")] = None,
+                                                "truthfulqa-mc, jcommonsenseqa, mgsm-ja, xwinograd-ja; with "
+                                                "--prompts leaderboard also jnli, jsquad).")] = None,
     prompts: Annotated[str | None, typer.Option("--prompts", help="kamado (kamado's Japanese prompts) or "
                                                 "leaderboard (lm-eval's japanese_leaderboard prompts for "
                                                 "jcommonsenseqa, jnli, jsquad, aio; mgsm-ja and xwinograd-ja "
