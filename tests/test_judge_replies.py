@@ -140,3 +140,19 @@ def test_k_samples_median_spread_and_japanese_share(judge, data_root, tmp_path):
     assert summary["answers_with_text"] == N and summary["answers_mostly_not_japanese"] >= 1
     assert 0 < summary["ja_share"] < 1 and summary["samples"] == 3
     assert answers["1"][0].startswith("import os")
+
+
+def test_cli_reports_failed_judgments(judge, data_root, tmp_path):
+    from typer.testing import CliRunner
+
+    from kamado.cli import app
+
+    judge.modes = {1: "numeric", 2: "bad-utf8", 3: "no-rating"}
+    out = tmp_path / "j"
+    r = CliRunner().invoke(app, ["judge", "--question-set", "mt-bench-ja-full", "--limit", "4", "--turns", "1",
+                                 "--answers", str(resolve("mt-bench-ja-answers-stablelm", data_root)),
+                                 "--judge-url", judge.url, "--judge-model", "fake-gpt", "--api-key-env", "",
+                                 "--retries", "1", "--cache", str(tmp_path / "cache"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "3 of 4 judgment(s) without a usable [[rating]] (2 failed replies; share 75.0%" in " ".join(r.output.split())
+    assert json.loads((out / "scores.json").read_text())["parse_failure_share"] == 0.75
