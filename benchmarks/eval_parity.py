@@ -8,6 +8,8 @@ task (kamado first); use --reps to take medians on a busy machine.
 
   .venv/bin/python benchmarks/eval_parity.py --n 100
   .venv/bin/python benchmarks/eval_parity.py --tasks hellaswag:kamado,jnli:leaderboard --n 50 --json out.json
+  .venv/bin/python benchmarks/eval_parity.py --tasks mgsm-ja:leaderboard,xwinograd-ja:leaderboard --n 480 \
+      --model runs/tiny/pretrain/hf
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DEFAULT = ("arc-easy:kamado,arc-challenge:kamado,hellaswag:kamado,truthfulqa-mc:kamado,"
-           "jcommonsenseqa:leaderboard,jnli:leaderboard,jsquad:leaderboard")
+           "jcommonsenseqa:leaderboard,jnli:leaderboard,jsquad:leaderboard,mgsm-ja:leaderboard,xwinograd-ja:leaderboard")
 
 
 def main() -> None:
@@ -41,6 +43,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--model", type=Path, default=None, help="a Hugging Face model folder (default: the tests' toy)")
     a = ap.parse_args()
 
     import logging
@@ -57,7 +60,7 @@ def main() -> None:
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     torch.set_num_threads(a.threads)
     root = data_root()
-    toy = build_toy_model(ROOT / ".cache" / "toy-eval-v1", root)
+    toy = a.model or build_toy_model(ROOT / ".cache" / "toy-eval-v1", root)
     rows, out = [], []
     for spec in a.tasks.split(","):
         task, prompts = spec.split(":")

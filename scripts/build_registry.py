@@ -53,6 +53,12 @@ NAMES = {
     "en_text/gutenberg/84_frankenstein.txt": "gutenberg-frankenstein",
     "en_text/gutenberg/1661_adventures_of_sherlock_holmes.txt": "gutenberg-holmes",
     "en_text/gutenberg/2701_moby_dick.txt": "gutenberg-moby-dick",
+    "ja_qa/aio/aio_02_dev_first_half.tsv": "aio",
+    "ja_qa/aio/aio_01_dev1.tsv": "aio-pool",
+    "ja_qa/aio/normalize_answer.py": "aio-normalize",
+    "ja_math/mgsm/mgsm_ja_first_half.tsv": "mgsm-ja",
+    "ja_math/mgsm/exemplars_ja.json": "mgsm-ja-exemplars",
+    "ja_winograd/xwinograd_jp_first_half.tsv": "xwinograd-ja",
 }
 
 

@@ -1,7 +1,8 @@
 """kamado's task definitions against lm-eval 0.4.13's own, item by item (offline, local task YAMLs).
 
 English tasks follow lm-eval's definitions (HellaSwag with its ``preprocess``); ``prompts: leaderboard`` gives
-JCommonsenseQA, JNLI and JSQuAD exactly as lm-eval's ``japanese_leaderboard`` tasks, demonstrations included.
+JCommonsenseQA, JNLI and JSQuAD exactly as lm-eval's ``japanese_leaderboard`` tasks, demonstrations included; MGSM
+and XWinograd are the leaderboard's own tasks on the data-root files.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from kamado.registry import resolve
 
 N = 8
 CASES = [("arc-easy", "kamado"), ("arc-challenge", "kamado"), ("hellaswag", "kamado"), ("truthfulqa-mc", "kamado"),
-         ("jcommonsenseqa", "leaderboard"), ("jnli", "leaderboard"), ("jsquad", "leaderboard")]
+         ("jcommonsenseqa", "leaderboard"), ("jnli", "leaderboard"), ("jsquad", "leaderboard"),
+         ("mgsm-ja", "leaderboard"), ("xwinograd-ja", "leaderboard")]
 
 
 def test_hellaswag_preprocess_is_lm_evals(data_root):

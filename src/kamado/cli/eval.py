@@ -20,6 +20,8 @@ def _parse_fewshot(items: list[str] | None) -> dict[str, int]:
 
 def main_metric(task: str, m: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """The headline metrics of a task result: (name, value, stderr or a 95% interval)."""
+    from kamado.eval.tasks import TASKS
+
     if task == "perplexity":  # bpc per source with its interval, the unigram floor beside it
         rows = []
         for k in sorted(k for k in m if k.startswith("bpc@") and not k.endswith(("_ci95", "_stderr"))):
@@ -28,9 +30,9 @@ def main_metric(task: str, m: dict[str, Any]) -> list[tuple[str, Any, Any]]:
             if m.get(f"unigram_{k}") is not None:
                 rows.append((f"unigram_{k}", m[f"unigram_{k}"], None))
         return rows or [(k, m[k], m.get(f"{k}_stderr")) for k in ("bpc",) if m.get(k) is not None]
-    keys = {
-            "jsts": ["pearson", "spearman"], "jsquad": ["exact_match", "char_f1"],
-            "truthfulqa-mc": ["mc1", "mc2"]}.get(task, ["acc", "acc_norm"])
+    own = TASKS[task].metrics if task in TASKS else ()
+    keys = list(own) or {"jsts": ["pearson", "spearman"], "jsquad": ["exact_match", "char_f1"],
+                         "truthfulqa-mc": ["mc1", "mc2"]}.get(task, ["acc", "acc_norm"])
     return [(k, m[k], m.get(f"{k}_stderr")) for k in keys if m.get(k) is not None]
 
 
@@ -48,8 +50,9 @@ def results_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[list[Any
 def evaluate(
     models: Annotated[list[Path], typer.Argument(help="Hugging Face model folders (config.json + tokenizer).")],
     tasks: Annotated[str | None, typer.Option("--tasks", "-t", help="Comma list of tasks or suites: jcommonsenseqa, "
-                                              "jnli, jsts, jsquad, arc-easy, arc-challenge, hellaswag, truthfulqa-mc, "
-                                              "perplexity; suites jglue, en, mc, quick, all (default: eval.tasks).")] = None,
+                                              "jnli, jsts, jsquad, aio, mgsm-ja, xwinograd-ja, arc-easy, "
+                                              "arc-challenge, hellaswag, truthfulqa-mc, perplexity; suites jglue, "
+                                              "ja-leaderboard, en, mc, quick, all (default: eval.tasks).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-n", help="Examples per task (default: eval.limit; "
                                               "0: all).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write results.json, details and manifest.json "
@@ -68,10 +71,12 @@ def evaluate(
     tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer folder when the model folder has none.")] = None,
     backend: Annotated[str | None, typer.Option(help="native (kamado's scorer) or lm-eval (lm-evaluation-harness on "
                                                 "the same prompts; arc-easy, arc-challenge, hellaswag, "
-                                                "jcommonsenseqa).")] = None,
+                                                "truthfulqa-mc, jcommonsenseqa, mgsm-ja, xwinograd-ja; with "
+                                                "--prompts leaderboard also jnli, jsquad).")] = None,
     prompts: Annotated[str | None, typer.Option("--prompts", help="kamado (kamado's Japanese prompts) or "
                                                 "leaderboard (lm-eval's japanese_leaderboard prompts for "
-                                                "jcommonsenseqa, jnli, jsquad).")] = None,
+                                                "jcommonsenseqa, jnli, jsquad, aio; mgsm-ja and xwinograd-ja "
+                                                "are the leaderboard's in both).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other eval setting: KEY=VALUE "
                                                    "(e.g. ppl_window=1024).")] = None,
     data_root: DataRoot = None,
@@ -88,6 +93,7 @@ def evaluate(
       kamado eval MODEL --tasks perplexity --ppl-source wikitext2 --ppl-source runs/tiny/data
       kamado eval MODEL --tasks arc-easy,jcommonsenseqa --backend lm-eval --limit 100
       kamado eval MODEL --tasks jcommonsenseqa,jnli,jsquad --prompts leaderboard
+      kamado eval MODEL --tasks ja-leaderboard --prompts leaderboard --limit 0
     """
     import tempfile
     import time
@@ -145,15 +151,33 @@ def evaluate(
 
 
 def judge(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for answers.jsonl, judgments.jsonl, scores.json.")],
-    model_url: Annotated[str, typer.Option("--model-url", help="OpenAI-compatible base URL of the model under "
-                                           "test, e.g. http://127.0.0.1:8000/v1.")],
-    judge_url: Annotated[str, typer.Option("--judge-url", help="OpenAI-compatible base URL of the judge.")],
-    judge_model: Annotated[str, typer.Option("--judge-model", help="Judge model name, e.g. gpt-4o.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for answers.jsonl, judgments.jsonl, scores.json "
+                                      "(requests.jsonl with --dry-run).")],
+    model_url: Annotated[str | None, typer.Option("--model-url", help="OpenAI-compatible base URL of the model "
+                                                  "under test, e.g. http://127.0.0.1:8000/v1 (not with "
+                                                  "--answers).")] = None,
+    judge_url: Annotated[str, typer.Option("--judge-url", help="OpenAI-compatible base URL of the judge.")
+                         ] = "https://api.openai.com/v1",
+    judge_model: Annotated[str, typer.Option("--judge-model", help="Judge model name (FastChat's default: "
+                                             "gpt-4).")] = "gpt-4",
     model: Annotated[str | None, typer.Option("--model", help="Model name at --model-url (default: the "
-                                              "first of its /v1/models).")] = None,
-    questions: Annotated[str, typer.Option("--questions", help="mt-bench-ja (60), mt-bench-ja-full (80), "
-                                           "mt-bench-en, or a JSONL file.")] = "mt-bench-ja",
+                                              "first of its /v1/models; with --answers: its model_id).")] = None,
+    answers: Annotated[Path | None, typer.Option("--answers", help="Judge the answers of a FastChat model_answer "
+                                                 "JSONL instead of asking a model.")] = None,
+    questions: Annotated[str, typer.Option("--questions", "--question-set", help="mt-bench-ja (60), "
+                                           "mt-bench-ja-full (80), mt-bench-en, or a JSONL file.")] = "mt-bench-ja",
+    judge_prompts: Annotated[str, typer.Option("--judge-prompts", help="fastchat (the data root's templates) or "
+                                               "fastchat-2023-08 (without the language-match sentence, as "
+                                               "FastChat's GPT-4 judgments of August 2023).")] = "fastchat",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write OUT/requests.jsonl (question_id, turn, "
+                                          "system_prompt, user_prompt, request) and send nothing.")] = False,
+    samples: Annotated[int, typer.Option("--samples", "-k", help="Judge replies per judgment: the score is "
+                                         "their median, spread = max - min.")] = 1,
+    judge_temperature: Annotated[float, typer.Option(help="Judge sampling temperature (FastChat: 0).")] = 0.0,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Folder of cached judge replies, keyed on the "
+                                               "whole request (default: $KAMADO_CACHE/judge, i.e. "
+                                               "~/.cache/kamado/judge).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write cached replies.")] = False,
     api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the judge's "
                                              "API key.")] = "OPENAI_API_KEY",
     model_api_key_env: Annotated[str | None, typer.Option(help="Environment variable with the model "
@@ -168,15 +192,22 @@ def judge(
 ) -> None:
     """MT-Bench-style evaluation: answer two-turn questions with a model, grade each turn with a judge LLM.
 
-    Both ends speak the OpenAI chat-completions protocol (e.g. `kamado serve` for the model). Uses the
-    MT-Bench single-answer judge prompts (Japanese ones for mt-bench-ja) with reference answers for math,
-    reasoning and coding; parses "[[rating]]"; resumable: finished answers and judgments are skipped.
+    Both ends speak the OpenAI chat-completions protocol (e.g. `kamado serve` for the model). The judge
+    requests are FastChat's: the MT-Bench single-answer judge prompts (Japanese ones for mt-bench-ja) with
+    reference answers for math, reasoning and coding; "\\[\\[rating]]" is parsed. A judge reply that is no usable
+    text is a failed judgment (counted in scores.json's parse_failure_share, asked again by the next run);
+    scores.json is always written. Resumable; with the reply cache, judging unchanged answers again sends nothing.
 
     Examples:
       kamado serve runs/tiny/tune/full/hf --port 8000 &
       kamado judge --questions mt-bench-ja --model-url http://127.0.0.1:8000/v1 --model tiny-full \\
         --judge-url https://api.openai.com/v1 --judge-model gpt-4o --out runs/tiny/judge
+      kamado judge --question-set mt-bench-ja-full --answers model_answer/m.jsonl --turns 1 --dry-run --out J
     """
+    import os
+
+    from rich.markup import escape
+
     from kamado import registry
     from kamado.eval.judge import JudgeSettings, run_judge, score_table
     from kamado.ui import console, table
@@ -187,14 +218,37 @@ def judge(
         raise KamadoError(f"--turns {turns!r}: expected 1, 2 or 1,2") from None
     if not turn_list or not set(turn_list) <= {1, 2}:
         raise KamadoError(f"--turns {turns!r}: expected 1, 2 or 1,2")
+    if samples < 1:
+        raise KamadoError(f"--samples {samples}: expected at least 1")
+    if answers is not None and model_url is not None:
+        raise KamadoError("--answers and --model-url: judge a file's answers or ask a model, not both")
+    if answers is None and model_url is None and not dry_run:
+        raise KamadoError("nothing to judge: pass --model-url (the model under test) or --answers FILE")
     root = registry.data_root(data_root)
+    base = Path(os.environ.get("KAMADO_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                               / "kamado"))
     s = JudgeSettings(questions=questions, model_url=model_url, model=model, judge_url=judge_url,
                       judge_model=judge_model, api_key_env=api_key_env, model_api_key_env=model_api_key_env,
                       turns=turn_list, limit=limit, max_tokens=max_tokens, concurrency=concurrency,
-                      retries=retries, timeout=timeout)
+                      retries=retries, timeout=timeout, answers_file=answers, judge_prompts=judge_prompts,
+                      samples=samples, judge_temperature=judge_temperature, dry_run=dry_run,
+                      cache_dir=None if no_cache else (cache or base / "judge"))
     summary = run_judge(s, out, root, show_progress=True)
+    if dry_run:
+        console.print(f"{summary['requests']} judge request(s) of {escape(summary['model'])} written to "
+                      f"{(out / 'requests.jsonl').resolve()} ({summary['cached']} already cached; "
+                      f"{summary['to_send']} would be sent); nothing was sent")
+        return
     cols, rows = score_table(summary)
     console.print(table(f"MT-Bench ({summary['model']} judged by {judge_model})", cols, rows))
     if summary.get("invalid"):
-        console.print(f"[yellow]{summary['invalid']} judgment(s) without a parseable [[rating]] (excluded)[/]")
+        console.print(escape(f"{summary['invalid']} of {summary['judged']} judgment(s) without a usable [[rating]] "
+                             f"({summary['failed']} failed replies; share {summary['parse_failure_share']:.1%}; "
+                             "excluded)"), style="yellow")
+    if summary.get("ja_share") is not None and summary.get("lang") == "ja":
+        console.print(f"answers written in Japanese: {summary['ja_share']:.1%} of their letters on average; "
+                      f"{summary['answers_mostly_not_japanese']} of {summary['answers_with_text']} answer(s) "
+                      "mostly not Japanese")
+    if summary.get("cache"):
+        console.print(f"judge reply cache: {summary['cache']['hits']} hit(s), {summary['cache']['misses']} sent")
     console.print(f"answers/judgments/scores: {out.resolve()}")

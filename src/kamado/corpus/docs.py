@@ -14,6 +14,7 @@ from the script (kana/kanji share).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,15 @@ def guess_lang(text: str) -> str:
     if not head:
         return "en"
     return "ja" if len(_JA.findall(head)) >= 0.1 * len(head) else "en"
+
+
+def ja_share(text: str) -> float | None:
+    """Share of a text's letters that are kana or kanji (letters: Unicode category L; digits, symbols and
+    whitespace do not count); None for a text without letters. 0.0 is an all-English (or other script) text."""
+    letters = [c for c in text if unicodedata.category(c).startswith("L")]
+    if not letters:
+        return None
+    return sum(1 for c in letters if _JA.match(c)) / len(letters)
 
 
 @dataclass

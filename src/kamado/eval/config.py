@@ -29,16 +29,17 @@ class EvalConfig(StrictModel):
     # model and tokenizer; the default covers all of JSQuAD validation's passages and WikiText-2's articles
     ppl_max_chars: int = Field(500_000, ge=1)
     ppl_window: int = Field(512, ge=2)
-    max_new_tokens: int = Field(32, ge=1)  # generation tasks (JSQuAD)
+    max_new_tokens: int = Field(32, ge=1)  # generation tasks (JSQuAD, aio); mgsm-ja keeps lm-eval's 256
     # auto: bfloat16 on CPUs with native bf16 (AMX/AVX512-BF16; about 2x faster here, same accuracy on the
     # tiny recipe) and on GPUs, else float32
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     threads: int | None = Field(None, ge=1)  # torch CPU threads (None: 1 for models under 50M parameters, else torch's)
     # native: kamado's scorer; lm-eval: lm-evaluation-harness on the same prompts (arc-easy, arc-challenge,
-    # hellaswag, jcommonsenseqa)
+    # hellaswag, truthfulqa-mc, jcommonsenseqa, mgsm-ja, xwinograd-ja; leaderboard: also jnli, jsquad)
     backend: Literal["native", "lm-eval"] = "native"
     # kamado: kamado's Japanese prompts; leaderboard: JCommonsenseQA, JNLI, JSQuAD exactly as lm-eval's
-    # japanese_leaderboard tasks (Alpaca-style prompt, 3/3/2 shots, its sampler); English tasks are lm-eval's in both
+    # japanese_leaderboard tasks (Alpaca-style prompt, 3/3/2 shots, its sampler), aio in that style; English
+    # tasks, mgsm-ja and xwinograd-ja are lm-eval's in both
     prompts: Literal["kamado", "leaderboard"] = "kamado"
 
     @field_validator("tasks")

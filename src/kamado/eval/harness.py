@@ -154,10 +154,13 @@ def _run_examples(model: Any, tokenizer: Any, task: Any, exs: list[Example], s: 
         gens = []
         for b0 in range(0, len(exs), s.batch_size):
             chunk = exs[b0:b0 + s.batch_size]
-            gens += generate(model, tokenizer, [e.context for e in chunk], max_new_tokens=s.max_new_tokens,
-                             stop=task.stop, batch_size=s.batch_size)
+            gens += generate(model, tokenizer, [e.context for e in chunk],
+                             max_new_tokens=task.max_new_tokens or s.max_new_tokens, stop=task.stop,
+                             batch_size=s.batch_size)
             if adv:
                 adv(len(chunk))
+        if task.score is not None:
+            return _scored_generation(task, exs, [g.text for g in gens])
         match = M.exact_match_strict if task.strict_em else M.exact_match
         em = [match(g.text, e.gold) for g, e in zip(gens, exs, strict=True)]
         f1 = [M.char_f1(g.text, e.gold) for g, e in zip(gens, exs, strict=True)]
@@ -176,6 +179,21 @@ def _run_examples(model: Any, tokenizer: Any, task: Any, exs: list[Example], s: 
             res, details = _regression_metrics(exs, scores)
         else:
             res, details = _mc_metrics(exs, scores)
+    if task.metrics:  # the task's own metrics only (e.g. lm-eval's xwinograd reports acc, not acc_norm)
+        res = {k: v for k, v in res.items() if k == "n" or k.removesuffix("_stderr") in task.metrics}
+    return res, details
+
+
+def _scored_generation(task: Any, exs: list[Example], preds: list[str]) -> tuple[dict[str, Any], list[dict]]:
+    """Metrics and details of a generation task with its own per-item ``score(completion, gold)``."""
+    per = [task.score(p, e.gold) for p, e in zip(preds, exs, strict=True)]
+    res: dict[str, Any] = {}
+    for m in task.metrics:
+        res[m], res[f"{m}_stderr"] = M.mean_stderr([float(x[m]) for x in per])
+    res["n"] = len(exs)
+    details = [{"id": e.id, "query": e.query[-300:], "gold": e.gold, "pred": p,
+                **{k: round(v, 4) if isinstance(v, float) else v for k, v in x.items()}}
+               for e, p, x in zip(exs, preds, per, strict=True)]
     return res, details
 
 

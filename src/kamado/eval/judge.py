@@ -1,21 +1,35 @@
-"""MT-Bench-style LLM-as-a-judge over OpenAI-compatible endpoints (single-answer grading).
+"""MT-Bench-style LLM-as-a-judge over OpenAI-compatible endpoints (single-answer grading), FastChat's requests.
 
 For every two-turn question the model under test answers turn 1, then turn 2 with turn 1 in the
-conversation. A judge model grades each turn with the MT-Bench single-answer prompts (the Japanese ones
-from the Japanese MT-Bench for turn 1 of Japanese questions, the original multi-turn prompts for turn 2;
-math/reasoning/coding questions are graded against reference answers) and its "[[rating]]" is parsed.
+conversation (or the answers come from a FastChat ``model_answer`` file, ``answers_file``). A judge model grades
+each turn with the MT-Bench single-answer prompts (the Japanese ones from the Japanese MT-Bench for turn 1 of
+Japanese questions, the original multi-turn prompts for turn 2; math/reasoning/coding questions are graded
+against reference answers) and its "[[rating]]" is parsed.
+
+The judge request is built as FastChat's ``run_judge_single`` builds it (:func:`judge_request`): the template's
+``system_prompt`` as the system message, its ``prompt_template`` filled with the question, the answer and, for the
+categories FastChat grades against a reference (``NEED_REF_CATS``), the reference answer(s), as the one user
+message; temperature 0, 2,048 tokens. ``judge_prompts="fastchat-2023-08"`` drops the language-match sentence that
+FastChat's Japanese templates gained after its published GPT-4 judgments of August 2023 were made.
 
 Files in the output folder (FastChat's formats): ``answers.jsonl``, ``judgments.jsonl`` (score -1 when the
-judge gave no parseable rating; such judgments are excluded from the averages) and ``scores.json``. A rerun
-skips every answer and judgment already written, so an interrupted run resumes where it stopped.
+judge gave no parseable rating, and for a failed judgment: a reply that was no usable text, with ``error``;
+such judgments are left out of the averages and counted in ``parse_failure_share``) and ``scores.json``, written
+whatever happened. A rerun skips every answer and judgment already written with the same request (failed ones
+are asked again), so an interrupted run resumes where it stopped; with a reply cache (``cache_dir``, keyed on
+the SHA-256 of the whole request) judging unchanged answers again sends nothing. ``samples`` > 1 asks the judge
+k times per judgment (the score is the median; ``spread`` = max - min). ``dry_run`` writes ``requests.jsonl``
+and sends nothing.
 """
-
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import os
 import random
 import re
+import statistics
 import threading
 import time
 import unicodedata
@@ -43,14 +57,21 @@ QUESTION_SETS = {  # questions -> (judge prompts for turn 1, reference answers, 
 }
 _SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 _SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
+# the sentence FastChat's Japanese judge templates gained after August 2023 (the answer's language must match)
+LANG_RULE_JA = "AIアシスタントの返答の言語は、ユーザーが使用している言語と一致しているべきで、そうでない場合は減点されるべきです。"
+JUDGE_PROMPTS = ("fastchat", "fastchat-2023-08")
 
 
 class APIError(KamadoError):
-    """An endpoint that answered with an error, or did not answer after the retries."""
+    """An endpoint that answered with an error, gave an unusable reply, or did not answer after the retries.
 
-    def __init__(self, msg: str, status: int | None = None) -> None:
+    ``reply`` is True when an answer came back whole but was no usable text (not JSON in UTF-8, no
+    ``choices[0].message.content`` string): a failed judgment, not a failed connection.
+    """
+
+    def __init__(self, msg: str, status: int | None = None, *, reply: bool = False) -> None:
         super().__init__(msg)
-        self.status = status
+        self.status, self.reply = status, reply
 
 
 def parse_rating(judgment: str) -> float:
@@ -89,13 +110,18 @@ class OpenAIClient:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        last: Exception | None = None
+        last: APIError | None = None
         for attempt in range(self.retries + 1):
             req = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
             wait = self.backoff * (2 ** attempt) * (0.5 + random.random())
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                    return json.loads(r.read().decode("utf-8"))
+                    raw = r.read()
+                try:  # a whole reply that is not JSON in UTF-8: asked again (a proxy may have mangled it)
+                    return json.loads(raw.decode("utf-8"))
+                except ValueError as e:
+                    last = APIError(f"{method} {self.url}{path}: reply is not JSON in UTF-8 ({e}): "
+                                    f"{raw[:200]!r}", reply=True)
             except urllib.error.HTTPError as e:
                 detail = e.read().decode("utf-8", "replace")[:500]
                 last = APIError(f"{method} {self.url}{path}: HTTP {e.code}: {detail}", e.code)
@@ -107,11 +133,14 @@ class OpenAIClient:
                         wait = max(wait, min(float(ra), 60.0))
                     except ValueError:
                         pass
-            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as e:
-                last = APIError(f"{method} {self.url}{path}: {getattr(e, 'reason', e)}")
+            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, OSError) as e:
+                # refused, reset, timed out, cut short (IncompleteRead): asked again
+                reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
+                last = APIError(f"{method} {self.url}{path}: {reason}")
             if attempt < self.retries:
                 time.sleep(min(wait, 60.0))
-        raise APIError(f"{last} (gave up after {self.retries + 1} attempts)")
+        assert last is not None
+        raise APIError(f"{last} (gave up after {self.retries + 1} attempts)", last.status, reply=last.reply)
 
     def models(self) -> list[str]:
         """Ids of the models the endpoint serves."""
@@ -119,12 +148,23 @@ class OpenAIClient:
 
     def chat(self, model: str, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 1024) -> str:
         """The assistant's reply to ``messages``."""
-        r = self._request("POST", "/chat/completions", {"model": model, "messages": messages,
-                                                        "temperature": temperature, "max_tokens": max_tokens})
+        return self.complete({"model": model, "messages": messages, "temperature": temperature,
+                              "max_tokens": max_tokens})
+
+    def complete(self, body: dict) -> str:
+        """The text of ``choices[0].message.content`` for a chat-completions request body; an unusable reply
+        (no such string) is an :class:`APIError` with ``reply=True``."""
+        r = self._request("POST", "/chat/completions", body)
         try:
-            return r["choices"][0]["message"]["content"] or ""
+            content = r["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise APIError(f"{self.url}/chat/completions: unexpected response {str(r)[:300]}") from None
+            raise APIError(f"{self.url}/chat/completions: unexpected response {str(r)[:300]}", reply=True) from None
+        if content is None:
+            return ""
+        if not isinstance(content, str):
+            raise APIError(f"{self.url}/chat/completions: message content is {type(content).__name__}, not text: "
+                           f"{str(content)[:100]}", reply=True)
+        return content
 
 
 @dataclass
@@ -132,7 +172,7 @@ class JudgeSettings:
     """Options of ``kamado judge``."""
 
     questions: str = "mt-bench-ja"
-    model_url: str = "http://127.0.0.1:8000/v1"
+    model_url: str | None = "http://127.0.0.1:8000/v1"
     model: str | None = None
     judge_url: str = "https://api.openai.com/v1"
     judge_model: str = "gpt-4o"
@@ -141,11 +181,17 @@ class JudgeSettings:
     turns: list[int] = field(default_factory=lambda: [1, 2])
     limit: int | None = None
     max_tokens: int = 1024
-    judge_max_tokens: int = 2048
+    judge_max_tokens: int = 2048  # FastChat's
+    judge_temperature: float = 0.0  # FastChat's
     concurrency: int = 4
     retries: int = 5
     timeout: float = 300.0
     backoff: float = 1.0
+    answers_file: Path | None = None  # FastChat model_answer JSONL: judge these answers, ask no model
+    judge_prompts: str = "fastchat"  # or fastchat-2023-08 (see the module doc)
+    samples: int = 1  # judge replies per judgment (median score, spread)
+    cache_dir: Path | None = None  # judge replies by request digest; None: no cache
+    dry_run: bool = False  # write requests.jsonl, send nothing
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -153,10 +199,13 @@ def _jsonl(path: Path) -> list[dict]:
     return read_jsonl(path, skip_bad=True, missing_ok=True)
 
 
-def load_question_set(name: str, root: Path | None) -> tuple[list[dict], dict[str, dict], dict[str, list[str]], str]:
+def load_question_set(name: str, root: Path | None, judge_prompts: str = "fastchat"
+                      ) -> tuple[list[dict], dict[str, dict], dict[str, list[str]], str]:
     """Questions, judge prompts by name (turn-1 and multi-turn), reference answers by question id, language."""
     from kamado.registry import resolve
 
+    if judge_prompts not in JUDGE_PROMPTS:
+        raise KamadoError(f"judge prompts {judge_prompts!r}: expected one of {', '.join(JUDGE_PROMPTS)}")
     qpath = resolve(name, root)
     questions = _jsonl(qpath)
     if not questions or "turns" not in questions[0]:
@@ -169,14 +218,23 @@ def load_question_set(name: str, root: Path | None) -> tuple[list[dict], dict[st
         ref_name = "mt-bench-ja-reference" if lang == "ja" else "mt-bench-en-reference"
     prompts = {p["name"]: p for p in _jsonl(resolve("mt-bench-en-judge-prompts", root))}
     if lang == "ja":  # Japanese single-answer prompts for turn 1; the original multi-turn ones for turn 2
-        prompts.update({p["name"]: p for p in _jsonl(resolve(prompts_name, root))})
+        ja_path = resolve(prompts_name, root)
+        ja = {p["name"]: dict(p) for p in _jsonl(ja_path)}
+        if judge_prompts == "fastchat-2023-08":
+            for p in ja.values():
+                if LANG_RULE_JA not in p["prompt_template"]:
+                    raise KamadoError(f"{ja_path}: judge prompt {p['name']} lacks the language-match sentence "
+                                      "that judge_prompts fastchat-2023-08 removes")
+                p["prompt_template"] = p["prompt_template"].replace(LANG_RULE_JA, "")
+        prompts.update(ja)
     refs = {str(r["question_id"]): r["choices"][0]["turns"] for r in _jsonl(resolve(ref_name, root))}
     return questions, prompts, refs, lang
 
 
 def judge_prompt(q: dict, answers: list[str], turn: int, prompts: dict[str, dict],
                  refs: dict[str, list[str]]) -> tuple[str, str, str]:
-    """(prompt name, system prompt, user prompt) for grading ``turn`` of question ``q``."""
+    """(prompt name, system prompt, user prompt) for grading ``turn`` of question ``q``, as FastChat's
+    ``run_judge_single`` fills them: reference answers only for ``NEED_REF_CATS`` questions that have one."""
     need_ref = q.get("category") in NEED_REF_CATS and str(q["question_id"]) in refs
     name = ("single-math-v1" if need_ref else "single-v1") + ("-multi-turn" if turn == 2 else "")
     p = prompts[name]
@@ -192,6 +250,85 @@ def judge_prompt(q: dict, answers: list[str], turn: int, prompts: dict[str, dict
         if need_ref:
             kw.update(ref_answer_1=ref[0], ref_answer_2=ref[1] if len(ref) > 1 else "")
     return name, p["system_prompt"], p["prompt_template"].format(**kw)
+
+
+def judge_request(q: dict, answers: list[str], turn: int, prompts: dict[str, dict], refs: dict[str, list[str]],
+                  *, judge_model: str, temperature: float = 0.0, max_tokens: int = 2048) -> dict[str, Any]:
+    """The chat-completions request FastChat sends to grade ``turn`` of ``q``: ``{"prompt", "system_prompt",
+    "user_prompt", "body"}`` (body: model, messages = system + user as FastChat's ``to_openai_api_messages``,
+    temperature, max_tokens)."""
+    name, system, user = judge_prompt(q, answers, turn, prompts, refs)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return {"prompt": name, "system_prompt": system, "user_prompt": user,
+            "body": {"model": judge_model, "messages": messages, "temperature": temperature,
+                     "max_tokens": max_tokens}}
+
+
+def load_answers(path: Path) -> tuple[str, dict[str, list[str]], dict[str, Any]]:
+    """A FastChat ``model_answer`` file: (model id, answer turns by question id, question ids as the file
+    writes them)."""
+    rows = read_jsonl(path)
+    models = {str(r.get("model_id")) for r in rows}
+    if not rows or len(models) != 1:
+        raise KamadoError(f"{path}: expected the answers of one model (FastChat model_answer JSONL with "
+                          f"question_id, model_id, choices); found models {sorted(models) or 'none'}")
+    answers: dict[str, list[str]] = {}
+    ids: dict[str, Any] = {}
+    for i, r in enumerate(rows, 1):
+        try:
+            turns = r["choices"][0]["turns"]
+            qid = r["question_id"]
+        except (KeyError, IndexError, TypeError):
+            raise KamadoError(f"{path}:{i}: expected question_id and choices[0].turns") from None
+        if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
+            raise KamadoError(f"{path}:{i}: choices[0].turns must be a list of strings")
+        answers[str(qid)], ids[str(qid)] = turns, qid
+    return models.pop(), answers, ids
+
+
+class ReplyCache:
+    """Judge replies by the SHA-256 of the whole request (endpoint, body, sample index): one JSON file each,
+    written atomically; a reply that was not usable text is never stored."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.hits = self.misses = 0
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def key(url: str, body: dict, sample: int) -> str:
+        blob = json.dumps({"url": url, "body": body, "sample": sample}, ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        assert self.folder is not None
+        return self.folder / key[:2] / f"{key}.json"
+
+    def has(self, key: str) -> bool:
+        return self.folder is not None and self._path(key).is_file()
+
+    def get(self, key: str) -> str | None:
+        text = None
+        if self.folder is not None:
+            try:
+                text = json.loads(self._path(key).read_text(encoding="utf-8")).get("content")
+            except (OSError, ValueError, AttributeError):
+                text = None
+        with self.lock:
+            if isinstance(text, str):
+                self.hits += 1
+                return text
+            self.misses += 1
+        return None
+
+    def put(self, key: str, body: dict, content: str) -> None:
+        if self.folder is None:
+            return
+        p = self._path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f"{p.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(json.dumps({"request": body, "content": content}, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, p)
 
 
 class _Appender:
@@ -239,81 +376,164 @@ class _null:
         return None
 
 
+def _median_score(scores: list[float]) -> float:
+    """The median of the parseable ratings (-1 when there is none); an integer stays an integer."""
+    valid = [x for x in scores if x != -1]
+    if not valid:
+        return -1
+    m = statistics.median(valid)
+    return int(m) if float(m).is_integer() else m
+
+
 def run_judge(s: JudgeSettings, out: Path, root: Path | None, *, show_progress: bool = False) -> dict[str, Any]:
-    """Answer, judge, aggregate; returns the ``scores.json`` summary."""
-    questions, prompts, refs, lang = load_question_set(s.questions, root)
+    """Answer, judge, aggregate; returns the ``scores.json`` summary (``dry_run``: the requests summary)."""
+    from kamado.corpus.docs import ja_share
+    from kamado.manifest import write_json_atomic
+
+    if s.samples < 1:
+        raise KamadoError(f"samples {s.samples}: expected at least 1")
+    questions, prompts, refs, lang = load_question_set(s.questions, root, s.judge_prompts)
     if s.limit is not None:
         questions = questions[: s.limit]
-    m_key = os.environ.get(s.model_api_key_env) if s.model_api_key_env else None
-    j_key = os.environ.get(s.api_key_env) if s.api_key_env else None
-    mc = OpenAIClient(s.model_url, m_key, timeout=s.timeout, retries=s.retries, backoff=s.backoff)
-    jc = OpenAIClient(s.judge_url, j_key, timeout=s.timeout, retries=s.retries, backoff=s.backoff)
-    model = s.model
-    if not model:
-        ids = mc.models()
-        if not ids:
-            raise KamadoError(f"{s.model_url}: /models lists no model; pass --model")
-        model = ids[0]
     out.mkdir(parents=True, exist_ok=True)
     need = max(s.turns)
-
-    # 1. answers (resumable: questions with enough turns are kept)
-    ans_path = out / "answers.jsonl"
     answers: dict[str, list[str]] = {}
-    for r in _jsonl(ans_path):
-        if r.get("model_id") == model:
-            t = r["choices"][0]["turns"]
-            if len(t) >= len(answers.get(str(r["question_id"]), [])):
-                answers[str(r["question_id"])] = t
-    ans_w = _Appender(ans_path)
+    ids = {str(q["question_id"]): q["question_id"] for q in questions}
+    errors: list[str] = []
 
-    def answer(q: dict) -> None:
-        temp = TEMPERATURE.get(q.get("category", ""), 0.7)
-        conv: list[dict] = []
-        turns_out: list[str] = []
-        for i, user in enumerate(q["turns"][:need]):
-            conv.append({"role": "user", "content": user})
-            prev = answers.get(str(q["question_id"]), [])
-            reply = prev[i] if i < len(prev) else mc.chat(model, conv, temperature=temp, max_tokens=s.max_tokens)
-            conv.append({"role": "assistant", "content": reply})
-            turns_out.append(reply)
-        answers[str(q["question_id"])] = turns_out
-        ans_w.write({"question_id": q["question_id"], "answer_id": uuid.uuid4().hex, "model_id": model,
-                     "category": q.get("category"), "choices": [{"index": 0, "turns": turns_out}],
-                     "tstamp": time.time()})
+    # 1. answers: from a FastChat answer file, or asked from the model (resumable: kept in answers.jsonl)
+    if s.answers_file is not None:
+        model, answers, file_ids = load_answers(s.answers_file)
+        model = s.model or model
+        ids |= {k: v for k, v in file_ids.items() if k in ids}  # records keep the answer file's question ids
+    else:
+        ans_path = out / "answers.jsonl"
+        model = s.model or ""
+        if not model and not s.dry_run:
+            if not s.model_url:
+                raise KamadoError("no model to judge: pass --model-url (and --model) or --answers FILE")
+            m_key = os.environ.get(s.model_api_key_env) if s.model_api_key_env else None
+            ids_at = OpenAIClient(s.model_url, m_key, timeout=s.timeout, retries=s.retries, backoff=s.backoff).models()
+            if not ids_at:
+                raise KamadoError(f"{s.model_url}: /models lists no model; pass --model")
+            model = ids_at[0]
+        for r in _jsonl(ans_path):
+            if not model:
+                model = str(r.get("model_id"))
+            if r.get("model_id") == model:
+                t = r["choices"][0]["turns"]
+                if len(t) >= len(answers.get(str(r["question_id"]), [])):
+                    answers[str(r["question_id"])] = t
+        todo = [q for q in questions if len(answers.get(str(q["question_id"]), [])) < min(need, len(q["turns"]))]
+        if todo and s.dry_run:
+            raise KamadoError(f"--dry-run: {len(todo)} question(s) have no answer in {ans_path}; pass --answers FILE "
+                              "(FastChat model_answer JSONL) or answer them first")
+        if todo:
+            if not s.model_url:
+                raise KamadoError("no model to answer the questions: pass --model-url or --answers FILE")
+            m_key = os.environ.get(s.model_api_key_env) if s.model_api_key_env else None
+            mc = OpenAIClient(s.model_url, m_key, timeout=s.timeout, retries=s.retries, backoff=s.backoff)
+            ans_w = _Appender(ans_path)
 
-    todo = [q for q in questions if len(answers.get(str(q["question_id"]), [])) < min(need, len(q["turns"]))]
-    errors = _pool(todo, answer, s.concurrency, f"answers ({model})", show_progress)
+            def answer(q: dict) -> None:
+                temp = TEMPERATURE.get(q.get("category", ""), 0.7)
+                conv: list[dict] = []
+                turns_out: list[str] = []
+                for i, user in enumerate(q["turns"][:need]):
+                    conv.append({"role": "user", "content": user})
+                    prev = answers.get(str(q["question_id"]), [])
+                    reply = prev[i] if i < len(prev) else mc.chat(model, conv, temperature=temp,
+                                                                   max_tokens=s.max_tokens)
+                    conv.append({"role": "assistant", "content": reply})
+                    turns_out.append(reply)
+                answers[str(q["question_id"])] = turns_out
+                ans_w.write({"question_id": q["question_id"], "answer_id": uuid.uuid4().hex, "model_id": model,
+                             "category": q.get("category"), "choices": [{"index": 0, "turns": turns_out}],
+                             "tstamp": time.time()})
 
-    # 2. judgments (resumable by question, turn, model and judge)
+            errors += _pool(todo, answer, s.concurrency, f"answers ({model})", show_progress)
+
+    # 2. the judge requests, FastChat's
+    cache = ReplyCache(s.cache_dir)
+    reqs: list[tuple[dict, int, dict]] = []
+    for q in questions:
+        got = answers.get(str(q["question_id"]), [])
+        for t in s.turns:
+            if t <= len(q["turns"]) and len(got) >= t:
+                reqs.append((q, t, judge_request(q, got, t, prompts, refs, judge_model=s.judge_model,
+                                                 temperature=s.judge_temperature, max_tokens=s.judge_max_tokens)))
+    if s.dry_run:
+        with open(out / "requests.jsonl", "w", encoding="utf-8") as f:
+            cached = 0
+            for q, t, r in reqs:
+                hit = all(cache.has(cache.key(base_url(s.judge_url), r["body"], i)) for i in range(s.samples))
+                cached += hit
+                f.write(json.dumps({"question_id": ids[str(q["question_id"])], "turn": t, "model": model,
+                                    "judge": [s.judge_model, r["prompt"]], "category": q.get("category"),
+                                    "system_prompt": r["system_prompt"], "user_prompt": r["user_prompt"],
+                                    "request": r["body"], "cached": hit}, ensure_ascii=False) + "\n")
+        return {"model": model, "judge": s.judge_model, "requests": len(reqs), "cached": cached,
+                "to_send": (len(reqs) - cached) * s.samples, "questions": len(questions), "turns": s.turns}
+
+    # 3. judgments (resumable: a judgment of the same request is kept unless it failed)
     jpath = out / "judgments.jsonl"
     done: dict[tuple[str, int], dict] = {}
     for r in _jsonl(jpath):
         if r.get("model") == model and r.get("judge", [None])[0] == s.judge_model:
             done[(str(r["question_id"]), int(r["turn"]))] = r
     j_w = _Appender(jpath)
+    jc = OpenAIClient(s.judge_url, os.environ.get(s.api_key_env) if s.api_key_env else None, timeout=s.timeout,
+                      retries=s.retries, backoff=s.backoff)
 
-    def grade(item: tuple[dict, int]) -> None:
-        q, turn = item
-        name, system, user = judge_prompt(q, answers[str(q["question_id"])], turn, prompts, refs)
-        text = jc.chat(s.judge_model, [{"role": "system", "content": system}, {"role": "user", "content": user}],
-                       temperature=0.0, max_tokens=s.judge_max_tokens)
-        rec = {"question_id": q["question_id"], "model": model, "judge": [s.judge_model, name],
-               "category": q.get("category"), "user_prompt": user, "judgment": text, "score": parse_rating(text),
-               "turn": turn, "tstamp": time.time()}
+    def grade(item: tuple[dict, int, dict]) -> None:
+        q, turn, r = item
+        texts: list[str] = []
+        scores: list[float] = []
+        problems: list[str] = []
+        lost: APIError | None = None
+        for i in range(s.samples):
+            key = cache.key(jc.url, r["body"], i)
+            text = cache.get(key)
+            if text is None:
+                try:
+                    text = jc.complete(r["body"])
+                except APIError as e:
+                    problems.append(str(e))
+                    lost = lost or (None if e.reply else e)
+                    continue
+                cache.put(key, r["body"], text)
+            texts.append(text)
+            scores.append(parse_rating(text))
+        ans = answers[str(q["question_id"])][turn - 1]
+        rec = {"question_id": ids[str(q["question_id"])], "model": model, "judge": [s.judge_model, r["prompt"]],
+               "category": q.get("category"), "user_prompt": r["user_prompt"],
+               "judgment": texts[0] if texts else "", "score": _median_score(scores), "turn": turn,
+               "tstamp": time.time(), "answer_ja_share": ja_share(ans)}
+        if s.samples > 1:
+            valid = [x for x in scores if x != -1]
+            rec |= {"samples": s.samples, "scores": scores, "judgments": texts,
+                    "spread": (max(valid) - min(valid)) if valid else None}
+        if not texts:  # no usable reply at all: a failed judgment (asked again by the next run)
+            rec["error"] = problems[0]
         done[(str(q["question_id"]), turn)] = rec
         j_w.write(rec)
+        if lost is not None and not texts:
+            raise lost
 
-    items = [(q, t) for q in questions for t in s.turns
-             if t <= len(q["turns"]) and len(answers.get(str(q["question_id"]), [])) >= t
-             and (str(q["question_id"]), t) not in done]
-    errors += _pool(items, grade, s.concurrency, f"judge ({s.judge_model})", show_progress)
-
-    summary = summarize(questions, done, s.turns, model=model, judge=s.judge_model, lang=lang)
-    summary["errors"] = len(errors)
-    from kamado.manifest import write_json_atomic
-
-    write_json_atomic(out / "scores.json", summary)
+    items = []
+    for q, t, r in reqs:
+        prev = done.get((str(q["question_id"]), t))
+        if prev is None or "error" in prev or prev.get("user_prompt") != r["user_prompt"] \
+                or prev.get("samples", 1) != s.samples:
+            items.append((q, t, r))
+    try:
+        errors += _pool(items, grade, s.concurrency, f"judge ({s.judge_model})", show_progress)
+    finally:  # scores.json whatever happened (an interrupted run writes what it has)
+        summary = summarize(questions, done, s.turns, model=model, judge=s.judge_model, lang=lang,
+                            answers=answers)
+        summary |= {"errors": len(errors), "judge_prompts": s.judge_prompts, "samples": s.samples,
+                    "cache": {"hits": cache.hits, "misses": cache.misses} if s.cache_dir else None}
+        write_json_atomic(out / "scores.json", summary)
     if errors:
         raise KamadoError(f"{len(errors)} request(s) failed (first: {errors[0]}); rerun the same command to "
                           f"resume — finished answers and judgments are kept in {out}")
@@ -321,18 +541,26 @@ def run_judge(s: JudgeSettings, out: Path, root: Path | None, *, show_progress: 
 
 
 def summarize(questions: list[dict], judgments: dict[tuple[str, int], dict], turns: list[int], *, model: str,
-              judge: str, lang: str) -> dict[str, Any]:
-    """Mean score per category and turn (invalid ratings excluded)."""
+              judge: str, lang: str, answers: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Mean score per category and turn (unusable judgments excluded and counted), the share of judgments
+    that gave no rating, and how much of each answer is written in Japanese."""
+    from kamado.corpus.docs import ja_share
+
     cat_of = {str(q["question_id"]): q.get("category", "?") for q in questions}
     per: dict[str, dict[int, list[float]]] = {}
-    invalid = 0
+    spreads: list[float] = []
+    invalid = failed = judged = 0
     for (qid, turn), r in judgments.items():
-        if qid not in cat_of:
+        if qid not in cat_of or turn not in turns:
             continue
+        judged += 1
+        failed += "error" in r
         if r["score"] == -1:
             invalid += 1
             continue
         per.setdefault(cat_of[qid], {}).setdefault(turn, []).append(float(r["score"]))
+        if r.get("spread") is not None:
+            spreads.append(float(r["spread"]))
 
     def mean(xs: list[float]) -> float | None:
         return round(sum(xs) / len(xs), 4) if xs else None
@@ -345,8 +573,20 @@ def summarize(questions: list[dict], judgments: dict[tuple[str, int], dict], tur
         cats[cat] = row
     overall = {f"turn{t}": mean([x for c in per.values() for x in c.get(t, [])]) for t in turns}
     allv = [x for c in per.values() for t in turns for x in c.get(t, [])]
-    return {"model": model, "judge": judge, "lang": lang, "questions": len(questions), "turns": turns,
-            "categories": cats, **overall, "score": mean(allv), "n": len(allv), "invalid": invalid}
+    out: dict[str, Any] = {
+        "model": model, "judge": judge, "lang": lang, "questions": len(questions), "turns": turns,
+        "categories": cats, **overall, "score": mean(allv), "n": len(allv), "judged": judged,
+        "invalid": invalid, "failed": failed,
+        "parse_failure_share": round(invalid / judged, 4) if judged else None,
+        "spread_mean": mean(spreads)}
+    if answers is not None:  # answers that should be Japanese but are not (the score alone hides it)
+        shares = [x for q in questions for t in turns
+                  if t <= len(answers.get(str(q["question_id"]), []))
+                  for x in [ja_share(answers[str(q["question_id"])][t - 1])] if x is not None]
+        out["ja_share"] = mean(shares)
+        out["answers_mostly_not_japanese"] = sum(1 for x in shares if x < 0.5)
+        out["answers_with_text"] = len(shares)
+    return out
 
 
 def score_table(summary: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:

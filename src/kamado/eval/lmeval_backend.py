@@ -4,7 +4,8 @@ lm-eval runs offline here on task YAMLs written on the fly (:func:`write_tasks`)
 points at the data-root files (or at JSON Lines converted from them where the layout differs: TruthfulQA's
 ``mc_task.json``, JSQuAD's SQuAD-style JSON). The YAMLs copy lm-eval's own task definitions: ARC, HellaSwag
 (``process_docs`` is lm-eval's own function), TruthfulQA MC1/MC2 and, for ``prompts: leaderboard``, the
-``japanese_leaderboard`` JCommonsenseQA, JNLI and JSQuAD tasks (its ``process_docs`` too). ``prompts: kamado``
+``japanese_leaderboard`` JCommonsenseQA, JNLI, JSQuAD, MGSM and XWinograd tasks (their ``process_docs`` /
+``process_results`` too; MGSM's and XWinograd's data-root files are converted to the Hub's columns). ``prompts: kamado``
 runs kamado's Japanese prompts in lm-eval. ``tests/test_eval_lmeval.py`` checks that the contexts, continuations
 and per-item log-likelihoods of both backends agree. Differences: lm-eval's ``limit`` takes the first N
 examples (kamado samples N by seed); few-shot examples are the same (kamado draws them like lm-eval's sampler).
@@ -68,13 +69,29 @@ SPECS: dict[tuple[str, str], dict[str, Any]] = {
         "doc_to_text": "### 指示：\n与えられた文脈から、質問に対する答えを抜き出してください。\n\n### 入力：\n文脈：{% set _context "
                        "= context.split('[SEP]')[-1] %}{{ _context | trim }}\n質問：{{ question }}\n\n### 応答：",
         "doc_to_target": "{{ answers['text'][0] }}", "target_delimiter": "\n"},
+    # lm_eval/tasks/japanese_leaderboard/ja_leaderboard_{mgsm,xwinograd}.yaml on the data-root files (converted to
+    # the Hub layouts: juletxara/mgsm's question/answer/answer_number, polm-stability/xwinograd-ja's
+    # sentence1/sentence2/answer), with lm-eval's own process_results / process_docs
+    ("mgsm-ja", "kamado"): {
+        "data": "mgsm-ja", "convert": "mgsm", "train": "mgsm-ja-exemplars", "convert_train": "mgsm",
+        "num_fewshot": 5, "description": _LB_DESC, "output_type": "generate_until",
+        "doc_to_text": "### 指示：\n与えられた問題に対して、ステップごとに答えを導き出してください。\n\n### 入力：\n"
+                       "{{ question | replace('問題：', '') }}\n\n### 応答：",
+        "doc_to_target": "{{ answer | replace('ステップごとの答え：', '') }}", "target_delimiter": "\n",
+        "process_results": "mgsm_results", "metrics": ["acc"]},
+    ("xwinograd-ja", "kamado"): {
+        "data": "xwinograd-ja", "convert": "xwinograd", "train": None, "process_docs": "xwinograd_docs",
+        "doc_to_text": "", "doc_to_target": "label", "doc_to_choice": "choices", "target_delimiter": "",
+        "metrics": ["acc"]},
 }
-for _k in ("arc-easy", "arc-challenge", "hellaswag", "truthfulqa-mc1", "truthfulqa-mc2"):
+for _k in ("arc-easy", "arc-challenge", "hellaswag", "truthfulqa-mc1", "truthfulqa-mc2", "mgsm-ja", "xwinograd-ja"):
     SPECS[(_k, "leaderboard")] = SPECS[(_k, "kamado")]
 
 UTILS = '''"""Written by kamado.eval.lmeval_backend: lm-eval's own process_docs/process_results for local files."""
 from lm_eval.tasks.hellaswag.utils import process_docs as _hellaswag
 from lm_eval.tasks.japanese_leaderboard.ja_leaderboard_jcommonsenseqa import process_docs as jcqa_docs  # noqa
+from lm_eval.tasks.japanese_leaderboard.ja_leaderboard_mgsm import process_results as mgsm_results  # noqa
+from lm_eval.tasks.japanese_leaderboard.ja_leaderboard_xwinograd import process_docs as xwinograd_docs  # noqa
 from lm_eval.tasks.truthfulqa.utils import process_results_mc2 as tqa_mc2  # noqa
 
 from kamado.eval.tasks import hellaswag_ctx_ab
@@ -94,9 +111,18 @@ def lmeval_name(task: str, prompts: str) -> str:
 
 
 def _convert(kind: str, src: Path, dest: Path) -> Path:
-    from kamado.eval.tasks import _jsquad_load, _tqa_load
+    from kamado.eval.tasks import _jsquad_load, _mgsm_load, _tqa_load, _xwinograd_load
 
-    if kind == "truthfulqa":  # mc_task.json ({answer: label} dicts) -> the Hub's {choices, labels} layout
+    if kind == "mgsm":  # problems (TSV) or exemplars (JSON) -> juletxara/mgsm's columns
+        from kamado.eval.metrics import mgsm_extract
+
+        # one column type across both splits (a JSON split of nulls does not cast to the other's strings/ints):
+        # no worked answer is "", an exemplar's number is the one its answer ends with
+        rows = [d | {"answer": d["answer"] or "", "answer_number": d["answer_number"] if d["answer"] is None
+                     else mgsm_extract(d["answer"])} for d in _mgsm_load(src)]
+    elif kind == "xwinograd":  # the crosslingual_winograd rows -> polm-stability/xwinograd-ja's columns
+        rows = [{k: d[k] for k in ("sentence1", "sentence2", "answer")} for d in _xwinograd_load(src)]
+    elif kind == "truthfulqa":  # mc_task.json ({answer: label} dicts) -> the Hub's {choices, labels} layout
         rows = [{"question": d["question"],
                  "mc1_targets": {"choices": list(d["mc1_targets"]), "labels": list(d["mc1_targets"].values())},
                  "mc2_targets": {"choices": list(d["mc2_targets"]), "labels": list(d["mc2_targets"].values())}}
@@ -118,10 +144,13 @@ def task_yaml(task: str, prompts: str, root: Path | None, work_dir: Path) -> str
     spec = SPECS[(task, prompts)]
     data = resolve(spec["data"], root)
     if spec.get("convert"):
-        data = _convert(spec["convert"], data, work_dir / f"{spec['convert']}.jsonl")
+        data = _convert(spec["convert"], data, work_dir / f"{spec['data']}.jsonl")
     files = {"validation": str(data)}
     if spec.get("train"):
-        files["train"] = str(resolve(spec["train"], root))
+        train = resolve(spec["train"], root)
+        if spec.get("convert_train"):
+            train = _convert(spec["convert_train"], train, work_dir / f"{spec['train']}.jsonl")
+        files["train"] = str(train)
     out_type = spec.get("output_type", "multiple_choice")
     lines = [f"task: {lmeval_name(task, prompts)}", "dataset_path: json", "dataset_kwargs:", "  data_files:"]
     lines += [f"    {k}: {json.dumps(v)}" for k, v in files.items()]
@@ -140,7 +169,13 @@ def task_yaml(task: str, prompts: str, root: Path | None, work_dir: Path) -> str
         if key in spec:
             lines.append(f"{key}: !function kamado_lmeval_utils.{spec[key]}")
     if out_type == "generate_until":
-        lines += ["generation_kwargs:", '  until: ["\\n\\n"]', "  do_sample: false", "metric_list:",
+        lines += ["generation_kwargs:", '  until: ["\\n\\n"]', "  do_sample: false"]
+    if "metrics" in spec:
+        lines += ["metric_list:"]
+        for m in spec["metrics"]:
+            lines += [f"  - metric: {m}", "    aggregation: mean", "    higher_is_better: true"]
+    elif out_type == "generate_until":  # JSQuAD: strict exact match after lm-eval's whitespace filter
+        lines += ["metric_list:",
                   "  - metric: exact_match", "    regexes_to_ignore: ['^\\s+', '\\s+$']", "    aggregation: mean",
                   "    higher_is_better: true", "filter_list:", "  - name: whitespaces", "    filter:",
                   "      - function: remove_whitespace", "      - function: take_first"]
@@ -213,8 +248,8 @@ def run_lm_eval(model_dir: Path, tasks: list[str], *, root: Path | None, limit: 
                       "exact_match_stderr": m.get("exact_match_stderr,whitespaces")}
         else:
             m = res[names[0]]
-            out[t] = {"acc": m.get("acc,none"), "acc_stderr": m.get("acc_stderr,none"),
-                      "acc_norm": m.get("acc_norm,none"), "acc_norm_stderr": m.get("acc_norm_stderr,none")}
+            out[t] = {k: m.get(f"{k},none") for k in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr")
+                      if m.get(f"{k},none") is not None}
         out[t] |= {"n": n, "shots": k, "backend": "lm-eval", "prompts": prompts}
         if log_samples:
             out[t]["samples"] = {x: r["samples"][x] for x in names}
@@ -243,9 +278,10 @@ def compare(model_dir: Path, task: str, prompts: str, n: int, *, root: Path | No
     model, tok = load_model(model_dir)
     exs = build_examples(t, root, limit=None, seed=0)[0][:n]
     if t.kind == "generation":
-        gens = generate(model, tok, [e.context for e in exs], max_new_tokens=max_new_tokens, stop=t.stop,
-                        batch_size=batch_size)
-        mine: list[Any] = [g.text.strip() for g in gens]
+        gens = generate(model, tok, [e.context for e in exs], max_new_tokens=t.max_new_tokens or max_new_tokens,
+                        stop=t.stop, batch_size=batch_size)
+        # JSQuAD's lm-eval task filters whitespace; MGSM reads the raw completion
+        mine: list[Any] = [g.text.strip() if t.strict_em else g.text for g in gens]
     else:
         mine = [[s.loglik for s in sc] for sc in score_choices(model, tok, [(e.context, e.choices) for e in exs],
                                                                 batch_size=batch_size)]
@@ -263,7 +299,12 @@ def compare(model_dir: Path, task: str, prompts: str, n: int, *, root: Path | No
             ctx_same = s["arguments"][0][0] == ex.context
             theirs = s["filtered_resps"][0] if isinstance(s["filtered_resps"], list) else s["filtered_resps"]
             ok = ctx_same and theirs == mine[i]
-            items.append({"id": ex.id, "context_same": ctx_same, "kamado": mine[i], "lmeval": theirs, "same": ok})
+            item = {"id": ex.id, "context_same": ctx_same, "kamado": mine[i], "lmeval": theirs}
+            if t.score is not None:  # the per-item metric too (MGSM: the number read from the completion)
+                m = t.metrics[0]
+                item |= {"kamado_" + m: float(t.score(mine[i], ex.gold)[m]), "lmeval_" + m: float(s[m])}
+                ok = ok and item["kamado_" + m] == item["lmeval_" + m]
+            items.append(item | {"same": ok})
             same &= ok
             continue
         ll_l: list[float] = []

@@ -1,4 +1,5 @@
-"""Metrics with standard errors: accuracy, MC2, correlation, exact match and character F1."""
+"""Metrics with standard errors: accuracy, MC2, correlation, exact match, character F1, and the answer rules of
+the AI王 (open-domain QA) and MGSM (math word problems) leaderboards."""
 
 from __future__ import annotations
 
@@ -183,3 +184,59 @@ def char_f1(pred: str, answers: Sequence[str]) -> float:
             f = 2 * prec * rec / (prec + rec)
         best = max(best, f)
     return best
+
+
+def normalize_answer_aio(text: str) -> str:
+    """The AI王 organisers' answer normalisation (cl-tohoku/quiz-datasets ``utils/normalize_answer.py``), ported
+    rule for rule: "～" to "〜", NFKC, bracketed notes (【】, (), []) dropped unless nothing else is left, an
+    annotation from "※" on dropped, text after "、" or "/" dropped unless the answer opens with 「 or 『, 「」 and
+    『』 unwrapped (text after 『…』 dropped), whitespace runs compressed. An empty text stays empty (the original
+    raises IndexError on it; model outputs may be empty)."""
+    text = text.replace("～", "〜")
+    text = unicodedata.normalize("NFKC", text)
+    text = re.sub(r"【.*?】", "", text).strip() or text
+    text = re.sub(r"\(.*?\)", "", text).strip() or text
+    text = re.sub(r"\[.*?\]", "", text).strip() or text
+    if "※" in text:
+        text = text[:text.index("※")]
+    text = text.strip()
+    if not text:
+        return ""
+    if text[0] not in "「『":
+        text = re.sub(r"[、/].+$", "", text)
+    text = re.sub(r"「(.*?)」", r"\1", text)
+    text = re.sub(r"『(.*?)』(.*)", r"\1", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def aio_scores(pred: str, answers: Sequence[str]) -> dict[str, float | str]:
+    """AI王 scores of one prediction: ``exact_match`` (organisers' normalisation of both sides equal, any
+    answer) and ``char_f1`` (JSQuAD's character F1 of the normalised strings); ``pred_norm`` for the details."""
+    p = normalize_answer_aio(pred)
+    golds = [normalize_answer_aio(a) for a in answers]
+    return {"exact_match": float(any(p == g for g in golds)), "char_f1": char_f1(p, golds), "pred_norm": p}
+
+
+MGSM_INVALID = "[invalid]"
+_MGSM_NUMBER = re.compile(r"(\-?[0-9\.\,]+)")
+
+
+def mgsm_extract(completion: str) -> int | str:
+    """The answer of an MGSM completion as lm-eval 0.4.13's ``ja_leaderboard_mgsm`` reads it: the last number
+    (digits, "." and ","), dots stripped at both ends, commas removed; an integer, else ``"[invalid]"``."""
+    matches = _MGSM_NUMBER.findall(completion)
+    if matches:
+        s = matches[-1].strip(".").replace(",", "")
+        try:
+            x = float(s)
+        except ValueError:
+            return MGSM_INVALID
+        if x.is_integer():
+            return int(x)
+    return MGSM_INVALID
+
+
+def mgsm_scores(pred: str, answer: int) -> dict[str, Any]:
+    """MGSM accuracy of one completion: the extracted number equals the gold integer."""
+    got = mgsm_extract(pred)
+    return {"acc": float(got == answer), "extracted": got}

@@ -16,7 +16,17 @@ Two prompt sets (``prompts`` in the recipe's eval section, ``--prompts`` on the 
   ``random.Random(1234)`` per task, advanced document by document in file order, so every item gets the
   demonstrations a full lm-eval run would give it, whatever ``limit`` selects. Where the data root lacks the
   train split (JNLI, JSQuAD here) the demonstrations come from the evaluated split without the item itself
-  (lm-eval's behaviour when the few-shot split is the evaluated one).
+  (lm-eval's behaviour when the few-shot split is the evaluated one). ``aio`` gets the leaderboard's JAQKET prompt
+  without passages (1 shot).
+
+Tasks that exist only in a leaderboard's form are the same in both sets: ``mgsm-ja`` and ``xwinograd-ja`` are
+lm-eval 0.4.13's ``ja_leaderboard_mgsm`` (5-shot chain of thought from the 8 exemplars by lm-eval's sampler, until
+``"\n\n"``, 256 new tokens, the last number of the completion against the answer) and
+``ja_leaderboard_xwinograd`` (the log-likelihood of each whole sentence after BOS; the higher one wins).
+
+``aio``: closed-book open-domain QA on the AI王 questions (JAQKET v2's development questions; the passages of
+lm-eval's reading-comprehension JAQKET are not available offline): greedy answer, exact match after the
+organisers' normalisation and character F1; demonstrations from the AI王 1 development questions by seed.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kamado.config import KamadoError
+from kamado.eval import metrics as M
 from kamado.jsonl import read_jsonl
 
 Kind = Literal["mc", "truthfulqa", "regression", "generation", "perplexity", "instruct"]
@@ -51,6 +62,8 @@ TRUTHFULQA_PROMPT = (
 )
 
 JNLI_LABELS = {"entailment": "含意", "contradiction": "矛盾", "neutral": "中立"}
+# the Alpaca-style Japanese preamble of lm-eval's japanese_leaderboard tasks
+LEADERBOARD_DESCRIPTION = "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。\n\n"
 
 
 @dataclass
@@ -88,6 +101,11 @@ class Task:
     target_delimiter: str = ""  # prefix of every choice (acc_norm counts the characters after it, as lm-eval)
     sampler: Literal["kamado", "lm-eval"] = "kamado"  # how few-shot examples are drawn (see the module doc)
     strict_em: bool = False  # generation: lm-eval's exact match (stripped, first answer) instead of JSQuAD's
+    # generation: per-item scores of (completion, gold) instead of JSQuAD's; the keys in ``metrics`` are
+    # averaged, the others go to the details
+    score: Callable[[str, Any], dict[str, Any]] | None = None
+    metrics: tuple[str, ...] = ()  # the metrics reported (empty: those of the task's kind)
+    max_new_tokens: int | None = None  # generation length of the task's own definition (else eval.max_new_tokens)
 
 
 def _resolve(name: str, root: Path | None) -> Path:
@@ -130,6 +148,61 @@ def _jsquad_load(path: Path) -> list[dict]:
 def _jsquad_query(d: dict) -> str:
     ctx = d["context"].split(" [SEP] ", 1)[-1]
     return f"文脈：{ctx}\n質問：{d['question']}\n答え："
+
+
+# --- AI王 (JAQKET's questions), MGSM, XWinograd --------------------------------------------------------
+
+def _read_tsv(path: Path, header: bool) -> list[list[str]]:
+    """Rows of a tab-separated file (LF or CRLF lines; fields hold no tabs or newlines)."""
+    lines = [x.rstrip("\r") for x in path.read_text(encoding="utf-8").split("\n")]
+    rows = [x.split("\t") for x in lines[1 if header else 0:] if x]
+    widths = {len(r) for r in rows}
+    if len(widths) > 1:
+        raise KamadoError(f"{path}: rows of {sorted(widths)} fields; expected the same number on every line")
+    return rows
+
+
+def _aio_load(path: Path) -> list[dict]:
+    """AI王 questions (``qid, competition, timestamp, section, number, original_question, original_answer,
+    original_additional_info``)."""
+    cols = ["qid", "competition", "timestamp", "section", "number", "question", "answer", "additional_info"]
+    return [dict(zip(cols, r, strict=True)) for r in _read_tsv(path, header=True)]
+
+
+def _aio_query(d: dict) -> str:
+    return f"問題：{d['question']}\n答え："
+
+
+def _lb_aio_query(d: dict) -> str:
+    return f"### 指示：\n与えられた質問に答えてください。\n\n### 入力：\n質問：{d['question']}\n\n### 応答："
+
+
+def _mgsm_load(path: Path) -> list[dict]:
+    """MGSM problems (TSV: question, integer answer) or the exemplars (JSON ``{n: {q, a}}``) in
+    juletxara/mgsm's layout: ``question``, ``answer`` (exemplars' worked answer), ``answer_number``."""
+    if path.suffix == ".json":
+        ex = json.loads(path.read_text(encoding="utf-8"))
+        return [{"question": v["q"], "answer": v["a"], "answer_number": None} for v in ex.values()]
+    return [{"question": q, "answer": None, "answer_number": int(a)} for q, a in _read_tsv(path, header=False)]
+
+
+def _mgsm_query(d: dict) -> str:
+    q = d["question"].replace("問題：", "")
+    return f"### 指示：\n与えられた問題に対して、ステップごとに答えを導き出してください。\n\n### 入力：\n{q}\n\n### 応答："
+
+
+def _xwinograd_load(path: Path) -> list[dict]:
+    """XWinograd rows (lang, source, English, sentence, tokens, pronoun, candidates) as polm-stability/xwinograd-ja
+    has them: ``sentence1``/``sentence2`` = the tokens with the pronoun's span replaced by candidate 1 / 2,
+    ``answer`` = "1" or "2"."""
+    docs = []
+    for r in _read_tsv(path, header=False):
+        toks, (_, (a, b), _), cands = json.loads(r[4]), json.loads(r[5]), json.loads(r[6])
+        sents = ["".join(toks[:a]) + c[0] + "".join(toks[b:]) for c in cands]
+        answer = next(i for i, c in enumerate(cands) if c[3]) + 1
+        docs.append({"sentence": r[3], "sentence1": sents[0], "sentence2": sents[1], "answer": str(answer),
+                     "english": r[2]})
+    return docs
 
 
 # --- English -----------------------------------------------------------------------------------------
@@ -234,13 +307,33 @@ _add(Task(
     load=_tqa_load, query=lambda d: f"Q: {d['question']}\nA:",
     doc_id=lambda d, i: str(i), target_delimiter=" ",
 ))
+_add(Task(
+    "aio", "ja", "generation", "aio", "aio-pool", shots=4,
+    description="次のクイズの答えを、短い語句で答えてください。\n\n",
+    load=_aio_load, query=_aio_query, gold=lambda d: [d["answer"]], answer=lambda d: d["answer"],
+    doc_id=lambda d, i: d["qid"], score=lambda pred, gold: M.aio_scores(pred, gold),
+    metrics=("exact_match", "char_f1"),
+))
+# lm-eval 0.4.13 tasks/japanese_leaderboard/ja_leaderboard_mgsm.yaml and ja_leaderboard_xwinograd.yaml (both
+# prompt sets: these tasks exist only in the leaderboard's form)
+_add(Task(
+    "mgsm-ja", "ja", "generation", "mgsm-ja", "mgsm-ja-exemplars", shots=5, description=LEADERBOARD_DESCRIPTION,
+    load=_mgsm_load, query=_mgsm_query, gold=lambda d: d["answer_number"],
+    answer=lambda d: "\n" + d["answer"].replace("ステップごとの答え：", ""), stop=("\n\n",),
+    target_delimiter="\n", sampler="lm-eval", score=lambda pred, gold: M.mgsm_scores(pred, gold),
+    metrics=("acc",), max_new_tokens=256,  # lm-eval's default max_gen_toks
+))
+_add(Task(
+    "xwinograd-ja", "ja", "mc", "xwinograd-ja", None, shots=0, load=_xwinograd_load, query=lambda d: "",
+    choices=lambda d: [d["sentence1"].strip(), d["sentence2"].strip()], gold=lambda d: int(d["answer"]) - 1,
+    answer=lambda d: "", metrics=("acc",),
+))
 _add(Task("perplexity", "multi", "perplexity"))
 # answers to held-out dolly-ja instructions (its last records) scored by chrF / ROUGE-L: kamado.eval.instruct
 _add(Task("dolly-ja-heldout", "ja", "instruct", "dolly-ja"))
 
 # --- lm-eval 0.4.13 tasks/japanese_leaderboard (prompts: leaderboard) ----------------------------------
 
-LEADERBOARD_DESCRIPTION = "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。\n\n"
 JNLI_LEADERBOARD_CHOICES = ["含意", "矛盾", "中立"]  # JGLUE's label order: entailment, contradiction, neutral
 
 
@@ -285,6 +378,13 @@ LEADERBOARD: dict[str, Task] = {
         answer=lambda d: "\n" + d["answers"][0], doc_id=lambda d, i: d["id"], stop=("\n\n",),
         target_delimiter="\n", sampler="lm-eval", strict_em=True,
     ),
+    # closed-book AI王 in the leaderboard's form: ja_leaderboard_jaqket_v2's prompt without the passages, 1 shot
+    "aio": Task(
+        "aio", "ja", "generation", "aio", "aio-pool", shots=1, description=LEADERBOARD_DESCRIPTION,
+        load=_aio_load, query=_lb_aio_query, gold=lambda d: [d["answer"]], answer=lambda d: "\n" + d["answer"],
+        doc_id=lambda d, i: d["qid"], stop=("\n\n",), target_delimiter="\n",
+        score=lambda pred, gold: M.aio_scores(pred, gold), metrics=("exact_match", "char_f1"),
+    ),
 }
 PROMPT_SETS = ("kamado", "leaderboard")
 
@@ -299,12 +399,15 @@ def get_task(name: str, prompts: str = "kamado") -> Task:
 
 SUITES: dict[str, list[str]] = {
     "jglue": ["jcommonsenseqa", "jnli", "jsts", "jsquad"],
+    # every task of lm-eval's japanese_leaderboard that kamado has (run with prompts: leaderboard for the
+    # leaderboard's own prompts; aio stands in for JAQKET, whose passages are not available offline)
+    "ja-leaderboard": ["jcommonsenseqa", "jnli", "jsquad", "aio", "mgsm-ja", "xwinograd-ja"],
     "en": ["arc-easy", "arc-challenge", "hellaswag", "truthfulqa-mc"],
     "quick": ["perplexity", "jcommonsenseqa"],
     "mc": ["jcommonsenseqa", "jnli", "arc-easy", "arc-challenge", "hellaswag", "truthfulqa-mc"],
 }
 SUITES["all"] = ["perplexity", *SUITES["jglue"], *SUITES["en"]]
-ALIASES = {"jsquad-valid": "jsquad", "truthfulqa": "truthfulqa-mc", "arc_easy": "arc-easy",
+ALIASES = {"jsquad-valid": "jsquad", "mgsm": "mgsm-ja", "xwinograd": "xwinograd-ja", "truthfulqa": "truthfulqa-mc", "arc_easy": "arc-easy",
            "arc_challenge": "arc-challenge", "ppl": "perplexity"}
 
 
