@@ -64,7 +64,7 @@ def _losses(out: Path) -> list[tuple[int, float]]:
 def test_sbatch_two_ranks_preempted_requeued_and_resumed(slurm: dict[str, str], pack: tuple[Path, Path],
                                                          tmp_path: Path) -> None:
     pk, tok = pack
-    steps = 40
+    steps = 60
     env = dict(slurm, KAMADO_QUIET="1", KAMADO_NPROC_PER_NODE="2", KAMADO_PYTHON=sys.executable,
                PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     jobs = {}
@@ -83,19 +83,24 @@ def test_sbatch_two_ranks_preempted_requeued_and_resumed(slurm: dict[str, str], 
         jobs[name] = r.stdout.strip().split(";")[0]
     cut = tmp_path / "cut"
     deadline = time.time() + 400
-    while time.time() < deadline and not ((cut / "metrics.jsonl").is_file() and len(_losses(cut)) >= 5):
+    while time.time() < deadline and not ((cut / "metrics.jsonl").is_file() and len(_losses(cut)) >= 3):
         assert _job(slurm, jobs["cut"]).get("JobState") not in TERMINAL, _job(slurm, jobs["cut"])
         time.sleep(0.1)
     subprocess.run(["scancel", "--signal=USR1", "--batch", jobs["cut"]], env=slurm, check=True)
     states: dict[str, str] = {}
+    held = 0.0
     deadline = time.time() + 600
     while time.time() < deadline:
         for name, j in jobs.items():
             info = _job(slurm, j)
             states[name] = info.get("JobState", "")
             if name == "cut" and states[name] == "PENDING" and int(info.get("Restarts", "0")) >= 1 \
-                    and info.get("Reason") == "BeginTime":  # Slurm holds a requeued job 120 s: no need here
-                subprocess.run(["scontrol", "update", f"JobId={j}", "StartTime=now"], env=slurm)
+                    and info.get("Reason") == "BeginTime":
+                # Slurm holds a requeued job 120 s; 5 s are enough here (slurmd refuses a job credential issued
+                # in the same second as the revocation of the previous run's)
+                held = held or time.time()
+                if time.time() - held > 5:
+                    subprocess.run(["scontrol", "update", f"JobId={j}", "StartTime=now"], env=slurm)
         if all(states.get(n) in TERMINAL for n in jobs):
             break
         time.sleep(0.5)
@@ -107,9 +112,10 @@ def test_sbatch_two_ranks_preempted_requeued_and_resumed(slurm: dict[str, str], 
     assert "run status preempted" in log and "requeueing" in log and "restart 1;" in log
     events = [json.loads(x) for x in (cut / "events.jsonl").read_text().splitlines()]
     kinds = [e["kind"] for e in events]
+    assert kinds != ["started", "finished"], "the job finished before the warning reached it (a very fast machine?)"
     assert kinds == ["started", "preempted", "started", "finished"], kinds
     stop = events[1]["step"]
-    assert 5 <= stop < steps and events[2]["step"] == stop and events[2]["detail"]["resumed"]  # no step lost
+    assert 3 <= stop < steps and events[2]["step"] == stop and events[2]["detail"]["resumed"]  # no step lost
     assert json.loads((cut / "pretrain.json").read_text())["resumed_from"] == stop
     a, b = _losses(tmp_path / "whole"), _losses(cut)
     assert [s for s, _ in b] == list(range(1, steps + 1))  # every step once
