@@ -34,6 +34,12 @@ test: install
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } || \
 	  echo "note: no chromium; the report browser test will be skipped"
+	@# the Slurm tests start a one-machine cluster (scripts/slurm/local_cluster.sh): install Debian's Slurm and munge
+	@# when missing (skipped without root/apt)
+	@{ command -v slurmctld && command -v munged; } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	   slurmctld slurmd slurm-client munge) >/dev/null 2>&1; } || \
+	  echo "note: no Slurm; the Slurm tests will be skipped"
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -x --durations=15

@@ -4,7 +4,9 @@ As a script: ``python _train_driver.py SPEC_JSON`` trains a 2-layer LLaMA on the
 Spec keys: ``out``, ``text``, ``train`` (TrainConfig fields); optional ``max_bytes`` (default 200,000),
 ``valid_bytes`` (the last bytes held out as 2 validation batches; 0: none), ``sleep`` (seconds before each
 batch), ``hf`` (export at the end), ``rollback_at``/``rollback_to`` (a guard-style rollback from inside a step).
-Rank 0 writes ``result.json`` (the TrainResult plus ``rolled``: the steps rolled back to).
+Rank 0 writes ``result.json`` (the TrainResult plus ``rolled``: the steps rolled back to). Exits like
+``kamado.train.launch``: 75 when preempted (a checkpoint of the last step saved), 2 with ``error: …`` on a
+KamadoError (a lost rank), else 0.
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def driver_command(spec: dict, tmp: Path, nproc: int = 1) -> tuple[list[str], dict[str, str]]:
+def driver_command(spec: dict, tmp: Path, nproc: int = 1, *, nnodes: int = 1,
+                   rdzv: str | None = None) -> tuple[list[str], dict[str, str]]:
     """The command and environment that run this driver on ``spec`` (``nproc`` > 1: under torchrun, gloo, one
-    thread per rank, torchrun's scratch files in ``tmp``)."""
+    thread per rank, torchrun's scratch files in ``tmp``). ``rdzv`` ("HOST:PORT"): the command of one torchrun
+    agent (node) of ``nnodes`` meeting through the c10d rendezvous there, with ``nproc`` ranks of its own."""
+    from kamado.train.distributed import AGENT_SIGNALS
+
     env = dict(os.environ, KAMADO_QUIET="1", PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, __file__, json.dumps(spec)]
-    if nproc > 1:
+    if rdzv:
+        cmd[1:1] = ["-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc-per-node={nproc}",
+                    "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv}", f"--rdzv-id=kamado-{rdzv.rsplit(':', 1)[1]}",
+                    f"--signals-to-handle={AGENT_SIGNALS}"]
+    elif nproc > 1:
         cmd[1:1] = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    if rdzv or nproc > 1:
         env |= {"OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
     return cmd, env
 
@@ -82,4 +93,13 @@ def main(spec: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(json.loads(sys.argv[1]))
+    from kamado.config import EXIT_PREEMPTED, KamadoError, Preempted
+
+    try:
+        main(json.loads(sys.argv[1]))
+    except Preempted as e:
+        print(f"kamado: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_PREEMPTED)
+    except KamadoError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)

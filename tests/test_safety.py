@@ -132,6 +132,12 @@ def test_error_messages_and_exit_codes(tmp_path: Path):
     assert code == 2 and "missing.bin" in msg
     msg, code = error_message(raised(lambda: [][1]))
     assert code == 1 and "bug" in msg and "--debug" in msg
+    from kamado.config import Preempted
+
+    def preempt():
+        raise Preempted("preempted by SIGUSR1 after step 7 of 9: saved", step=7)
+    msg, code = error_message(raised(preempt))
+    assert code == 75 and msg.startswith("preempted by SIGUSR1")  # not a failure: run it again to resume
 
 
 def test_debug_flag_shows_the_traceback(tmp_path: Path):

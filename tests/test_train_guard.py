@@ -213,3 +213,33 @@ def test_restart_on_hang_resumes_from_the_last_checkpoint(tmp_path, receivers):
     assert any(b["kind"] == "hang" and b["step"] == 15 for b in posts), [(b["kind"], b["step"]) for b in posts]
     assert any(b["kind"] == "stopped" and "restarting from the last checkpoint" in b["text"] + str(b.get("action"))
                for b in posts)
+
+
+def test_sigterm_preempts_with_a_checkpoint_and_a_preempted_alert(tmp_path, receivers):
+    """SIGTERM (a Slurm preemption) with the guard on: the trainer finishes its step and saves it; the event and the
+    alert say `preempted`, never `crashed` (neither the trainer nor the watchdog); a rerun resumes at that step."""
+    alerts = receivers.alerts("json").model_copy(update={"email": None})
+    p = _proc(tmp_path, GuardConfig(hang_timeout_s=60), alerts, 100000)
+    out = tmp_path / "run"
+    m = out / "metrics.jsonl"
+    t_end = time.time() + 40
+    while time.time() < t_end and not (m.is_file() and m.read_text().count("\n") >= 5):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=60)[1]
+    assert "Preempted: preempted by SIGTERM after step" in err, err[-2000:]
+    stop = [json.loads(x) for x in m.read_text().splitlines()][-1]["step"]
+    assert (out / "checkpoints" / f"step_{stop:08d}" / "state.json").is_file()
+    time.sleep(3)  # the watchdog polls every 2 s here: it must end quietly, not report a crash
+    ev = read_events(out / "events.jsonl")
+    assert [e["kind"] for e in ev] == ["started", "preempted"], ev
+    assert ev[-1]["step"] == stop and ev[-1]["detail"]["signal"] == "SIGTERM"
+    posts = [json.loads(x["body"]) for x in receivers.posts]
+    assert [b["kind"] for b in posts] == ["started", "preempted"], posts
+    assert posts[-1]["step"] == stop and "preempted by SIGTERM" in posts[-1]["text"]
+    p = _proc(tmp_path, GuardConfig(hang_timeout_s=60), alerts, stop + 3)  # the same command resumes
+    assert p.wait(timeout=60) == 0, p.stderr.read()[-2000:]
+    ev = read_events(out / "events.jsonl")
+    assert [e["kind"] for e in ev] == ["started", "preempted", "started", "finished"]
+    assert ev[2]["step"] == stop and ev[2]["detail"]["resumed"]
+    assert [json.loads(x)["step"] for x in m.read_text().splitlines()] == list(range(1, stop + 4))

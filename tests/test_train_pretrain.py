@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import subprocess
@@ -12,37 +11,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def pack(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> tuple[Path, Path]:
-    """A 3,000-piece SentencePiece tokenizer and a ja/en pack of ~250k characters each."""
-    from kamado.corpus.docs import resolve_inputs
-    from kamado.data.config import PackConfig
-    from kamado.data.pack import pack as do_pack
-    from kamado.tokenizer.config import TokenizerConfig
-    from kamado.tokenizer.train import train_tokenizer
-
-    top = tmp_path_factory.mktemp("pretrain_inputs")
-    ja, en = top / "ja.jsonl", top / "en.jsonl"
-    with gzip.open(data_root / "ja_text" / "jaquad_train_wikipedia_paragraphs.jsonl.gz", "rt", encoding="utf-8") as f, \
-            ja.open("w", encoding="utf-8") as out:
-        n = 0
-        for i, line in enumerate(f):
-            text = json.loads(line).get("text", "")
-            out.write(json.dumps({"id": f"ja{i}", "text": text, "source": "ja", "lang": "ja"}, ensure_ascii=False) + "\n")
-            n += len(text)
-            if n > 250_000:
-                break
-    paras = (data_root / "en_text" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:250_000].split("\n\n")
-    en.write_text("".join(json.dumps({"id": f"en{i}", "text": p, "source": "en", "lang": "en"}) + "\n"
-                          for i, p in enumerate(paras) if p.strip()), encoding="utf-8")
-    specs = resolve_inputs([f"ja={ja}", f"en={en}"])
-    tok = top / "tokenizer"
-    train_tokenizer(specs, TokenizerConfig(vocab_size=3000, sample_chars=400_000, num_threads=2), tok)
-    pk = top / "data"
-    do_pack(resolve_inputs([f"ja={ja}", f"en={en}"]), tok, pk, PackConfig(workers=1, valid_fraction=0.05))
-    return pk, tok
 
 
 def _kamado(*args: str, cwd: Path) -> subprocess.CompletedProcess:

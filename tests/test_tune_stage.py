@@ -155,3 +155,53 @@ def test_killed_tuning_resumes_on_the_same_curve(tuned, tmp_path, data_root, mon
     got, want = losses(crash.out), losses(whole.out)
     assert [s for s, _ in got] == [s for s, _ in want] == [1, 2, 3, 4]
     assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-6)
+
+
+def test_preempted_tuning_saves_its_step_and_resumes_on_the_same_curve(tuned, tmp_path, data_root, monkeypatch):
+    """SIGUSR1 during step 3 (checkpoints every 2): step 3 is finished and saved, the stage raises Preempted (the
+    CLI exits 75), the guard writes `preempted`; the re-run resumes at step 3 and matches an uninterrupted run."""
+    import os
+    import signal
+
+    from kamado.config import Preempted
+    from kamado.monitor.guard import read_events
+    from kamado.stage import StageContext
+    from kamado.train.config import TrainConfig
+    from kamado.tune import sft
+    from kamado.tune.config import TuneConfig
+    from kamado.tune.stage import run
+
+    cfg = TuneConfig(data=["dolly-ja"], methods=["full"], max_examples=60, base=str(tuned[0]),
+                     train=TrainConfig(steps=4, batch_size=2, seq_len=64, warmup_steps=1, eval_every=0,
+                                       ckpt_every=2, precision="fp32"))
+
+    def losses(out):
+        recs = [json.loads(x) for x in (out / "full" / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in recs if "loss" in r]
+
+    whole = StageContext(name="tune", out=tmp_path / "whole", data_root=data_root, seed=3, quiet=True)
+    whole.out.mkdir()
+    run(cfg, whole)
+    cut = StageContext(name="tune", out=tmp_path / "cut", data_root=data_root, seed=3, quiet=True)
+    cut.out.mkdir()
+    real_next = sft.SFTBatches.next_batch
+    calls = {"n": 0}
+
+    def preempting(self):
+        calls["n"] += 1
+        if calls["n"] == 3:  # step 3's batch: the warning arrives while the step is in flight
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real_next(self)
+
+    monkeypatch.setattr(sft.SFTBatches, "next_batch", preempting)
+    with pytest.raises(Preempted, match="preempted by SIGUSR1 after step 3 of 4") as e:
+        run(cfg, cut)
+    assert e.value.step == 3 and (cut.out / "full" / "checkpoints" / "step_00000003" / "state.json").is_file()
+    monkeypatch.setattr(sft.SFTBatches, "next_batch", real_next)
+    run(cfg, cut)
+    assert json.loads((cut.out / "full" / "result.json").read_text())["resumed_from"] == 3
+    kinds = [ev["kind"] for ev in read_events(cut.out / "full" / "events.jsonl")]
+    assert kinds == ["started", "preempted", "started", "finished"], kinds
+    got, want = losses(cut.out), losses(whole.out)
+    assert [s for s, _ in got] == [s for s, _ in want] == [1, 2, 3, 4]
+    assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-6)

@@ -21,6 +21,20 @@ class ConfigError(KamadoError):
     """A recipe or config file that does not validate; the message names the YAML path."""
 
 
+EXIT_PREEMPTED = 75  # sysexits' EX_TEMPFAIL: stopped on request with a checkpoint; run it again to continue
+
+
+class Preempted(KamadoError):
+    """Training stopped on a preemption signal after finishing its step, with a complete checkpoint of that step.
+
+    Not a failure: the same command (a requeued Slurm job) resumes from ``checkpoint``. Processes that end
+    with it exit with :data:`EXIT_PREEMPTED`."""
+
+    def __init__(self, message: str, *, step: int = 0, checkpoint: str | None = None, signal: str = "") -> None:
+        super().__init__(message)
+        self.step, self.checkpoint, self.signal = step, checkpoint, signal
+
+
 _TYPE_WORDS = {
     "int_parsing": "expected an integer",
     "int_type": "expected an integer",

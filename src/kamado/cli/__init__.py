@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from kamado.config import KamadoError
+from kamado.config import EXIT_PREEMPTED, KamadoError, Preempted
 
 app = typer.Typer(
     name="kamado",
@@ -202,13 +202,16 @@ def error_message(exc: BaseException) -> tuple[str, int]:
     """The one-line message and exit code for an exception that reached the command line.
 
     2: bad input or environment (kamado's own errors, OS errors, unreadable JSON/weights/tokenizers, a library
-    refusing a value); 1: anything else (a bug: the message says so and how to see the traceback).
+    refusing a value); 75: training preempted with a checkpoint (run it again to resume); 1: anything else (a
+    bug: the message says so and how to see the traceback).
     """
     import json
 
     name = type(exc).__name__
     where = _culprit(exc)
     at = f"{where}: " if where else ""
+    if isinstance(exc, Preempted):
+        return str(exc), EXIT_PREEMPTED
     if isinstance(exc, KamadoError):
         return str(exc), 2
     if isinstance(exc, PermissionError):
@@ -257,7 +260,8 @@ def main() -> None:
             raise
         from kamado.ui import console
 
-        console.print(f"[bold red]error:[/] {msg}", markup=True, highlight=False, soft_wrap=True)
+        label = "[bold yellow]stopped:[/]" if code == EXIT_PREEMPTED else "[bold red]error:[/]"
+        console.print(f"{label} {msg}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(code)
 
 

@@ -99,7 +99,8 @@ def pretrain(
         path = _write_spec(cfg, ctx, out / "launch.json")
         console.print(f"wrote {path}; launch each node with:\n  torchrun --nnodes N --nproc-per-node G "
                       f"--rdzv-backend c10d --rdzv-endpoint HEAD:29500 -m kamado.train.launch {path}\n"
-                      f"or: sbatch --nodes N scripts/slurm/pretrain.sbatch {path}")
+                      f"or under Slurm: sbatch --nodes N --gpus-per-node G scripts/slurm/pretrain.sbatch {path}\n"
+                      "(on CPU nodes: KAMADO_NPROC_PER_NODE=G sbatch ...; see docs/cluster.md)")
         return
     run_stage_alone("pretrain", cfg, out, {"data": pack, "tokenizer": tokenizer}, seed=ctx.seed)
     art = TrainArtifact.open(out)

@@ -4,7 +4,7 @@
 spool (a queue drained by a background thread) and are retried with backoff; every failed attempt
 and every message given up on is counted and reported through ``on_failure`` (the run guard writes
 them to ``events.jsonl``). Alerts of one kind are rate limited (``alerts.rate_limit_s``), except
-the once-per-run kinds (started, finished, crashed, hang). Payloads are NaN-safe (non-finite
+the once-per-run kinds (started, finished, crashed, hang, stopped, preempted). Payloads are NaN-safe (non-finite
 numbers become strings, so the JSON is valid).
 
 Configured under ``pretrain.alerts`` (and ``tune.alerts``)::
@@ -34,10 +34,10 @@ from typing import Any, Literal
 
 from kamado.config import StrictModel
 
-KINDS = ("started", "finished", "crashed", "spike", "nonfinite", "rollback", "hang", "stopped")
-ONCE = {"started", "finished", "crashed", "hang", "stopped"}  # never rate limited
+KINDS = ("started", "finished", "crashed", "spike", "nonfinite", "rollback", "hang", "stopped", "preempted")
+ONCE = {"started", "finished", "crashed", "hang", "stopped", "preempted"}  # never rate limited
 LEVEL = {"started": "INFO", "finished": "INFO", "spike": "WARN", "nonfinite": "WARN", "rollback": "WARN",
-         "crashed": "ERROR", "hang": "ERROR", "stopped": "ERROR"}
+         "crashed": "ERROR", "hang": "ERROR", "stopped": "ERROR", "preempted": "WARN"}
 
 
 class EmailConfig(StrictModel):

@@ -9,7 +9,7 @@ The trainer calls it at a few seams (see :class:`RunGuard`)::
     loss = g.inject_loss(step, loss)           # drill: nan
     verdict = g.check(step, loss, grad_norm)   # "ok" | "skip" | "rollback", the same on every rank
     g.step_done(step, record)                  # heartbeat for the watchdog; drill: hang
-    g.finish(record) / g.fail(error)           # `finished` / `crashed` alert, watchdog stopped
+    g.finish(record) / g.fail(error)           # `finished` / `crashed` (`preempted`) alert, watchdog stopped
 
 Detection (defaults after OLMo-core and llm-foundry; all configurable under ``guard``):
 
@@ -43,7 +43,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Literal
 
-from kamado.config import KamadoError, StrictModel
+from kamado.config import KamadoError, Preempted, StrictModel
 from kamado.monitor.alerts import Alerter, AlertsConfig, clean
 
 EVENTS = "events.jsonl"
@@ -173,6 +173,16 @@ class EventLog:
         return read_events(self.path)
 
 
+LIFECYCLE = ("started", "finished", "crashed", "stopped", "preempted")
+
+
+def last_outcome(path: Path, since: int = 0) -> str | None:
+    """The last of ``started``/``finished``/``crashed``/``stopped``/``preempted`` among the records of an
+    ``events.jsonl`` from record ``since`` on (None: none): how the latest attempt ended, or that it is running."""
+    kinds = [e.get("kind") for e in read_events(path)[since:] if e.get("kind") in LIFECYCLE]
+    return kinds[-1] if kinds else None
+
+
 def read_events(path: Path) -> list[dict[str, Any]]:
     """Records of an ``events.jsonl`` (a torn last line is ignored)."""
     path = Path(path)
@@ -273,6 +283,9 @@ class RunGuard:
             why.unlink(missing_ok=True)
             raise GuardStop(f"the run guard's watchdog stopped training: {reason} (see {self.events.path}; "
                             "resume with the same command)", hang=True)
+        if callable(self._old_term):  # the trainer's preemption handler: checkpoint after this step, then stop
+            self._old_term(signum, frame)
+            return
         raise GuardStop(f"stopped by SIGTERM after step {self.last_step}")
 
     def _start_watchdog(self) -> None:
@@ -303,7 +316,8 @@ class RunGuard:
                 w.terminate()
             self._watchdog = None
         if self._old_term is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._old_term)
+            if signal.getsignal(signal.SIGTERM) == self._on_term:  # else the trainer has restored its own since
+                signal.signal(signal.SIGTERM, self._old_term)
             self._old_term = None
 
     def finish(self, step: int, record: dict[str, Any] | None = None) -> None:
@@ -320,6 +334,9 @@ class RunGuard:
     def fail(self, error: BaseException | str) -> None:
         if not self.is_main:
             return
+        if isinstance(error, Preempted):
+            self.preempted(error)
+            return
         msg = str(error) or type(error).__name__ if not isinstance(error, str) else error
         kind = "stopped" if isinstance(error, GuardStop) else "crashed"
         restart = self.will_restart and isinstance(error, GuardStop) and error.hang
@@ -329,6 +346,19 @@ class RunGuard:
                                   f"{self.cfg.max_hang_restarts}); " if restart else "") + self._summary(),
                           checkpoint=self.last_good_ckpt, metrics=self.last)
         self._beat("restarting" if restart else "failed", self.last_step, msg[:500])  # the watchdog lets go
+        self._stop_watchdog()
+        self.alerter.close(timeout=30)
+
+    def preempted(self, error: Preempted) -> None:
+        """The trainer stopped on a preemption signal with a complete checkpoint: a `preempted` event and alert
+        (not `crashed`); the watchdog ends quietly."""
+        self.last_step, self.last_good_ckpt = error.step, error.checkpoint
+        self.events.log(error.step, "preempted", {"signal": error.signal, "checkpoint": error.checkpoint})
+        self.alerter.send("preempted", error.step, f"preempted by {error.signal} after step {error.step}; the "
+                          "complete checkpoint of that step is saved", action="resumes from it when the job is "
+                          "requeued or the same command runs again; " + self._summary(),
+                          checkpoint=error.checkpoint, metrics=self.last)
+        self._beat("preempted", error.step)
         self._stop_watchdog()
         self.alerter.close(timeout=30)
 

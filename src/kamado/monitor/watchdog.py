@@ -5,7 +5,7 @@ It polls the trainer's heartbeat file (written after every finished step by :cla
 - no finished step for ``hang_timeout_s`` (``startup_timeout_s`` before the first one): a ``hang`` event and
   alert, then SIGTERM to the trainer (which ends with a clear error) and SIGKILL after ``term_grace_s``
   (unless it answers with a ``restarting`` heartbeat: ``guard.restart_on_hang``, it resumes by itself);
-- the trainer process gone without a clean end (``finished``/``failed`` heartbeat): a ``crashed`` event and
+- the trainer process gone without a clean end (``finished``/``failed``/``preempted`` heartbeat): a ``crashed`` event and
   alert with the last step and metrics (SIGKILL, the OOM killer, a segfault);
 - a clean end: it exits quietly.
 
@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+CLEAN_END = ("finished", "failed", "preempted")  # heartbeat states of a trainer that ended by itself
 
 
 def pid_alive(pid: int) -> bool:
@@ -51,7 +53,7 @@ def _say(msg: str) -> None:
 
 
 def watch(spec: dict[str, Any], poll_s: float | None = None) -> str:
-    """Watch until the trainer ends; returns ``finished``, ``failed``, ``crashed`` or ``hang``."""
+    """Watch until the trainer ends; returns ``finished``, ``failed``, ``preempted``, ``crashed`` or ``hang``."""
     from kamado.monitor.alerts import Alerter, AlertsConfig
     from kamado.monitor.guard import EventLog
 
@@ -68,12 +70,12 @@ def watch(spec: dict[str, Any], poll_s: float | None = None) -> str:
     while True:
         hb = _read(hb_path) or {}
         state = hb.get("state", "starting")
-        if state in ("finished", "failed"):
+        if state in CLEAN_END:
             return state
         if not pid_alive(pid):
             time.sleep(0.5)  # the trainer may have written its last heartbeat just before exiting
             hb = _read(hb_path) or hb
-            if hb.get("state") in ("finished", "failed"):
+            if hb.get("state") in CLEAN_END:
                 return str(hb["state"])
             step = hb.get("step")
             msg = f"the trainer (pid {pid}) died without a clean end after step {step}"

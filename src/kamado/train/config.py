@@ -52,6 +52,9 @@ class TrainConfig(StrictModel):
     nproc: int = Field(1, ge=1)  # >1 launches torchrun with FSDP2
     seed: int | None = None  # default: the recipe's seed
     resume: bool = True  # continue from the latest complete checkpoint in the output folder
+    # preemption (Slurm's SIGTERM, or the time-limit warning of `--signal=USR1@T`): every rank finishes its step,
+    # a complete checkpoint of that step is saved and the process exits with 75 (kamado.config.EXIT_PREEMPTED)
+    preempt_signals: list[Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP"]] = ["SIGTERM", "SIGUSR1"]
     tensorboard: bool = False  # also log to <out>/tensorboard
     wandb: str | None = None  # also log to this W&B project (offline unless WANDB_MODE says otherwise)
     mlflow: str | None = None  # also log to MLflow: a tracking URI, or a local folder (file store); extra `mlflow`

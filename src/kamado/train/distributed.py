@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# torchrun's agent forwards these to its ranks (the default list lacks SIGUSR1/2, which would kill the agent) and
+# waits STOP_GRACE_S for them to finish their step and checkpoint before SIGKILL (torchrun's default: 30 s)
+AGENT_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1,SIGUSR2"
+STOP_GRACE_S = 300
 
 
 @dataclass
@@ -48,12 +57,28 @@ def setup() -> Dist:
     return Dist(rank, world, local, device)
 
 
-def teardown() -> None:
+def teardown(ok: bool = True) -> None:
+    """Leave the process group: after a barrier when ``ok``; without one after an error (a rank may be gone)."""
     import torch.distributed as dist
 
     if dist.is_initialized():
-        dist.barrier()
+        if ok:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "gloo/transport",
+         "NCCL communicator was aborted", "NCCL error", "collective operation timeout")
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` (raised by a collective) means another rank is gone: its process or node died, or the
+    network between them failed (c10d's ``DistError``s, gloo's closed connections, NCCL aborts and timeouts)."""
+    import torch.distributed as dist
+
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _LOST)
 
 
 def all_reduce_sum(values: list[float], d: Dist) -> list[float]:
@@ -94,9 +119,26 @@ def shard_model(model: Any, precision: str, reshard_after_forward: bool = True) 
     return model
 
 
+@contextlib.contextmanager
+def on_signals(names: Sequence[str], handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """``handler`` for the signals ``names`` (e.g. "SIGTERM") while inside, the previous handlers afterwards.
+    A no-op outside the main thread (Python installs handlers only there)."""
+    prev: dict[int, Any] = {}
+    try:
+        if threading.current_thread() is threading.main_thread():
+            for name in names:
+                sig = getattr(signal, name)
+                prev[sig] = signal.signal(sig, handler)
+        yield
+    finally:
+        for sig, h in prev.items():
+            signal.signal(sig, h)
+
+
 def torchrun_command(nproc: int, module_args: list[str], *, nnodes: int = 1, rdzv: str | None = None) -> list[str]:
     """``python -m torch.distributed.run`` for ``nproc`` ranks running ``python -m kamado.train.launch ARGS``."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}",
+           f"--signals-to-handle={AGENT_SIGNALS}", f"--shutdown-timeout={STOP_GRACE_S}"]
     if rdzv:
         cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv}"]
     else:
@@ -105,7 +147,10 @@ def torchrun_command(nproc: int, module_args: list[str], *, nnodes: int = 1, rdz
 
 
 def launch(nproc: int, module_args: list[str], *, log_dir: Path | None = None, env: dict[str, str] | None = None) -> int:
-    """Run ``kamado.train.launch`` under torchrun with ``nproc`` local ranks; returns the exit code."""
+    """Run ``kamado.train.launch`` under torchrun with ``nproc`` local ranks; returns the exit code.
+
+    SIGTERM, SIGUSR1/2 and SIGHUP to this process are passed on to torchrun, which passes them to the ranks
+    (a preemption: they checkpoint and stop)."""
     import torch
 
     e = dict(os.environ)
@@ -117,8 +162,12 @@ def launch(nproc: int, module_args: list[str], *, log_dir: Path | None = None, e
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         e["TMPDIR"] = str(log_dir)  # torchrun's scratch files
     cmd = torchrun_command(nproc, module_args)
-    r = subprocess.run(cmd, env=e)
-    if log_dir is not None:
-        for p in Path(log_dir).glob("torchelastic_*"):
-            shutil.rmtree(p, ignore_errors=True)
-    return r.returncode
+    p = subprocess.Popen(cmd, env=e)
+    try:
+        with on_signals(("SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP"), lambda sig, _: p.send_signal(sig)):
+            rc = p.wait()
+    finally:
+        if log_dir is not None:
+            for d in Path(log_dir).glob("torchelastic_*"):
+                shutil.rmtree(d, ignore_errors=True)
+    return rc

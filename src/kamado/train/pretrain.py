@@ -104,9 +104,11 @@ def _save_floor(cfg: PretrainConfig, ctx: StageContext) -> None:
 
 
 def _launch_restarting(cfg: PretrainConfig, ctx: StageContext, nproc: int, spec: Path) -> int:
-    """torchrun; with ``guard.restart_on_hang`` launched again (resuming) after the watchdog stopped a hang."""
+    """torchrun; with ``guard.restart_on_hang`` launched again (resuming) after the watchdog stopped a hang.
+    Raises :class:`~kamado.config.Preempted` when the ranks stopped on a preemption signal."""
     import sys
 
+    from kamado.config import Preempted
     from kamado.monitor.guard import EVENTS, EventLog, read_events
     from kamado.train import distributed
 
@@ -114,7 +116,15 @@ def _launch_restarting(cfg: PretrainConfig, ctx: StageContext, nproc: int, spec:
     for restart in range(g.max_hang_restarts + 1):
         seen = len(read_events(ctx.out / EVENTS))
         rc = distributed.launch(nproc, [str(spec)], log_dir=(ctx.cache_dir or ctx.out) / "torchrun")
-        hung = any(e.get("kind") == "hang" for e in read_events(ctx.out / EVENTS)[seen:])
+        new = read_events(ctx.out / EVENTS)[seen:]
+        stop = [e for e in new if e.get("kind") == "preempted"]
+        if rc != 0 and stop:
+            d = stop[-1].get("detail") or {}
+            raise Preempted(f"preempted by {d.get('signal')} after step {stop[-1].get('step')}: saved the complete "
+                            f"checkpoint {d.get('checkpoint')}; run the same command again to resume from it",
+                            step=int(stop[-1].get("step") or 0), checkpoint=d.get("checkpoint"),
+                            signal=str(d.get("signal")))
+        hung = any(e.get("kind") == "hang" for e in new)
         if rc == 0 or not (hung and g.enabled and g.restart_on_hang) or restart == g.max_hang_restarts:
             return rc
         EventLog(ctx.out / EVENTS).log(None, "restart", {"restarts": restart + 1, "max": g.max_hang_restarts,

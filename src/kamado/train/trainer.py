@@ -14,6 +14,7 @@ The loop, in :meth:`Trainer.fit`::
     while step < cfg.steps:
         step()                       micro-batches → loss, grad norm → before_update() → optimizer update
         log / evaluate() / save()    on their schedules
+        preemption signal on a rank? save(), raise Preempted (exit 75: resume with the same command)
     save(), export_hf()              final checkpoint and Hugging Face folder
 
 Seams for a run guard (not implemented here):
@@ -39,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from kamado.config import KamadoError
+from kamado.config import KamadoError, Preempted
 from kamado.stage import DEFAULT_SEED
 from kamado.train import checkpoint as ckpt
 from kamado.train import distributed
@@ -158,6 +159,7 @@ class Trainer:
         self._restores = 0  # resume() calls; a change during a step abandons that step (rollback)
         self._tok_s: list[float] = []
         self._tflops: list[float] = []
+        self._preempt_signal: str | None = None  # set by a signal handler: stop after the step in flight
 
     # --- setup ---
     def setup(self) -> None:
@@ -444,11 +446,26 @@ class Trainer:
 
     # --- the loop ---
     def fit(self, resume_from: Path | str | int | None = None) -> TrainResult:
-        """setup → resume (``resume_from``, else the latest checkpoint if ``cfg.resume``) → steps → export."""
+        """setup → resume (``resume_from``, else the latest checkpoint if ``cfg.resume``) → steps → export.
+
+        A signal of ``cfg.preempt_signals`` only sets a flag; the loop ends after the step in flight (all ranks
+        agree at each step boundary), saves that step and raises :class:`~kamado.config.Preempted`. A collective
+        that lost another rank (its node died) raises a :class:`KamadoError` naming the checkpoint to resume from.
+        """
+        cfg = self.cfg
+        self.setup()
+        try:
+            with distributed.on_signals(cfg.preempt_signals, self._on_preempt_signal):
+                return self._fit(resume_from)
+        except RuntimeError as e:
+            if self.dist.enabled and distributed.lost_peer(e):
+                raise KamadoError(self._lost_rank_message(e)) from e
+            raise
+
+    def _fit(self, resume_from: Path | str | int | None) -> TrainResult:
         from kamado import ui
 
         cfg = self.cfg
-        self.setup()
         if (resume_from is None and not cfg.resume) or self.resume(resume_from) is None:
             if self.dist.is_main and self.ck_root.exists():
                 ckpt.prune(self.ck_root, keep_last=cfg.keep_last, keep_every=cfg.keep_every)
@@ -472,10 +489,44 @@ class Trainer:
                     self.save()
                     last_saved = self.step_no
                 advance(1, loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:,.0f}")
+                if self.step_no < cfg.steps and self._preempt_agreed():
+                    self._stop_preempted(saved=last_saved == self.step_no)
         if last_saved != cfg.steps and cfg.steps > self._first_step:
             self.save(cfg.steps)
         self.sinks.close()
         return self._result()
+
+    # --- preemption and lost ranks ---
+    def _on_preempt_signal(self, signum: int, frame: Any) -> None:
+        """A signal handler: only note the signal; the loop acts on it at the next step boundary."""
+        import signal
+
+        self._preempt_signal = signal.Signals(signum).name
+
+    def _preempt_agreed(self) -> bool:
+        """Whether any rank got a preemption signal (one small all-reduce per step, so all ranks stop together)."""
+        if not self.cfg.preempt_signals:
+            return False
+        return distributed.all_reduce_sum([float(self._preempt_signal is not None)], self.dist)[0] > 0
+
+    def _stop_preempted(self, saved: bool) -> None:
+        """Save the step just finished (every rank: sharded where FSDP shards) and raise Preempted."""
+        if not saved:
+            self.save()
+        self.sinks.close()
+        path = ckpt.step_dir(self.ck_root, self.step_no)
+        sig = self._preempt_signal or "a preemption signal to another rank"
+        raise Preempted(f"preempted by {sig} after step {self.step_no} of {self.cfg.steps}: saved the complete "
+                        f"checkpoint {path}; the same command (or the requeued job) resumes from it with no step "
+                        "lost", step=self.step_no, checkpoint=str(path), signal=sig)
+
+    def _lost_rank_message(self, e: BaseException) -> str:
+        cks = ckpt.list_checkpoints(self.ck_root)
+        last = f"The last complete checkpoint is {cks[-1][1]} (step {cks[-1][0]})" if cks else "No checkpoint yet"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300].rstrip(". ")
+        return (f"lost contact with another rank during step {self.step_no + 1} of {self.cfg.steps} (its process or "
+                f"node died, or the network failed): {first}. {last}; launch all {self.dist.world_size} ranks again "
+                "with the same command to resume from it")
 
     def _due(self, every: int) -> bool:
         """Whether a thing done every ``every`` steps (and at the last) is due after this step."""
