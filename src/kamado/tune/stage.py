@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kamado import registry
+from kamado import folders, registry
 from kamado.config import KamadoError
 from kamado.jsonl import read_jsonl
 from kamado.manifest import write_json_atomic
@@ -108,7 +108,6 @@ def restore_fp32(method: str, cfg: TuneConfig, base: Path, ck_root: Path) -> Any
 
 def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokenizer: Any, data: Any) -> dict:
     """Train one method into ``ctx.out/<method>`` (resuming), export it, and return its summary."""
-    import shutil
 
     import torch
 
@@ -179,7 +178,7 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
         export_hf(model, mdir / "hf", tokenizer=tokenizer)
         out["hf"] = "full/hf"
     if not cfg.keep_checkpoints:
-        shutil.rmtree(mdir / "checkpoints", ignore_errors=True)
+        folders.remove(mdir / "checkpoints")
     write_json_atomic(done, out)
     return out
 
