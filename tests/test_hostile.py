@@ -294,3 +294,36 @@ def test_manifests_from_before_content_digests_stay_readable(tmp_path: Path):
     assert verify_outputs(d, man) == []
     (d / "train.bin").write_bytes(b"x" * 999)
     assert verify_outputs(d, man) == ["train.bin"]
+
+
+# ------------------------------------------------------------------------------------------ corpus
+def test_a_corrupted_zst_among_good_inputs_is_an_error_record_of_that_file(tmp_path: Path, data_root: Path):
+    import gzip
+
+    import zstandard
+
+    lines = (data_root / "ja_web_noisy" / "fineweb2_edu_ja_docs.jsonl").read_text(encoding="utf-8").splitlines(True)
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.jsonl").write_text("".join(lines[:20]), encoding="utf-8")
+    (d / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress("".join(lines[20:40]).encode()))
+    zst = zstandard.ZstdCompressor(write_checksum=True)  # as the zstd command writes them
+    bad = bytearray(zst.compress("".join(lines[40:60]).encode()))
+    for i in range(len(bad) // 2, len(bad) // 2 + 64):
+        bad[i] ^= 0xFF
+    (d / "c.jsonl.zst").write_bytes(bytes(bad))
+    (d / "d.jsonl.gz").write_bytes(gzip.compress("".join(lines[60:80]).encode())[:4000])  # truncated gzip: as before
+    for cmd in ("clean", "dedup"):
+        out = tmp_path / cmd
+        r = kamado("corpus", cmd, d, "--out", out, *(["--workers", "1"] if cmd == "clean" else []))
+        stats = json.loads((out / "stats.json").read_text())
+        assert stats["input"] == stats["kept"] + stats["rejected"] + stats["errors"], stats
+        assert stats["kept"] >= 30  # the good files went on
+        errors = [json.loads(x) for x in (out / "errors.jsonl").read_text().splitlines()]
+        by_file = {Path(e["file"]).name for e in errors}
+        assert {"c.jsonl.zst", "d.jsonl.gz"} <= by_file, errors
+        assert any("damaged zstd data" in e["error"] for e in errors)
+        # clean still exits 2 naming a file none of whose records could be read (the truncated-gzip rule)
+        assert r.returncode in (0, 2) and "Traceback" not in r.stderr, said(r)
+        if r.returncode == 2:
+            assert "c.jsonl.zst" in said(r)
