@@ -327,3 +327,79 @@ def test_a_corrupted_zst_among_good_inputs_is_an_error_record_of_that_file(tmp_p
         assert r.returncode in (0, 2) and "Traceback" not in r.stderr, said(r)
         if r.returncode == 2:
             assert "c.jsonl.zst" in said(r)
+
+
+# ------------------------------------------------------------------------------------------ small ones
+def test_tune_refuses_another_models_tokenizer_before_training(tmp_path: Path, toy: Path):
+    import shutil
+
+    from _toy import build_toy_model
+    from conftest import CACHE
+
+    other = build_toy_model(CACHE / "toy-vocab2000-v1", vocab_size=2000)
+    base = tmp_path / "base"
+    shutil.copytree(toy, base)
+    for f in other.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens")):
+            shutil.copy2(f, base / f.name)
+    r = kamado("tune", "--base", base, "--data", "dolly-ja", "--method", "full", "--steps", "2", "--max-examples", "40",
+               "--seq-len", "128", "--batch-size", "2", "--out", tmp_path / "out")
+    assert r.returncode == 2, said(r)
+    assert "it is another model's tokenizer" in said(r)
+    assert not (tmp_path / "out" / "full").exists()
+
+
+@pytest.mark.parametrize("args, why", [(["--tasks", ","], "eval.tasks: no task given"),
+                                       (["--fewshot", "jcommonsenseqa=-1"], "eval.fewshot.jcommonsenseqa"),
+                                       (["--fewshot", "jcommonsenseqa=nan"], "is not a valid int")])
+def test_eval_refuses_empty_tasks_and_negative_shots(tmp_path: Path, args: list[str], why: str):
+    r = kamado("eval", tmp_path / "no-model-needed", *args, "--out", tmp_path / "ev")
+    assert r.returncode == 2, said(r)
+    assert why in said(r)
+    assert not (tmp_path / "ev").exists()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_says_so_and_keeps_the_last_one(tmp_path: Path):
+    import shutil
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("no user namespaces here (unshare -rm): cannot mount a small tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    code = """
+import sys, torch
+from pathlib import Path
+from kamado.config import KamadoError
+from kamado.train import checkpoint as ck
+root = Path(sys.argv[1]) / "checkpoints"
+opt = {"state": {}, "param_groups": []}
+ck.save(root, 1, {"w": torch.ones(1000)}, opt, {"x": 1})
+try:
+    ck.save(root, 2, {"w": torch.ones(2_000_000)}, opt, {"x": 1})  # 8 MB on a 2 MB disk
+except KamadoError as e:
+    print("REFUSED", e)
+last = ck.latest(root)
+print("LAST", last.name, float(ck.load(last)[0]["w"].sum()), sorted(p.name for p in root.iterdir()))
+"""
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=2m none "{disk}" && '
+                        f'"{sys.executable}" -c \'{code}\' "{disk}"'], capture_output=True, text=True, timeout=120,
+                       cwd=ROOT)
+    assert "REFUSED" in r.stdout, r.stdout + r.stderr[-2000:]
+    assert "no space left on device while saving the checkpoint of step 2" in r.stdout
+    assert "the last complete checkpoint (step_00000001) is intact" in r.stdout
+    assert "LAST step_00000001 1000.0 ['.kamado', 'step_00000001']" in r.stdout  # the partial attempt is gone
+
+
+def test_rich_markup_never_swallows_text():
+    from rich.console import Console
+
+    from kamado.ui import table
+
+    r = kamado("judge", "--help", env={"COLUMNS": "300"})
+    assert 'parses "[[rating]]"' in r.stdout
+    r = kamado("run", "/nonexistent/[/x]/[bold]r.yaml")
+    assert r.returncode == 2 and "error: /nonexistent/[/x]/[bold]r.yaml: no such recipe file" in said(r)
+    c = Console(record=True, width=100)
+    c.print(table("[[t]]", ["[b]"], [["[[rating]] [/x]"]]))
+    text = c.export_text()
+    assert "[[rating]] [/x]" in text and "[[t]]" in text and "[b]" in text

@@ -16,6 +16,7 @@ Three rules, each in one place:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -182,6 +183,15 @@ def replace(src: Path | str, dest: Path | str) -> None:
     if (d.exists() or d.is_symlink()) and owner(d if not d.is_symlink() else d.parent) is None:
         raise KamadoError(f"{d}: not written by kamado; refusing to replace it")
     os.replace(src, dest)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a full disk (an ``OSError`` ENOSPC, or a library's error wrapping one, as safetensors'
+    ``SafetensorError: ... StorageFull`` does)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return any(s in text for s in ("No space left on device", "StorageFull", "os error 28", "Disk quota exceeded"))
 
 
 # ------------------------------------------------------------------------------------------------ one writer

@@ -166,6 +166,8 @@ def judge(
       kamado judge --questions mt-bench-ja --model-url http://127.0.0.1:8000/v1 --model tiny-full \\
         --judge-url https://api.openai.com/v1 --judge-model gpt-4o --out runs/tiny/judge
     """
+    from rich.markup import escape
+
     from kamado import registry
     from kamado.eval.judge import JudgeSettings, run_judge, score_table
     from kamado.ui import console, table
@@ -185,5 +187,6 @@ def judge(
     cols, rows = score_table(summary)
     console.print(table(f"MT-Bench ({summary['model']} judged by {judge_model})", cols, rows))
     if summary.get("invalid"):
-        console.print(f"[yellow]{summary['invalid']} judgment(s) without a parseable [[rating]] (excluded)[/]")
+        console.print(f"[yellow]{summary['invalid']} judgment(s) without a parseable {escape('[[rating]]')} "
+                      "(excluded)[/]")
     console.print(f"answers/judgments/scores: {out.resolve()}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -23,7 +23,8 @@ class EvalConfig(StrictModel):
     limit: int | None = 200  # examples per task (None: all)
     models: list[str] = ["pretrain", "tune/full", "tune/lora"]
     batch_size: int = Field(16, ge=1)
-    fewshot: dict[str, int] = {}  # per-task number of demonstrations (default: the task's own)
+    # per-task number of demonstrations (default: the task's own); 0 is zero-shot
+    fewshot: dict[str, Annotated[int, Field(ge=0)]] = {}
     ppl_sources: list[str] = ["pack"]
     ppl_max_tokens: int = Field(20000, ge=1)  # per source
     ppl_window: int = Field(512, ge=2)
@@ -45,6 +46,9 @@ class EvalConfig(StrictModel):
         from kamado.config import KamadoError
         from kamado.eval.tasks import expand
 
+        v = [t.strip() for t in v if t.strip()]  # "a,,b" is a, b
+        if not v:
+            raise ValueError("no task given (e.g. jcommonsenseqa,perplexity; `kamado eval --help` lists them)")
         try:
             expand(v)
         except KamadoError as e:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kamado import folders
+from kamado.config import KamadoError
 
 STEP_RE = re.compile(r"^step_(\d{8})$")
 
@@ -149,21 +150,30 @@ def save(root: Path, step: int, model_sd: dict[str, Any], optim_sd: dict[str, An
     final = step_dir(root, step)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     folders.remove(tmp)
-    tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in model_sd.items()}, str(tmp / "model.safetensors"),
-              metadata={"format": "pt", "step": str(step)})
-    otensors, oskel = flatten_optim(optim_sd)
-    save_file(otensors, str(tmp / "optim.safetensors"), metadata={"format": "pt"})
-    from kamado.manifest import sha256_file as file_digest
+    try:
+        tmp.mkdir()
+        save_file({k: v.detach().contiguous().cpu() for k, v in model_sd.items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt", "step": str(step)})
+        otensors, oskel = flatten_optim(optim_sd)
+        save_file(otensors, str(tmp / "optim.safetensors"), metadata={"format": "pt"})
+        from kamado.manifest import sha256_file as file_digest
 
-    files = {n: {"bytes": (tmp / n).stat().st_size, "sha256": file_digest(tmp / n)}
-             for n in ("model.safetensors", "optim.safetensors")}  # checked by verify() before a resume
-    for name in ("model.safetensors", "optim.safetensors"):
-        fd = os.open(tmp / name, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    state = dict(state, step=step, optimizer=oskel, files=files)
-    return _publish(tmp, final, state, keep_last=keep_last, keep_every=keep_every)
+        files = {n: {"bytes": (tmp / n).stat().st_size, "sha256": file_digest(tmp / n)}
+                 for n in ("model.safetensors", "optim.safetensors")}  # checked by verify() before a resume
+        for name in ("model.safetensors", "optim.safetensors"):
+            fd = os.open(tmp / name, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        state = dict(state, step=step, optimizer=oskel, files=files)
+        return _publish(tmp, final, state, keep_last=keep_last, keep_every=keep_every)
+    except Exception as e:
+        if not folders.disk_full(e):
+            raise
+        _remove_quietly(tmp)  # the partial attempt; the earlier checkpoints are untouched
+        last = latest(root)
+        raise KamadoError(f"{root}: no space left on device while saving the checkpoint of step {step}; "
+                          + (f"the last complete checkpoint ({last.name}) is intact. " if last else "")
+                          + "Free some space (or lower train.keep_last) and resume with the same command") from None
 
 
 def _publish(tmp: Path, final: Path, state: dict[str, Any], *, keep_last: int, keep_every: int) -> Path:

@@ -191,12 +191,15 @@ def run(cfg: TuneConfig, ctx: StageContext) -> dict[str, Any]:
     """Prepare the instruction data once, tune each method, write ``tune.json``; returns manifest counts."""
     from transformers.utils import logging as hf_logging
 
+    from kamado.model.integrity import check_model_folder, check_tokenizer_fits
     from kamado.tune.sft import prepare
     from kamado.tune.templates import CHAT_TEMPLATE
 
     hf_logging.disable_progress_bar()
     base = base_dir(cfg, ctx)
     tokenizer = load_tokenizer(base, ctx.inputs.get("tokenizer"))
+    # the check eval and serve make: a tokenizer of another model is refused before any training
+    check_tokenizer_fits(check_model_folder(base), tokenizer, base, tokenizer.name_or_path or base)
     sources = [(Path(n).stem if Path(n).suffix else n, registry.resolve(n, ctx.data_root)) for n in cfg.data]
     t0 = time.perf_counter()
     data = prepare(tokenizer, sources, cfg.train.seq_len, valid_fraction=cfg.valid_fraction,
