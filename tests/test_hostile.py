@@ -248,6 +248,26 @@ def test_a_second_run_on_a_folder_in_use_is_refused_while_the_first_finishes(tmp
     assert "took over" not in said(r)
 
 
+def test_a_run_killed_while_holding_the_lock_does_not_block_the_next(tmp_path: Path):
+    import signal
+
+    out = tmp_path / "run"
+    env = {"FAKE_STAGE_LOG": str(tmp_path / "calls.log"), "FAKE_STAGE_SLEEP": "60"}
+    cmd = [sys.executable, str(FAKE), "run", str(TINY), "--out", str(out), "--until", "corpus"]
+    first = subprocess.Popen(cmd, env={**os.environ, "KAMADO_QUIET": "1", **env}, cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        if (out / folders.LOCK).is_file() and str(first.pid) in (out / folders.LOCK).read_text():
+            break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)  # no cleanup: the lock file still names it
+    first.wait()
+    assert str(first.pid) in (out / folders.LOCK).read_text()
+    r = kamado("run", TINY, "--out", out, "--until", "corpus", fake=True, env={**env, "FAKE_STAGE_SLEEP": "0"})
+    assert r.returncode == 0, said(r)
+    assert f"took over the lock of {out} left by PID {first.pid}" in said(r) and "no longer running" in said(r)
+
+
 def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_warning(tmp_path: Path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -193,6 +193,8 @@ def run_experiment(data: dict[str, Any], exp: ExperimentConfig, out: Path, *, so
                    recipe_dir: Path | None, data_root: Path | None, until: str | None = None,
                    force: str | None = None) -> dict[str, Any]:
     """Run every variant × seed, sharing unchanged stages; write the comparison table and report."""
+    from rich.markup import escape
+
     from kamado.ui import console
 
     t_start = time.perf_counter()
@@ -202,7 +204,7 @@ def run_experiment(data: dict[str, Any], exp: ExperimentConfig, out: Path, *, so
     out.mkdir(parents=True, exist_ok=True)
     with folders.RunLock(out, "kamado run (experiment)") as lock:
         if lock.stale:
-            console.print(f"[yellow]warning:[/] {lock.stale}", markup=True, highlight=False)
+            console.print(f"[yellow]warning:[/] {escape(lock.stale)}", highlight=False)
         folders.mark(out, "experiment", recipe=data.get("name"))
         return _run_variants(data, exp, out, runs, seeds, t_start, recipe_dir=recipe_dir, data_root=data_root,
                              until=until, force=force)

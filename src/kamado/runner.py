@@ -7,6 +7,9 @@ is handed back to the stage, which resumes it (pretraining from its last checkpo
 from its unfinished shards); an unfinished attempt of other settings is cleared and redone. A finished
 result that is redone is never deleted first: it waits in ``<stage>.prev`` until the new result is complete
 (a failing stage leaves it there, and a later run whose settings match it puts it back).
+
+The run folder must be new, empty or kamado's (``kamado.folders``): a user's folder is refused before any work,
+and every deletion goes through ``folders.remove``. One ``kamado run`` at a time writes a run folder (its lock).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rich.markup import escape
 
 from kamado import folders, registry
 from kamado.config import ConfigError, KamadoError
@@ -92,7 +97,7 @@ def run_recipe(
     out.mkdir(parents=True, exist_ok=True)
     with folders.RunLock(out) as lock:
         if lock.stale:
-            console.print(f"[yellow]warning:[/] {lock.stale}", markup=True, highlight=False)
+            console.print(f"[yellow]warning:[/] {escape(lock.stale)}", highlight=False)
         folders.mark(out, "run", recipe=recipe.name)
         return _run_stages(recipe, out, stages, recipe_dir=recipe_dir, root=root, until=until, force=force,
                            only=only, seeds=seeds, store=store)
