@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from kamado import folders
 from kamado.config import ConfigError, KamadoError, StrictModel, format_validation_error
 from kamado.manifest import read_manifest, write_json_atomic
 from kamado.recipe import RecipeBase, parse_recipe
@@ -54,8 +55,10 @@ class ExperimentConfig(StrictModel):
     @classmethod
     def _names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for name in v:
-            if not name or "/" in name or name.startswith("."):
-                raise ValueError(f"variant name {name!r} must be a plain folder name")
+            try:
+                folders.folder_name(name, "variant name")
+            except KamadoError as e:
+                raise ValueError(str(e)) from None
         return v
 
     @model_validator(mode="after")
@@ -302,13 +305,29 @@ def run_experiment(data: dict[str, Any], exp: ExperimentConfig, out: Path, *, so
                    recipe_dir: Path | None, data_root: Path | None, until: str | None = None,
                    force: str | None = None) -> dict[str, Any]:
     """Run every variant × seed, sharing unchanged stages; write the comparison table and report."""
-    from kamado.runner import run_recipe, summary_table
+    from rich.markup import escape
+
     from kamado.ui import console
 
     t_start = time.perf_counter()
     runs = expand(data, exp, source)
     seeds = exp.seeds or [next(iter(next(iter(runs.values())).values())).seed]
+    folders.check_ours(out, "--out")  # a user's folder is refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
+    with folders.RunLock(out, "kamado run (experiment)") as lock:
+        if lock.stale:
+            console.print(f"[yellow]warning:[/] {escape(lock.stale)}", highlight=False)
+        folders.mark(out, "experiment", recipe=data.get("name"))
+        return _run_variants(data, exp, out, runs, seeds, t_start, recipe_dir=recipe_dir, data_root=data_root,
+                             until=until, force=force)
+
+
+def _run_variants(data: dict[str, Any], exp: ExperimentConfig, out: Path, runs: dict[str, dict[int, RecipeBase]],
+                  seeds: list[int], t_start: float, *, recipe_dir: Path | None, data_root: Path | None,
+                  until: str | None, force: str | None) -> dict[str, Any]:
+    from kamado.runner import run_recipe, summary_table
+    from kamado.ui import console
+
     store = out / ".stages"
     per_run: dict[str, dict[int, dict[str, float]]] = {}
     walls: dict[str, float] = {}

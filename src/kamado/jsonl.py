@@ -27,8 +27,32 @@ def open_binary(path: Path | str) -> IO[bytes]:
         import zstandard
 
         fh = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(fh, closefd=True))
+        return io.BufferedReader(_ZstdReader(zstandard.ZstdDecompressor().stream_reader(fh, closefd=True), path))
     return open(path, "rb")
+
+
+class _ZstdReader(io.RawIOBase):
+    """A zstd stream whose damage is an ``OSError`` naming the file, as a damaged gzip stream's is: every reader
+    that counts a truncated ``.gz`` as an error record of its file does the same for a corrupted ``.zst``."""
+
+    def __init__(self, raw: Any, path: Path | str) -> None:
+        self._raw, self._path = raw, path
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        import zstandard
+
+        try:
+            return self._raw.readinto(b)
+        except zstandard.ZstdError as e:
+            raise OSError(f"damaged zstd data in {self._path}: {e}") from None
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
 
 
 def iter_numbered(path: Path | str, *, skip_bad: bool = False) -> Iterator[tuple[int, Any]]:

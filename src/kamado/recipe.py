@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError, create_model
+from pydantic import ValidationError, create_model, field_validator
 
-from kamado.config import ConfigError, KamadoError, StrictModel, format_validation_error
+from kamado.config import ConfigError, KamadoError, StrictModel, format_validation_error, load_yaml
+from kamado.folders import folder_name
 from kamado.stage import DEFAULT_SEED, STAGE_NAMES, STAGES
 
 
@@ -19,9 +20,19 @@ class RecipeBase(StrictModel):
     that stage's config model.
     """
 
-    name: str = "run"
+    name: str = "run"  # the default run folder is runs/<name>: folder names joined by "/" (experiment variants)
     seed: int = DEFAULT_SEED
     data_root: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_folders(cls, v: str) -> str:
+        try:
+            for part in v.split("/"):
+                folder_name(part, "recipe name part")
+        except KamadoError as e:
+            raise ValueError(str(e)) from None
+        return v
 
     def stages(self) -> list[str]:
         """Names of the stages this recipe runs, in order."""
@@ -125,7 +136,7 @@ def apply_override(data: dict, override: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {p} is not a mapping")
     try:
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = load_yaml(value, f"--set {key.strip()}")
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {override!r}: the value {value!r} is not valid YAML "
                           f"({getattr(e, 'problem', None) or e}); quote it, e.g. --set '{key}=\"{value}\"'") from None
@@ -138,7 +149,7 @@ def read_recipe_data(path: Path | str, overrides: list[str] | None = None) -> di
     if not p.is_file():
         raise ConfigError(f"{p}: no such recipe file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"), str(p))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -7,19 +7,23 @@ is handed back to the stage, which resumes it (pretraining from its last checkpo
 from its unfinished shards); an unfinished attempt of other settings is cleared and redone. A finished
 result that is redone is never deleted first: it waits in ``<stage>.prev`` until the new result is complete
 (a failing stage leaves it there, and a later run whose settings match it puts it back).
+
+The run folder must be new, empty or kamado's (``kamado.folders``): a user's folder is refused before any work,
+and every deletion goes through ``folders.remove``. One ``kamado run`` at a time writes a run folder (its lock).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kamado import registry
+from rich.markup import escape
+
+from kamado import folders, registry
 from kamado.config import ConfigError, KamadoError
 from kamado.manifest import digest_files, digest_json, read_manifest, write_json_atomic, write_manifest
 from kamado.recipe import RecipeBase, check_inputs, missing_upstream
@@ -89,7 +93,19 @@ def run_recipe(
     if root is None:
         root = registry.default_data_root()
     check_inputs(recipe, recipe_dir, root)
+    folders.check_ours(out, "--out")  # a user's folder is refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
+    with folders.RunLock(out) as lock:
+        if lock.stale:
+            console.print(f"[yellow]warning:[/] {escape(lock.stale)}", highlight=False)
+        folders.mark(out, "run", recipe=recipe.name)
+        return _run_stages(recipe, out, stages, recipe_dir=recipe_dir, root=root, until=until, force=force,
+                           only=only, seeds=seeds, store=store)
+
+
+def _run_stages(recipe: RecipeBase, out: Path, stages: list[str], *, recipe_dir: Path | None, root: Path | None,
+                until: str | None, force: str | None, only: str | None, seeds: dict[str, int] | None,
+                store: Path | None) -> list[StageOutcome]:
     cache = out / ".cache"
     write_json_atomic(out / "recipe.json", recipe.model_dump(mode="json"))
     outcomes: list[StageOutcome] = []
@@ -113,6 +129,7 @@ def run_recipe(
         sdir = out / stage
         if store is not None:
             sdir = _link_stage(out / stage, store / f"{stage}-{fp[:16]}")
+        folders.check_ours(sdir, f"stage folder ({stage})", itself=True)
         if not forced:
             _restore_previous(sdir, fp)
         man = read_manifest(sdir)
@@ -145,13 +162,12 @@ def _run_stage(recipe: RecipeBase, stage: str, sdir: Path, fp: str, upstream: di
     if read_manifest(sdir) is not None:
         # a finished result that is stale or forced is never deleted before its replacement is complete:
         # it waits in <stage>.prev (put back by a later run whose settings match it again)
-        if kept.exists():
-            shutil.rmtree(kept)
-        os.replace(sdir, kept)
+        folders.remove(kept)
+        folders.replace(sdir, kept)
     elif sdir.exists() and (prev != fp or forced):
-        shutil.rmtree(sdir)  # an unfinished attempt of other settings (or forced): start clean
+        folders.remove(sdir)  # an unfinished attempt of other settings (or forced): start clean
     resuming = sdir.exists()
-    sdir.mkdir(parents=True, exist_ok=True)
+    folders.mark(sdir, "stage", stage=stage)
     write_json_atomic(attempt, {"fingerprint": fp, "started": time.time()})
     console.rule(f"[bold]{stage}[/]" + (" (resuming)" if resuming else ""))
     ctx = StageContext(name=stage, out=sdir, inputs={d: out / d for d in upstream}, data_root=root,
@@ -169,8 +185,7 @@ def _run_stage(recipe: RecipeBase, stage: str, sdir: Path, fp: str, upstream: di
     inputs = {f"stage:{k}": v.get("outputs_digest", "") for k, v in upstream.items()} | external
     man = write_manifest(sdir, stage=stage, config=recipe.stage_config(stage).model_dump(mode="json"),
                          inputs=inputs, counts=counts, timings={"wall_s": round(wall, 3)}, fingerprint=fp)
-    if kept.exists():
-        shutil.rmtree(kept)  # replaced by a complete result only now
+    folders.remove(kept)  # replaced by a complete result only now
     return man
 
 
@@ -188,9 +203,8 @@ def _restore_previous(sdir: Path, fp: str) -> None:
     man = read_manifest(kept)
     if man is None or man.get("fingerprint") != fp:
         return
-    if sdir.exists():
-        shutil.rmtree(sdir)
-    os.replace(kept, sdir)
+    folders.remove(sdir)
+    folders.replace(kept, sdir)
     console.print(f"[green]↺[/] {sdir.name}: put back the finished result kept in {kept.name}")
 
 
@@ -199,12 +213,12 @@ def _link_stage(link: Path, target: Path) -> Path:
 
     A real folder already at ``link`` is the user's earlier work: it is never deleted, the link is refused.
     """
-    target.mkdir(parents=True, exist_ok=True)
+    folders.mark(target, "stage", stage=link.name)
     rel = Path(os.path.relpath(target, link.parent))
     if link.is_symlink():
         if Path(os.readlink(link)) == rel:
             return target
-        link.unlink()
+        folders.remove(link)
     elif link.exists():
         raise KamadoError(f"{link} is a folder, not a link into the experiment's shared stages; move it away "
                           "or use another --out")

@@ -146,10 +146,11 @@ def run_stage_alone(name: str, cfg: Any, out: Path, inputs: dict[str, Path] | No
     """
     import time
 
+    from kamado import folders
     from kamado.manifest import write_manifest
 
     spec = stage_spec(name)
-    out.mkdir(parents=True, exist_ok=True)
+    folders.mark(out, "stage", stage=name)  # a user's non-empty folder is refused before any change
     ctx = StageContext(name=name, out=out, inputs=dict(inputs or {}), data_root=data_root, seed=seed,
                        run_dir=out, cache_dir=None, quiet=quiet, recipe_dir=recipe_dir)
     t0 = time.perf_counter()

@@ -208,10 +208,14 @@ def progress(description: str, total: float | None = None, unit: str = "") -> It
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    """A rich table for end-of-command summaries."""
-    t = Table(title=title, title_justify="left")
+    """A rich table for end-of-command summaries. Title, headers and cells are plain text, never rich markup
+    (a model name, a metric or a judge's "[[rating]]" is shown as it is)."""
+    from rich.text import Text
+
+    t = Table(title=Text(title), title_justify="left")
     for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right")
+        t.add_column(Text(c), justify="left" if i == 0 else "right")
     for r in rows:
-        t.add_row(*[f"{x:,.4g}" if isinstance(x, float) else f"{x:,}" if isinstance(x, int) else str(x) for x in r])
+        t.add_row(*[Text(f"{x:,.4g}" if isinstance(x, float) else f"{x:,}" if isinstance(x, int) else str(x))
+                    for x in r])
     return t

@@ -95,6 +95,10 @@ def _reflow(doc: str | None) -> str | None:
         return doc
     import inspect
 
+    from rich.markup import escape
+
+    doc = escape(doc)  # help is plain text: "[[rating]]" is shown, not read as rich markup
+
     paras = []
     for para in inspect.cleandoc(doc).split("\n\n"):
         lines: list[str] = []
@@ -214,6 +218,10 @@ def error_message(exc: BaseException) -> tuple[str, int]:
         return str(exc), EXIT_PREEMPTED
     if isinstance(exc, KamadoError):
         return str(exc), 2
+    from kamado.folders import disk_full
+
+    if disk_full(exc):  # also when a library wraps it (safetensors: "StorageFull"), not "damaged file"
+        return f"{at}no space left on device; free some space or write elsewhere", 2
     if isinstance(exc, PermissionError):
         return f"{at}permission denied (cannot read or write here; choose another location)", 2
     if isinstance(exc, FileNotFoundError):
@@ -258,10 +266,13 @@ def main() -> None:
         msg, code = error_message(e)
         if debug and not isinstance(e, KamadoError):
             raise
+        from rich.text import Text
+
         from kamado.ui import console
 
-        label = "[bold yellow]stopped:[/]" if code == EXIT_PREEMPTED else "[bold red]error:[/]"
-        console.print(f"{label} {msg}", markup=True, highlight=False, soft_wrap=True)
+        # the message is plain text: a path or value with brackets is printed as it is, never read as markup
+        label = ("stopped:", "bold yellow") if code == EXIT_PREEMPTED else ("error:", "bold red")
+        console.print(Text.assemble(label, " ", msg), highlight=False, soft_wrap=True)
         sys.exit(code)
 
 

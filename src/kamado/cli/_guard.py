@@ -4,9 +4,9 @@ inputs, nor sit inside an input folder, and must be writable."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
+from kamado import folders
 from kamado.config import KamadoError
 
 
@@ -49,10 +49,11 @@ def check_writable(out: Path, option: str = "--out") -> None:
 
 
 def swap_in(attempt: Path, out: Path) -> None:
-    """Replace ``out`` by the finished ``attempt`` folder (the previous result is removed only now)."""
+    """Replace ``out`` by the finished ``attempt`` folder (the previous result, which must be kamado's, is removed
+    only now)."""
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    folders.check_ours(out, "--out")
     if out.exists() or out.is_symlink():
-        os.replace(out, old)
+        folders.replace(out, old)
     os.replace(attempt, out)
-    if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
+    folders.remove(old)

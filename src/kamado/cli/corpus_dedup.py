@@ -46,8 +46,7 @@ def dedup(
       kamado corpus dedup shards/ --out dedup --executor ray --workers 8 --threshold 0.7
       kamado corpus dedup crawl/ --out dedup --format jsonl.zst --rejected ids
     """
-    import shutil
-
+    from kamado import folders
     from kamado.cli._guard import check_writable, refuse_overlap, swap_in
     from kamado.config import KamadoError
     from kamado.corpus.dedup import VERIFY, run_dedup
@@ -69,12 +68,13 @@ def dedup(
     refuse_overlap(inputs, out, "corpus dedup")
     if out.is_dir() and any(out.iterdir()) and not overwrite and not _is_dedup_output(out):
         raise KamadoError(f"corpus dedup: --out {out} is not empty and holds no earlier dedup result; nothing was "
-                          "changed. Choose another --out, or pass --overwrite to replace it")
+                          "changed. Choose another --out, or pass --overwrite to replace an earlier kamado output")
+    folders.check_ours(out, "corpus dedup: --out")  # --overwrite never replaces a folder kamado did not write
     check_writable(out)
     # write into an attempt folder beside --out; the previous result is replaced only once this one is complete
     attempt = out.with_name(f".{out.name}.attempt")
-    if attempt.exists():
-        shutil.rmtree(attempt)
+    folders.check_ours(attempt, "corpus dedup: attempt folder")
+    folders.remove(attempt)
     st = run_dedup(inputs, attempt, executor=executor, workers=workers, ray_address=ray_address,
                    threshold=threshold, num_perm=num_perm, bands=bands, rows=rows, ngram=ngram, exact=exact,
                    near=near, verify=verify, scheme=scheme, format=format, level=level, rejected=rejected)
@@ -120,10 +120,12 @@ def train_classifier(
       kamado corpus train-classifier --out models/quality
       kamado corpus train-classifier labelled.jsonl more.jsonl --out models/quality --folds 10
     """
+    from kamado import folders
     from kamado.corpus.quality import ClassifierConfig, load_labelled, train_with_cv
     from kamado.registry import resolve
     from kamado.ui import console, table
 
+    folders.check_ours(out, "--out")  # before the training: a user's folder is never written into
     paths = [resolve(p, data_root) for p in (labelled or ["mc4-ja-labeled"])]
     texts, labels = load_labelled(paths)
     cfg = ClassifierConfig(ngrams=[int(x) for x in ngrams.split(",") if x.strip()], buckets=buckets,
@@ -133,6 +135,6 @@ def train_classifier(
     if cv is not None:
         rows_ += [[f"cv balanced accuracy ({folds} folds)", round(cv["balanced_accuracy"], 4)],
                   ["cv MCC (bad detection)", round(cv["mcc"], 4)], ["cv AUC", round(cv["auc"], 4)]]
-    model.save(out)
+    model.save(folders.mark(out, "quality classifier"))
     rows_.append(["model", str(out)])
     console.print(table("quality classifier", ["", "value"], rows_))

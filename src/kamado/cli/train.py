@@ -45,10 +45,10 @@ def pretrain(
       kamado pretrain --out runs/pt --tokenizer runs/tiny/tokenizer --export
       kamado pretrain --pack D --tokenizer T --out runs/7b --preset 7b --nproc 8 --write-spec  # then sbatch
     """
-    import shutil
 
     from pydantic import ValidationError
 
+    from kamado import folders
     from kamado.config import ConfigError, KamadoError, format_validation_error
     from kamado.recipe import apply_override, load_recipe
     from kamado.stage import StageContext, run_stage_alone
@@ -88,9 +88,9 @@ def pretrain(
         cfg = PretrainConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError("invalid pretrain settings\n" + format_validation_error(e, "pretrain")) from None
-    if not resume and out.exists():
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    folders.mark(out, "stage", stage="pretrain")  # a user's non-empty folder is refused before any change
+    if not resume:
+        folders.remove(out / "checkpoints")
     from kamado.train.pretrain import write_spec as _write_spec
 
     ctx = StageContext(name="pretrain", out=out, inputs={"data": pack, "tokenizer": tokenizer},

@@ -13,12 +13,13 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from kamado.config import StrictModel
+from kamado.folders import FolderName
 
 
 class SourceSpec(StrictModel):
     """One named source of documents: registry names, ``data:`` paths or plain paths."""
 
-    name: str
+    name: FolderName  # becomes the source's folder (corpus/<name>, data/<name>): one plain folder name
     lang: Literal["ja", "en", "code", "other"] = "ja"
     inputs: list[str]
     max_docs: int | None = Field(None, ge=1)  # read at most this many documents per source (tiny recipes)
@@ -111,12 +112,12 @@ def default_chain(name: str) -> ChainConfig:
     The chain files under ``kamado/resources/chains/`` are their one source."""
     from importlib import resources
 
-    import yaml
+    from kamado.config import load_yaml
 
     if name not in DEFAULT_CHAINS:
         raise KeyError(name)
     text = resources.files("kamado").joinpath(f"resources/chains/{name}.yaml").read_text(encoding="utf-8")
-    return ChainConfig.model_validate(yaml.safe_load(text))
+    return ChainConfig.model_validate(load_yaml(text, f"chain {name}"))
 
 
 def load_chain(spec: str | Path, base_dir: Path | None = None) -> tuple[ChainConfig, Path | None]:
@@ -125,7 +126,7 @@ def load_chain(spec: str | Path, base_dir: Path | None = None) -> tuple[ChainCon
     import yaml
     from pydantic import ValidationError
 
-    from kamado.config import ConfigError, KamadoError, format_validation_error
+    from kamado.config import ConfigError, KamadoError, format_validation_error, load_yaml
 
     s = str(spec)
     if s in DEFAULT_CHAINS:
@@ -136,7 +137,7 @@ def load_chain(spec: str | Path, base_dir: Path | None = None) -> tuple[ChainCon
     if not p.is_file():
         raise KamadoError(f"{spec}: no such chain file (or use one of {', '.join(DEFAULT_CHAINS)})")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"), str(p))
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
     if isinstance(data, dict) and "corpus" in data and "steps" not in data:

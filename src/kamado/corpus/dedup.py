@@ -58,7 +58,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import time
 from array import array
 from collections.abc import Callable
@@ -68,6 +67,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from kamado import folders
 from kamado.config import KamadoError
 from kamado.corpus.io import (
     ReadError,
@@ -603,12 +603,11 @@ def run_dedup(inputs: list[Path], out: Path, executor: str = "local", workers: i
     t0 = time.perf_counter()
     shards = list_inputs([Path(p) for p in inputs])
     out = Path(out)
+    folders.mark(out, "corpus dedup")  # a user's non-empty folder is refused before anything is changed
     for sub in ("kept", "rejected"):
-        if (out / sub).exists():
-            shutil.rmtree(out / sub)
+        folders.remove(out / sub)
     work = out / "_work"
-    if work.exists():
-        shutil.rmtree(work)
+    folders.remove(work)
     work.mkdir(parents=True)
     settings = asdict(s)
 
@@ -656,7 +655,7 @@ def run_dedup(inputs: list[Path], out: Path, executor: str = "local", workers: i
         json.dump(stats, f, ensure_ascii=False, indent=2)
         f.write("\n")
     if not keep_work:
-        shutil.rmtree(work, ignore_errors=True)
+        folders.remove(work)
     secs = time.perf_counter() - t0
     mb = sum(r["bytes"] for r in sk) / 1e6
     return {**stats, "seconds": round(secs, 3), "mb": round(mb, 3), "mb_per_s": round(mb / max(secs, 1e-9), 3)}

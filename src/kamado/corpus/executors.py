@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +33,7 @@ from kamado.config import KamadoError
 from kamado.corpus.config import ChainConfig
 from kamado.corpus.io import list_inputs, read_shard
 from kamado.executor import EXECUTORS, Executor
+from kamado.folders import mark, owner, remove
 from kamado.manifest import write_json_atomic
 
 PLAN_VERSION = 1
@@ -138,12 +138,13 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
             if not overwrite:
                 raise KamadoError(f"{out} holds the output of a different clean job (other inputs or chain); "
                                   "pass --overwrite to replace it, or choose another --out")
-            shutil.rmtree(out)
+            remove(out)
     elif out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise KamadoError(f"{out} is not empty and is not a kamado corpus folder; pass --overwrite or "
-                              "choose another --out")
-        shutil.rmtree(out)
+        if not overwrite or owner(out) is None:
+            raise KamadoError(f"{out} is not empty and is not a kamado corpus folder; nothing was changed. Choose "
+                              "another --out (--overwrite replaces only a folder kamado wrote)")
+        remove(out)
+    mark(out, "corpus clean")
     work.mkdir(parents=True, exist_ok=True)
     (out / "kept").mkdir(exist_ok=True)
     (out / "rejected").mkdir(exist_ok=True)
@@ -204,9 +205,9 @@ def _clean_passes(ex: Executor, tasks: list[dict], out: Path, work: Path, chain:
             continue
         for sub in ("kept", "rejected"):
             for f in (out / sub).glob(f"part-{i:05d}-*"):
-                f.unlink()
+                remove(f)
             for f in (out / sub).glob(f".part-{i:05d}-*.tmp"):
-                f.unlink()
+                remove(f)
         todo.append(t)
     _run_tasks(ex, clean_shard_task, todo, "cleaning", quiet)
     stats = _finalize(out, tasks, chain, executor, workers, time.perf_counter() - t0)

@@ -68,6 +68,7 @@ def _measures(rec: dict, step: str | None) -> str:
 
 def show(folder: Path, per_reason: int = 2, only: str | None = None, chars: int = 240, seed: int = 0) -> None:
     """Print the side-by-side view with rich."""
+    from rich.markup import escape as esc
     from rich.table import Table
 
     from kamado.ui import console
@@ -75,23 +76,25 @@ def show(folder: Path, per_reason: int = 2, only: str | None = None, chars: int 
     folder = Path(folder)
     stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
     kept, by, seen = sample(folder, per_reason, only, seed)
-    console.print(f"[bold]{folder}[/]: input {stats['input']:,} = kept {stats['kept']:,} + rejected "
+    console.print(f"[bold]{esc(str(folder))}[/]: input {stats['input']:,} = kept {stats['kept']:,} + rejected "
                   f"{stats['rejected']:,} + errors {stats['errors']:,}")
     ki = 0
     for code in sorted(by, key=lambda c: -seen[c]):
-        t = Table(title=f"{code}  ({seen[code]:,} rejected)", title_justify="left", show_lines=True, expand=True)
+        t = Table(title=f"{esc(code)}  ({seen[code]:,} rejected)", title_justify="left", show_lines=True,
+                  expand=True)
         t.add_column("kept (random sample)", ratio=1)
-        t.add_column(f"rejected by {code}", ratio=1)
+        t.add_column(f"rejected by {esc(code)}", ratio=1)
         for rec in by[code]:
             left = ""
             if kept:
                 kr = kept[ki % len(kept)]
                 ki += 1
-                left = f"[dim]{kr.get('id')}[/]\n{_short(kr.get('text', ''), chars)}"
-            right = (f"[dim]{rec.get('id')}[/]  [yellow]{rec.get('reason')}[/]\n{_short(rec.get('text', ''), chars)}")
+                left = f"[dim]{esc(str(kr.get('id')))}[/]\n{esc(_short(kr.get('text', ''), chars))}"
+            right = (f"[dim]{esc(str(rec.get('id')))}[/]  [yellow]{esc(str(rec.get('reason')))}[/]\n"
+                     f"{esc(_short(rec.get('text', ''), chars))}")
             ms = _measures(rec, rec.get("rejected_by"))
             if ms:
-                right += f"\n[dim]{ms}[/]"
+                right += f"\n[dim]{esc(ms)}[/]"
             t.add_row(left, right)
         console.print(t)
     if not by:
@@ -101,4 +104,4 @@ def show(folder: Path, per_reason: int = 2, only: str | None = None, chars: int 
         lines = read_jsonl(errs)
         console.print(f"[bold]errors.jsonl[/]: {len(lines):,} unreadable lines, e.g.")
         for e in lines[:3]:
-            console.print(f"  {e['file']}:{e['line']}: {e['error']}")
+            console.print(f"  {e['file']}:{e['line']}: {e['error']}", markup=False)

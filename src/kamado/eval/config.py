@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -23,7 +23,8 @@ class EvalConfig(StrictModel):
     limit: int | None = 200  # examples per task (None: all)
     models: list[str] = ["pretrain", "tune/full", "tune/lora"]
     batch_size: int = Field(16, ge=1)
-    fewshot: dict[str, int] = {}  # per-task number of demonstrations (default: the task's own)
+    # per-task number of demonstrations (default: the task's own); 0 is zero-shot
+    fewshot: dict[str, Annotated[int, Field(ge=0)]] = {}
     ppl_sources: list[str] = ["pack"]
     # characters per source (whole documents in a seeded order, the last one cut): the same text for every
     # model and tokenizer; the default covers all of JSQuAD validation's passages and WikiText-2's articles
@@ -48,6 +49,9 @@ class EvalConfig(StrictModel):
         from kamado.config import KamadoError
         from kamado.eval.tasks import expand
 
+        v = [t.strip() for t in v if t.strip()]  # "a,,b" is a, b
+        if not v:
+            raise ValueError("no task given (e.g. jcommonsenseqa,perplexity; `kamado eval --help` lists them)")
         try:
             expand(v)
         except KamadoError as e:

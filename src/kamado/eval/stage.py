@@ -32,10 +32,12 @@ def split_model(entry: str) -> tuple[str, str]:
 
 
 def _model_key(path: Path) -> list:
-    """What identifies a model folder's content cheaply (names, sizes and times of its files): a reused
-    result of an earlier attempt must be of the same model."""
+    """What identifies a model folder's content (the SHA-256 of each of its files, never sizes and times): a
+    reused result of an earlier attempt must be of the same model."""
+    from kamado.manifest import digest_files
+
     p = Path(path)
-    return sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in p.iterdir() if f.is_file()) \
+    return sorted([k, v] for k, v in digest_files([f for f in p.iterdir() if f.is_file()], p).items()) \
         if p.is_dir() else []
 
 

@@ -400,7 +400,20 @@ CHART_JS = r"""(function () {
 
 
 def esc(x: Any) -> str:
+    """The one escaping rule of the report: every value from a run folder (names, metrics, counts, messages) reaches
+    the page through this (directly or through :func:`table`, :func:`note`, :func:`pre`, :func:`heading`, ...);
+    the report's own code never puts a value into HTML any other way."""
     return html.escape(str(x), quote=True)
+
+
+def heading(text: Any, sub: Any = None) -> str:
+    """An ``<h3>`` with an optional muted note after it (both escaped)."""
+    return f"<h3>{esc(text)}" + (f' <span class="sub">{esc(sub)}</span>' if sub is not None else "") + "</h3>"
+
+
+def para(text: Any) -> str:
+    """A paragraph of text (escaped)."""
+    return f"<p>{esc(text)}</p>"
 
 
 def fmt(x: Any) -> str:
@@ -495,5 +508,5 @@ def page(title: str, subtitle: str, sections: Sequence[Section]) -> str:
             'to hide it, double-click to show only it; red marks are run events.</p>') if charts else ""
     return ("<!DOCTYPE html>\n<html lang=\"ja\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{esc(title)}</title>"
-            f"<style>{CSS}</style></head><body><main><h1>{esc(title)}</h1><div class=\"sub\">{subtitle}</div>"
+            f"<style>{CSS}</style></head><body><main><h1>{esc(title)}</h1><div class=\"sub\">{esc(subtitle)}</div>"
             f"<nav>{nav}</nav>{hint}{''.join(parts)}</main>{script}</body></html>\n")

@@ -106,7 +106,7 @@ def overview(run: Run) -> str:
         rows.append([s, m.get("status", "?"), wall, m.get("finished_at"), m.get("git_commit"), head])
     body = H.table(["stage", "status", "wall s", "finished", "git commit", "headline counts"], rows,
                    text_cols=(3, 4, 5))
-    body += f"<p>Total wall time of the stages: <b>{H.fmt(total)} s</b> ({total / 60:.1f} min).</p>"
+    body += H.para(f"Total wall time of the stages: {H.fmt(total)} s ({total / 60:.1f} min).")
     if run.recipe:
         body += H.details("recipe (as run)", H.pre(run.recipe))
     return body
@@ -442,7 +442,7 @@ def results_table(rows_by_model: dict[str, dict[str, Any]]) -> tuple[str, list[t
             main = [m for m in main if "bpc" in m]
         ns = sorted({str((t.get(task) or {}).get("n")) for t in rows_by_model.values()
                      if isinstance(t.get(task), dict) and (t.get(task) or {}).get("n") is not None})
-        html += f"<h3>{H.esc(task)}" + (f" <span class=\"sub\">(n={', '.join(ns)})</span>" if ns else "") + "</h3>"
+        html += H.heading(task, f"(n={', '.join(ns)})" if ns else None)
         rows, bold = [], set()
         for name, per in rows_by_model.items():
             rec = per.get(task) if isinstance(per.get(task), dict) else {}
@@ -572,9 +572,9 @@ def build(run_dirs: list[Path], title: str | None = None) -> tuple[str, dict[str
         sections.insert(1, H.Section("compare", "Runs compared", body))
     title = title or f"kamado report: {run.name}"
     commit = next((m.get("git_commit") for m in run.manifests.values() if m.get("git_commit")), None)
-    subtitle = H.esc(f"run folder {run.dir.resolve().name} · generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
-                     + (f" · git {commit}" if commit else "")
-                     + (f" · compared with {', '.join(r.name for r in runs[1:])}" if len(runs) > 1 else ""))
+    subtitle = (f"run folder {run.dir.resolve().name} · generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+                + (f" · git {commit}" if commit else "")
+                + (f" · compared with {', '.join(r.name for r in runs[1:])}" if len(runs) > 1 else ""))
     doc = H.page(title, subtitle, sections)
     counts = ReportCounts(sections=len(sections), sections_missing=len(missing), plots=doc.count("data:image/png"),
                           bytes=len(doc.encode()), missing=",".join(missing)).to_counts()

@@ -16,13 +16,16 @@ pickle: it is read only after its digest matched the one recorded at save time; 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
+
+from kamado import folders
+from kamado.config import KamadoError
 
 STEP_RE = re.compile(r"^step_(\d{8})$")
 
@@ -143,27 +146,34 @@ def save(root: Path, step: int, model_sd: dict[str, Any], optim_sd: dict[str, An
     """Write checkpoint ``step`` atomically, then prune old ones (keep the last K and every M-th)."""
     from safetensors.torch import save_file
 
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = folders.mark(root, "checkpoints")
     final = step_dir(root, step)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in model_sd.items()}, str(tmp / "model.safetensors"),
-              metadata={"format": "pt", "step": str(step)})
-    otensors, oskel = flatten_optim(optim_sd)
-    save_file(otensors, str(tmp / "optim.safetensors"), metadata={"format": "pt"})
-    from kamado.manifest import sha256_file as file_digest
+    folders.remove(tmp)
+    try:
+        tmp.mkdir()
+        save_file({k: v.detach().contiguous().cpu() for k, v in model_sd.items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt", "step": str(step)})
+        otensors, oskel = flatten_optim(optim_sd)
+        save_file(otensors, str(tmp / "optim.safetensors"), metadata={"format": "pt"})
+        from kamado.manifest import sha256_file as file_digest
 
-    files = {n: {"bytes": (tmp / n).stat().st_size, "sha256": file_digest(tmp / n)}
-             for n in ("model.safetensors", "optim.safetensors")}  # checked by verify() before a resume
-    for name in ("model.safetensors", "optim.safetensors"):
-        fd = os.open(tmp / name, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    state = dict(state, step=step, optimizer=oskel, files=files)
-    return _publish(tmp, final, state, keep_last=keep_last, keep_every=keep_every)
+        files = {n: {"bytes": (tmp / n).stat().st_size, "sha256": file_digest(tmp / n)}
+                 for n in ("model.safetensors", "optim.safetensors")}  # checked by verify() before a resume
+        for name in ("model.safetensors", "optim.safetensors"):
+            fd = os.open(tmp / name, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        state = dict(state, step=step, optimizer=oskel, files=files)
+        return _publish(tmp, final, state, keep_last=keep_last, keep_every=keep_every)
+    except Exception as e:
+        if not folders.disk_full(e):
+            raise
+        _remove_quietly(tmp)  # the partial attempt; the earlier checkpoints are untouched
+        last = latest(root)
+        raise KamadoError(f"{root}: no space left on device while saving the checkpoint of step {step}; "
+                          + (f"the last complete checkpoint ({last.name}) is intact. " if last else "")
+                          + "Free some space (or lower train.keep_last) and resume with the same command") from None
 
 
 def _publish(tmp: Path, final: Path, state: dict[str, Any], *, keep_last: int, keep_every: int) -> Path:
@@ -175,8 +185,7 @@ def _publish(tmp: Path, final: Path, state: dict[str, Any], *, keep_last: int, k
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
+    folders.remove(final)
     os.rename(tmp, final)
     _fsync_dir(final.parent)
     prune(final.parent, keep_last=keep_last, keep_every=keep_every)
@@ -189,14 +198,20 @@ def prune(root: Path, *, keep_last: int, keep_every: int) -> None:
     keep = {s for s, _ in cks[-max(1, keep_last):]}
     for s, p in cks:
         if s not in keep and not (keep_every and s % keep_every == 0):
-            shutil.rmtree(p, ignore_errors=True)
+            _remove_quietly(p)
     for p in Path(root).glob(".tmp-*"):
         try:
             pid = int(p.name.rsplit("-", 1)[1])
         except ValueError:
             continue
         if pid != os.getpid():
-            shutil.rmtree(p, ignore_errors=True)
+            _remove_quietly(p)
+
+
+def _remove_quietly(p: Path) -> None:
+    """Prune a checkpoint folder kamado wrote; a failure to delete never stops training."""
+    with contextlib.suppress(OSError):
+        folders.remove(p)
 
 
 def load(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -269,9 +284,8 @@ def save_sharded(root: Path, step: int, model_sd: dict[str, Any], optim_sd: dict
     tdist.broadcast_object_list(box, src=0)
     tmp = root / box[0]
     if rank == 0:
-        root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        folders.mark(root, "checkpoints")
+        folders.remove(tmp)
         (tmp / "dcp").mkdir(parents=True)
     tdist.barrier()
     otensors, oskel = _split_optim(optim_sd)

@@ -36,10 +36,10 @@ def export_hf(model: Any, out: Path, *, tokenizer: Any = None, state: dict[str, 
     temporary folder and renamed, so ``out`` is either the old or the complete new export. A PEFT model
     is saved as its adapter (``save_pretrained``).
     """
-    import shutil
-
     import torch
     from safetensors.torch import save_file
+
+    from kamado import folders
 
     m = unwrap(model)
     if is_peft(m):
@@ -51,9 +51,9 @@ def export_hf(model: Any, out: Path, *, tokenizer: Any = None, state: dict[str, 
         return out
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    folders.check_ours(out, "model folder")  # an export never replaces a folder kamado did not write
+    folders.remove(tmp)
+    folders.mark(tmp, "hf export")
     tdt = getattr(torch, dtype)
     cfg = m.config
     if getattr(cfg, "tie_word_embeddings", False):
@@ -71,8 +71,7 @@ def export_hf(model: Any, out: Path, *, tokenizer: Any = None, state: dict[str, 
             gen.save_pretrained(str(tmp))
     if tokenizer is not None:
         _write_tokenizer(tokenizer, tmp)
-    if out.exists():
-        shutil.rmtree(out)
+    folders.remove(out)
     tmp.rename(out)
     return out
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kamado import registry
+from kamado import folders, registry
 from kamado.config import KamadoError
 from kamado.jsonl import read_jsonl
 from kamado.manifest import write_json_atomic
@@ -108,7 +108,6 @@ def restore_fp32(method: str, cfg: TuneConfig, base: Path, ck_root: Path) -> Any
 
 def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokenizer: Any, data: Any) -> dict:
     """Train one method into ``ctx.out/<method>`` (resuming), export it, and return its summary."""
-    import shutil
 
     import torch
 
@@ -180,9 +179,9 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
         out["hf"] = "full/hf"
     for f in ("kamado_unigram.npy", "kamado_unigram.json"):  # the base's unigram floor (kamado.data.unigram)
         if (base / f).is_file():
-            shutil.copy2(base / f, mdir / "hf" / f)
+            (mdir / "hf" / f).write_bytes((base / f).read_bytes())
     if not cfg.keep_checkpoints:
-        shutil.rmtree(mdir / "checkpoints", ignore_errors=True)
+        folders.remove(mdir / "checkpoints")
     write_json_atomic(done, out)
     return out
 
@@ -195,12 +194,15 @@ def run(cfg: TuneConfig, ctx: StageContext) -> dict[str, Any]:
     """Prepare the instruction data once, tune each method, write ``tune.json``; returns manifest counts."""
     from transformers.utils import logging as hf_logging
 
+    from kamado.model.integrity import check_model_folder, check_tokenizer_fits
     from kamado.tune.sft import prepare
     from kamado.tune.templates import CHAT_TEMPLATE
 
     hf_logging.disable_progress_bar()
     base = base_dir(cfg, ctx)
     tokenizer = load_tokenizer(base, ctx.inputs.get("tokenizer"))
+    # the check eval and serve make: a tokenizer of another model is refused before any training
+    check_tokenizer_fits(check_model_folder(base), tokenizer, base, tokenizer.name_or_path or base)
     sources = [(Path(n).stem if Path(n).suffix else n, registry.resolve(n, ctx.data_root)) for n in cfg.data]
     t0 = time.perf_counter()
     data = prepare(tokenizer, sources, cfg.train.seq_len, valid_fraction=cfg.valid_fraction,
