@@ -194,7 +194,7 @@ def judge(
 
     Both ends speak the OpenAI chat-completions protocol (e.g. `kamado serve` for the model). The judge
     requests are FastChat's: the MT-Bench single-answer judge prompts (Japanese ones for mt-bench-ja) with
-    reference answers for math, reasoning and coding; "\\[\\[rating]]" is parsed. A judge reply that is no usable
+    reference answers for math, reasoning and coding; it parses "[[rating]]". A judge reply that is no usable
     text is a failed judgment (counted in scores.json's parse_failure_share, asked again by the next run);
     scores.json is always written. Resumable; with the reply cache, judging unchanged answers again sends nothing.
 
