@@ -147,7 +147,8 @@ def _eval_run(run: Path, nll: list[float], chars: list[int], extra: float) -> No
         "".join(json.dumps(r) + "\n" for r in rows))
     write_json_atomic(run / "eval" / "manifest.json", {"stage": "eval", "status": "complete", "counts": {}})
     bpc = sum(nll) / sum(chars) / math.log(2)
-    EvalArtifact(run / "eval", {"pretrain": {"perplexity": {"bpc@ja_wiki": bpc, "bpc_ja": bpc}}},
+    EvalArtifact(run / "eval", {"pretrain": {"perplexity": {"bpc@ja_wiki": bpc, "bpc_ja": bpc,
+                                                            "unigram_bpc@ja_wiki": 9.0}}},
                  details={"pretrain": "details/pretrain"}).write()
 
 
@@ -175,6 +176,7 @@ def test_comparisons_pair_documents_and_seeds(tmp_path: Path) -> None:
     assert good["mean"] == pytest.approx(-0.2 / np.log(2), abs=0.02)
     assert not by[("same", "pretrain.perplexity.bpc@ja_wiki")]["resolved"]
     assert all(c["resolved"] == (c["ci95"][0] > 0 or c["ci95"][1] < 0) for c in comps)
+    assert not any("unigram" in c["metric"] for c in comps)  # the floor is shown, not compared
     md = comparisons_markdown(comps)
     assert "| base | better |" in md and "not resolved at this budget" in md
     with pytest.raises(ConfigError, match="no variant nope"):

@@ -220,7 +220,8 @@ def compare(pairs: list[tuple[str, str]], per_run: dict[str, dict[int, dict[str,
     docs_cache: dict[tuple[str, int, str], dict[str, tuple[float, int, str, str]]] = {}
     for base, var in pairs:
         seeds = sorted(set(per_run.get(base, {})) & set(per_run.get(var, {})))
-        metrics = sorted({m for s in seeds for m in per_run[base][s] if _wanted(m, patterns)
+        # the unigram floor is a property of the training text, not a result of the seed: shown, not compared
+        metrics = sorted({m for s in seeds for m in per_run[base][s] if _wanted(m, patterns) and "unigram_" not in m
                           and all(m in per_run[v][s] for v in (base, var))})
         for m in metrics:
             diffs = [per_run[var][s][m] - per_run[base][s][m] for s in seeds]
