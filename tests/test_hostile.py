@@ -96,6 +96,14 @@ def test_old_runs_without_a_marker_are_still_kamados(tmp_path: Path):
     (run / "corpus" / "manifest.json").write_text(json.dumps({"stage": "corpus", "status": "complete", "config": {}}))
     assert folders.is_owned(run) and folders.is_owned(run / "corpus")
     folders.check_ours(run)  # accepted as an --out
+    # an experiment folder: experiment.json, variant folders and the shared stage store
+    exp = tmp_path / "exp"
+    (exp / ".stages" / "corpus-abc").mkdir(parents=True)
+    (exp / "raw" / "s1").mkdir(parents=True)
+    (exp / "experiment.json").write_text("{}")
+    (exp / ".stages" / "corpus-abc" / "manifest.json").write_text(
+        json.dumps({"stage": "corpus", "status": "complete", "config": {}}))
+    folders.check_ours(exp)
     # a user's manifest.json (not kamado's shape) is not
     user = tmp_path / "web"
     user.mkdir()

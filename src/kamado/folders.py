@@ -99,6 +99,12 @@ def is_owned(folder: Path | str, _depth: int = 0) -> bool:
     pack = _json(f / "pack.json")
     if isinstance(pack, dict) and {"format", "fingerprint", "sources"} <= set(pack):  # a token pack
         return True
+    # an experiment folder from before the marker: experiment.json and its stage store of kamado's folders
+    if _depth < 2 and (f / "experiment.json").is_file() and (f / ".stages").is_dir():
+        try:
+            return any(is_owned(c, _depth + 1) for c in (f / ".stages").iterdir() if c.is_dir())
+        except OSError:
+            return False
     # a run or experiment folder from before the marker: its recipe.json beside folders that are kamado's
     if _depth < 2 and ((f / "recipe.json").is_file() or (f / "experiment.json").is_file()):
         try:
