@@ -175,7 +175,9 @@ class ModelServer:
             ids = encode_chat(self.tok, msgs, add_generation_prompt=True, render=render).ids
         except (TemplateError, ValueError) as e:  # a template that rejects the conversation (e.g. role order)
             raise RequestError(400, f"chat template error: {e}", "messages") from None
-        return self._with_bos(ids), (FALLBACK_STOP if render else [])
+        # kamado's template (the tokenizer's own, or the fallback): a reply ends before the next user turn
+        kamado = render is not None or FALLBACK_STOP[0].strip("\n") in self.tok.chat_template
+        return self._with_bos(ids), (FALLBACK_STOP if kamado else [])
 
     def completion_ids(self, prompt: str) -> list[int]:
         """The prompt as text (special-token strings are characters), after a BOS."""
