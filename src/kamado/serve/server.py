@@ -180,10 +180,13 @@ class ModelServer:
         return self._with_bos(ids), (FALLBACK_STOP if kamado else [])
 
     def completion_ids(self, prompt: str) -> list[int]:
-        """The prompt as text (special-token strings are characters), after a BOS."""
+        """The prompt as text (special-token strings are characters), after a BOS where the tokenizer adds
+        one itself (``add_bos_token``; kamado's tokenizers do not: pretraining documents start without it),
+        as evaluation's generation does."""
         from kamado.tokenizer.text import encode_text
 
-        return self._with_bos(encode_text(self.tok, prompt))
+        ids = encode_text(self.tok, prompt)
+        return self._with_bos(ids) if getattr(self.tok, "add_bos_token", False) else ids
 
     def generate(self, ids: list[int], req: _Sampling, extra_stop: list[str], cancel: threading.Event) -> Any:
         from kamado.eval.generate import generate
