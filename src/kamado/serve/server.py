@@ -265,8 +265,12 @@ class GenerationQueue:
         gone = asyncio.ensure_future(_client_gone(receive))
         try:
             await asyncio.wait({fut, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:  # the client left, or this task was cancelled (server shutdown)
-            if not fut.done():
+        except asyncio.CancelledError:  # uvicorn's graceful shutdown gave up waiting for this request
+            cancel.set()
+            raise RequestError(503, "the server is shutting down", code="server_shutting_down",
+                               type_="server_error") from None
+        finally:
+            if not fut.done():  # the client left
                 cancel.set()
             gone.cancel()
         return fut.result() if fut.done() else None
@@ -308,7 +312,7 @@ class _Front:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            scope["path"] = _route(scope["path"])
+            scope = {**scope, "path": _route(scope["path"])}  # uvicorn's own scope (its access log) keeps the path
             if self.api_key and scope["path"] != "/health":
                 from starlette.datastructures import Headers
 
