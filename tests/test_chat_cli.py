@@ -71,7 +71,7 @@ def test_chat_help_and_missing_model(tmp_path):
     # help paragraphs reflow to the terminal width instead of keeping the docstring's line breaks
     r = subprocess.run([str(kamado), "serve", "--help"], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "COLUMNS": "160"})
-    assert "(a simple instruction/response template when it has none). Supports" in r.stdout
+    assert "(kamado's tune template when it has none), exactly as `kamado chat`; text" in r.stdout
     assert "   kamado serve runs/tiny/tune/full/hf --port 8000" in r.stdout  # examples keep their lines
     r = subprocess.run([str(kamado), "chat", str(tmp_path)], capture_output=True, text=True, timeout=120,
                        input="hi\n")

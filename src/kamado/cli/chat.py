@@ -36,15 +36,13 @@ class Chat:
     def prompt_ids(self) -> list[int]:
         """The conversation rendered with the chat template (fallback: a plain instruction layout), ending with
         the assistant header; the oldest turns are dropped when it does not fit the context window."""
-        from kamado.serve.server import fallback_chat_prompt
+        from kamado.serve.server import chat_render
         from kamado.tokenizer.text import encode_chat
 
         turns = list(self.messages)
         while True:
             msgs = ([{"role": "system", "content": self.system}] if self.system else []) + turns
-            render = None if self.templated else (
-                lambda m, g: fallback_chat_prompt(m, self.tok.bos_token or "", self.tok.eos_token or ""))
-            ids = encode_chat(self.tok, msgs, add_generation_prompt=True, render=render).ids
+            ids = encode_chat(self.tok, msgs, add_generation_prompt=True, render=chat_render(self.tok)).ids
             bos = self.tok.bos_token_id
             if bos is not None and (not ids or ids[0] != bos):
                 ids = [bos, *ids]

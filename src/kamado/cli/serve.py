@@ -17,6 +17,8 @@ def serve(
     max_tokens: Annotated[int, typer.Option(help="Default max_tokens when a request gives none.")] = 256,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: 1 for models "
                                                 "under 50M parameters, else torch's choice).")] = None,
+    queue_size: Annotated[int, typer.Option(min=1, help="Generation requests running or waiting; beyond it "
+                                            "requests get 503 with Retry-After.")] = 32,
     log: Annotated[bool, typer.Option(help="Log every request.")] = False,
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="KAMADO_API_KEY", show_envvar=True,
                                                 help="Require 'Authorization: Bearer KEY' on every request "
@@ -24,8 +26,11 @@ def serve(
 ) -> None:
     """Serve a model over the OpenAI API: GET /v1/models, POST /v1/chat/completions, POST /v1/completions.
 
-    Chat requests use the tokenizer's chat template (a simple instruction/response template when it has
-    none). Supports temperature, top_p, max_tokens, stop, seed and stream. Ctrl-C stops it.
+    Chat requests use the tokenizer's chat template (kamado's tune template when it has none), exactly as
+    `kamado chat`; text in messages and prompts is text (a typed "</s>" is not an end-of-sequence token).
+    Supports temperature, top_p, max_tokens, stop, seed and stream. The model answers one request at a time;
+    up to --queue-size wait, the rest get 503 with Retry-After; a client that disconnects cancels its
+    request. Bad requests get 400 with an OpenAI-style error. Runs on uvicorn; Ctrl-C stops it.
 
     Examples:
       kamado serve runs/tiny/tune/full/hf --port 8000
@@ -47,7 +52,7 @@ def serve(
     elif sum(p.numel() for p in ms.model.parameters()) < 50_000_000:
         torch.set_num_threads(1)  # small ops: a second OpenMP thread costs more than it gives
     try:
-        srv = make_server(ms, host, port, log=log, api_key=api_key or None)
+        srv = make_server(ms, host, port, log=log, api_key=api_key or None, queue_size=queue_size)
     except OSError as e:
         raise KamadoError(f"cannot listen on {host}:{port}: {e}") from None
     h, p = srv.server_address[:2]
@@ -57,8 +62,6 @@ def serve(
         print(f"warning: --host {host} without --api-key: anyone who can reach this address can use the model",
               flush=True)
     try:
-        srv.serve_forever()
+        srv.serve_forever()  # uvicorn stops gracefully on Ctrl-C / SIGTERM, then re-raises the signal
     except KeyboardInterrupt:
         pass
-    finally:
-        srv.server_close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,16 @@ class _StopOnStrings:
         return done
 
 
+class _StopWhen:
+    """Stopping criterion: every row is done once ``cancelled()`` is true (a server's client went away)."""
+
+    def __init__(self, cancelled: Callable[[], bool]) -> None:
+        self.cancelled = cancelled
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.cancelled(), dtype=torch.bool, device=input_ids.device)
+
+
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """Text before the first stop string, and whether one was found."""
     cut = min((text.find(s) for s in stops if s and s in text), default=-1)
@@ -59,6 +69,7 @@ def generate(
     seed: int | None = None,
     batch_size: int = 8,
     add_special_tokens: bool = True,
+    cancelled: Callable[[], bool] | None = None,
 ) -> list[Generation]:
     """Complete each prompt (text, or token ids); greedy when ``temperature`` is 0.
 
@@ -66,7 +77,8 @@ def generate(
     template's special tokens comes as ids (:func:`kamado.tokenizer.text.encode_chat`).
 
     Prompts longer than the context window keep their last tokens. Completions are cut before the first
-    stop string; ``finish_reason`` is ``stop`` when a stop string or EOS ended them.
+    stop string; ``finish_reason`` is ``stop`` when a stop string or EOS ended them. ``cancelled`` is asked
+    after every new token: once it is true, generation ends there (what was generated is returned).
     """
     from transformers import StoppingCriteriaList
 
@@ -91,8 +103,9 @@ def generate(
             ids[r, t - len(enc[i]):] = torch.tensor(enc[i])
             att[r, t - len(enc[i]):] = 1
         new = min(max_new_tokens, max_len - t)
+        criteria = [_StopOnStrings(tokenizer, stop, t), *([_StopWhen(cancelled)] if cancelled else [])]
         kw: dict[str, Any] = {"max_new_tokens": max(new, 1), "pad_token_id": pad, "eos_token_id": eos,
-                              "stopping_criteria": StoppingCriteriaList([_StopOnStrings(tokenizer, stop, t)])}
+                              "stopping_criteria": StoppingCriteriaList(criteria)}
         if temperature > 0:
             kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
         else:
