@@ -210,9 +210,10 @@ def _group(rows: list[dict[str, Any]], key: str, sfx: str, seed: int) -> dict[st
     m_tok, se_tok = ratio_stderr(nll, toks)
     m_chr, se_chr = ratio_stderr(nll, chars)
     lo, hi, sd = bootstrap_ratio(nll, chars, seed=f"{seed}:{key}")
+    ci = [lo / LN2, hi / LN2] if len(rows) > 1 else None  # one document: no interval to give
     out = {f"token_ppl{sfx}": math.exp(m_tok), f"token_ppl{sfx}_stderr": math.exp(m_tok) * se_tok,
            f"char_ppl{sfx}": math.exp(m_chr), f"char_ppl{sfx}_stderr": math.exp(m_chr) * se_chr,
-           f"bpc{sfx}": m_chr / LN2, f"bpc{sfx}_stderr": sd / LN2, f"bpc{sfx}_ci95": [lo / LN2, hi / LN2],
+           f"bpc{sfx}": m_chr / LN2, f"bpc{sfx}_stderr": sd / LN2 if ci else float("nan"), f"bpc{sfx}_ci95": ci,
            f"tokens{sfx}": sum(toks), f"chars{sfx}": sum(chars), f"docs{sfx}": len(rows)}
     if all("unigram_nll" in r for r in rows):
         out[f"unigram_bpc{sfx}"] = sum(r["unigram_nll"] for r in rows) / max(1, sum(chars)) / LN2
