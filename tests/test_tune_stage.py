@@ -117,22 +117,11 @@ def test_cli_lora_only(tuned, tmp_path, data_root, monkeypatch):
 def test_killed_tuning_resumes_on_the_same_curve(tuned, tmp_path, data_root, monkeypatch):
     """Crash after the step-2 checkpoint, re-run: it resumes there and matches an uninterrupted run."""
     from kamado.stage import StageContext
-    from kamado.train.config import TrainConfig
     from kamado.tune import sft
-    from kamado.tune.config import TuneConfig
     from kamado.tune.stage import run
 
-    cfg = TuneConfig(data=["dolly-ja"], methods=["full"], max_examples=60, base=str(tuned[0]),
-                     train=TrainConfig(steps=4, batch_size=2, seq_len=64, warmup_steps=1, eval_every=0,
-                                       ckpt_every=2, precision="fp32"))
-
-    def losses(out):
-        recs = [json.loads(x) for x in (out / "full" / "metrics.jsonl").read_text().splitlines()]
-        return [(r["step"], r["loss"]) for r in recs if "loss" in r]
-
-    whole = StageContext(name="tune", out=tmp_path / "whole", data_root=data_root, seed=3, quiet=True)
-    whole.out.mkdir()
-    run(cfg, whole)
+    cfg, whole = _four_steps_whole(tuned, tmp_path, data_root)
+    losses = _losses
 
     crash = StageContext(name="tune", out=tmp_path / "crash", data_root=data_root, seed=3, quiet=True)
     crash.out.mkdir()
@@ -166,22 +155,11 @@ def test_preempted_tuning_saves_its_step_and_resumes_on_the_same_curve(tuned, tm
     from kamado.config import Preempted
     from kamado.monitor.guard import read_events
     from kamado.stage import StageContext
-    from kamado.train.config import TrainConfig
     from kamado.tune import sft
-    from kamado.tune.config import TuneConfig
     from kamado.tune.stage import run
 
-    cfg = TuneConfig(data=["dolly-ja"], methods=["full"], max_examples=60, base=str(tuned[0]),
-                     train=TrainConfig(steps=4, batch_size=2, seq_len=64, warmup_steps=1, eval_every=0,
-                                       ckpt_every=2, precision="fp32"))
-
-    def losses(out):
-        recs = [json.loads(x) for x in (out / "full" / "metrics.jsonl").read_text().splitlines()]
-        return [(r["step"], r["loss"]) for r in recs if "loss" in r]
-
-    whole = StageContext(name="tune", out=tmp_path / "whole", data_root=data_root, seed=3, quiet=True)
-    whole.out.mkdir()
-    run(cfg, whole)
+    cfg, whole = _four_steps_whole(tuned, tmp_path, data_root)
+    losses = _losses
     cut = StageContext(name="tune", out=tmp_path / "cut", data_root=data_root, seed=3, quiet=True)
     cut.out.mkdir()
     real_next = sft.SFTBatches.next_batch
@@ -205,3 +183,24 @@ def test_preempted_tuning_saves_its_step_and_resumes_on_the_same_curve(tuned, tm
     got, want = losses(cut.out), losses(whole.out)
     assert [s for s, _ in got] == [s for s, _ in want] == [1, 2, 3, 4]
     assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-6)
+
+
+def _losses(out):
+    recs = [json.loads(x) for x in (out / "full" / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in recs if "loss" in r]
+
+
+def _four_steps_whole(tuned, tmp_path, data_root):
+    """Four steps of full tuning with checkpoints every 2, run uninterrupted into ``tmp_path/whole``."""
+    from kamado.stage import StageContext
+    from kamado.train.config import TrainConfig
+    from kamado.tune.config import TuneConfig
+    from kamado.tune.stage import run
+
+    cfg = TuneConfig(data=["dolly-ja"], methods=["full"], max_examples=60, base=str(tuned[0]),
+                     train=TrainConfig(steps=4, batch_size=2, seq_len=64, warmup_steps=1, eval_every=0,
+                                       ckpt_every=2, precision="fp32"))
+    whole = StageContext(name="tune", out=tmp_path / "whole", data_root=data_root, seed=3, quiet=True)
+    whole.out.mkdir()
+    run(cfg, whole)
+    return cfg, whole

@@ -201,14 +201,19 @@ def disk_full(exc: BaseException) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ one writer
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 class RunLock:
@@ -243,7 +248,7 @@ class RunLock:
         if old.get("pid"):
             host, pid = old.get("host"), old.get("pid")
             gone = "is no longer running" if host == socket.gethostname() and isinstance(pid, int) and (
-                not _alive(pid) or pid == os.getpid()) else "no longer holds it"
+                not pid_alive(pid) or pid == os.getpid()) else "no longer holds it"
             self.stale = (f"took over the lock of {self.path.parent} left by PID {pid} on {host} "
                           f"(since {old.get('since')}), which {gone}")
         doc = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

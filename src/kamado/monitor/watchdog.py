@@ -23,22 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kamado.folders import pid_alive
+
 CLEAN_END = ("finished", "failed", "preempted")  # heartbeat states of a trainer that ended by itself
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie, dead but not yet reaped, counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
 
 
 def _read(path: Path) -> dict[str, Any] | None:
