@@ -66,9 +66,9 @@ class _Encoder:
         if self.sp is not None:
             ids = self.sp.encode(texts, num_threads=1)
         else:
-            from kamado.tokenizer.stats import encode_texts
+            from kamado.tokenizer.text import encode_text
 
-            ids = encode_texts(self.hf, texts)
+            ids = encode_text(self.hf, texts)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         flat = np.fromiter((t for x in ids for t in x), dtype=self.dtype, count=int(lengths.sum()))
         return lengths, flat

@@ -10,7 +10,7 @@ model with byte fallback). Two fixes make its ids equal to SentencePiece's:
 The converted pipeline is saved as ``tokenizer.json`` (loads without protobuf or conversion), next to
 ``tokenizer.model`` (for SentencePiece users), ``tokenizer_config.json`` and ``special_tokens_map.json``.
 
-Encode with ``split_special_tokens=True`` (as the packer does) to treat ``</s>`` in raw text as text.
+Encode raw text with :func:`kamado.tokenizer.text.encode_text` (as the packer does) to treat ``</s>`` in it as text.
 """
 
 from __future__ import annotations

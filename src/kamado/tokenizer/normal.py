@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import defaultdict
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -51,11 +52,18 @@ def resolve(configured: str, specs: list[Any]) -> str:
     return next(iter(by_form), "identity")
 
 
+def _fold(form: str) -> Callable[[str], str]:
+    """The corpus step's character fold of a form (``nfkc_ja`` or exact NFKC)."""
+    from kamado.corpus.normalize import nfkc_ja
+
+    return nfkc_ja if form == "nfkc_ja" else (lambda t: unicodedata.normalize("NFKC", t))
+
+
 def _char_map(form: str) -> dict[str, str]:
     """Single characters the form changes (before compositions)."""
-    from kamado.corpus.normalize import _CONTROL, nfkc_ja
+    from kamado.corpus.normalize import _CONTROL
 
-    fold = nfkc_ja if form == "nfkc_ja" else (lambda t: unicodedata.normalize("NFKC", t))
+    fold = _fold(form)
     out: dict[str, str] = {}
     for c in range(1, 0x110000):  # (U+0000 cannot be a key of SentencePiece's trie)
         if 0xD800 <= c < 0xE000:
@@ -81,9 +89,7 @@ def rules(form: str) -> tuple[tuple[str, str], ...]:
         raise ValueError(f"unknown normal form {form!r} (one of {', '.join(FORMS)})")
     if form == "identity":
         return ()
-    from kamado.corpus.normalize import nfkc_ja
-
-    fold = nfkc_ja if form == "nfkc_ja" else (lambda t: unicodedata.normalize("NFKC", t))
+    fold = _fold(form)
     single = _char_map(form)
     variants: dict[str, list[str]] = defaultdict(list)  # normal character -> characters that fold to it
     for src, dst in single.items():

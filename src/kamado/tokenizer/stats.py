@@ -6,15 +6,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from kamado.tokenizer.text import encode_text
+
 _BYTE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
-
-
-def encode_texts(tok: Any, texts: list[str]) -> list[list[int]]:
-    """Token ids of raw text (no BOS/EOS; special-token strings in the text are text)."""
-    try:
-        return tok(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    except TypeError:
-        return tok(texts, add_special_tokens=False)["input_ids"]
 
 
 def measure_tokenizer(tok: Any, by_lang: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
@@ -27,7 +21,7 @@ def measure_tokenizer(tok: Any, by_lang: dict[str, list[str]]) -> dict[str, dict
         texts = [t for t in texts if t]
         if not texts:
             continue
-        ids = encode_texts(tok, texts)
+        ids = encode_text(tok, texts)
         n = sum(len(x) for x in ids)
         chars = sum(len(t) for t in texts)
         nbyte = sum(1 for x in ids for i in x if i in byte_ids)

@@ -32,9 +32,13 @@ class Encoded:
 def encode_text(tokenizer: Any, text: str | list[str]) -> Any:
     """Ids of ``text`` with special-token strings encoded as ordinary text (no BOS/EOS added).
 
-    A list of texts gives a list of id lists.
+    A list of texts gives a list of id lists. (A tokenizer that does not take ``split_special_tokens`` encodes
+    the text as it would otherwise.)
     """
-    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    try:
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    except TypeError:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def _segments(render: Render, messages: Sequence[dict[str, str]], add_generation_prompt: bool,
