@@ -51,7 +51,7 @@ def cpu_of(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
 
 
 def kept_ids(out: Path) -> list[str]:
-    from kamado.corpus.io import read_documents, shard_files
+    from kamado.corpus.io.readers import read_documents, shard_files
 
     return [r["id"] for r in read_documents(shard_files(out / "kept"))]
 

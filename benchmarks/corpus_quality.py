@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from common import print_table  # noqa: E402  (benchmarks/common.py)
 
-from kamado.corpus import quality as Q  # noqa: E402
+from kamado.corpus.steps import quality as Q  # noqa: E402
 from kamado.registry import resolve  # noqa: E402
 
 
@@ -57,9 +57,9 @@ def hojichar_rejects(texts: list[str]) -> np.ndarray:
 
 def kamado_rules_rejects(texts: list[str]) -> tuple[np.ndarray, dict[str, int]]:
     from kamado.corpus.config import default_chain
-    from kamado.corpus.io import Document
-    from kamado.corpus.pipeline import Pipeline
-    from kamado.corpus.steps import Env
+    from kamado.corpus.io.documents import Document
+    from kamado.corpus.steps.base import Env
+    from kamado.corpus.steps.chain import Pipeline
 
     chain = default_chain("default-ja")
     chain.steps = [s for s in chain.steps if s["type"] != "repeated_lines"]
@@ -98,7 +98,7 @@ def main() -> None:
     results.append((f"kamado classifier ({args.folds}-fold CV)", clf, secs))
     results.append(("kamado rules + classifier", rules | clf, secs))
     if not args.no_perplexity:
-        from kamado.corpus.perplexity import reference_lm
+        from kamado.corpus.steps.perplexity import reference_lm
 
         t0 = time.perf_counter()
         lm = reference_lm()

@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def load_corpus(root: Path, target_mb: float, seed: int = 0) -> list[str]:
-    from kamado.corpus.io import Document, list_inputs, read_shard
+    from kamado.corpus.io.documents import Document
+    from kamado.corpus.io.readers import list_inputs, read_shard
 
     files = list_inputs([root / "ja_text", root / "ja_web_noisy"])
     files = [f for f in files if "/lists/" not in str(f)]
@@ -95,9 +96,10 @@ class ScriptRunTokenizer:
 
 def make_kamado(root: Path, name: str = "default-ja"):
     from kamado.corpus.config import default_chain
-    from kamado.corpus.io import Document
-    from kamado.corpus.pipeline import LineCounter, Pipeline, repeated_index
-    from kamado.corpus.steps import Env
+    from kamado.corpus.io.documents import Document
+    from kamado.corpus.jobs.line_counts import LineCounter
+    from kamado.corpus.steps.base import Env
+    from kamado.corpus.steps.chain import Pipeline, repeated_index
 
     chain = default_chain(name)
     env = Env(root)

@@ -16,7 +16,7 @@ The exact Jaccard of every pair is computed here with plain Python sets of the 5
 Contenders, all at threshold ``T``, 128 permutations, character 5-grams:
 
 - kamado: its CLI, ``kamado corpus dedup IN --out OUT --workers 1`` (decisions: documents missing from kept/);
-  MB/s is in-process through its library API, ``kamado.corpus.dedup.dedup_texts`` (normalisation, exact
+  MB/s is in-process through its library API, ``kamado.corpus.dedup.run.dedup_texts`` (normalisation, exact
   dedup, OPH MinHash, LSH, verification, components), texts already in memory.
 - rensa: ``RMinHash`` / ``RMinHashLSH(num_bands=16)`` query-then-insert, as ``checks/rensa_dedup.py``;
   also ``rensa + verify``: the same, an LSH candidate counts only if the estimated Jaccard is >= T.
@@ -162,7 +162,7 @@ def build(th: float, base: int, per_band: int, seed: int) -> tuple[list[dict], l
 
 # ------------------------------------------------------------------------------------------ contenders
 def run_kamado(texts: list[str], th: float) -> np.ndarray:
-    from kamado.corpus.dedup import KEEP, dedup_texts
+    from kamado.corpus.dedup.run import KEEP, dedup_texts
 
     return dedup_texts(texts, num_perm=NUM_PERM, threshold=th, ngram=NGRAM)["code"] != KEEP
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from common import print_table  # noqa: E402  (benchmarks/common.py)
 
-from kamado.corpus.minhash import normalize, shingle_hashes  # noqa: E402
+from kamado.corpus.dedup.minhash import normalize, shingle_hashes  # noqa: E402
 from kamado.registry import data_root, resolve  # noqa: E402
 
 NUM_PERM, THRESHOLD, NGRAM = 128, 0.8, 5
@@ -100,7 +100,7 @@ def shingles(t: str) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ contenders
 def run_kamado(texts: list[str], num_perm: int = NUM_PERM) -> np.ndarray:
-    from kamado.corpus.dedup import KEEP, dedup_texts
+    from kamado.corpus.dedup.run import KEEP, dedup_texts
 
     res = dedup_texts(texts, num_perm=num_perm, threshold=THRESHOLD, ngram=NGRAM)
     return res["code"] != KEEP

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from common import print_table  # noqa: E402  (benchmarks/common.py)
 
-from kamado.corpus import quality as Q  # noqa: E402
+from kamado.corpus.steps import quality as Q  # noqa: E402
 from kamado.registry import resolve  # noqa: E402
 
 # Defaults: character 1-3-grams with tf-idf (buckets in < 3 training paragraphs dropped) beside word-ish
@@ -43,9 +43,9 @@ OUT = ROOT / "src" / "kamado" / "resources" / "quality" / "web-ja"
 def chain_rejects(texts: list[str], data_root: Path) -> np.ndarray:
     """Rejections of the web-ja chain's rules (every step except the classifier), paragraph by paragraph."""
     from kamado.corpus.config import default_chain
-    from kamado.corpus.io import Document
-    from kamado.corpus.pipeline import Pipeline
-    from kamado.corpus.steps import Env
+    from kamado.corpus.io.documents import Document
+    from kamado.corpus.steps.base import Env
+    from kamado.corpus.steps.chain import Pipeline
 
     chain = default_chain("web-ja")
     chain = chain.model_copy(update={"steps": [s for s in chain.steps if s["type"] != "quality_classifier"]})

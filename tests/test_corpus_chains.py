@@ -8,11 +8,12 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from kamado.corpus.config import default_chain
-from kamado.corpus.io import Document, read_shard
-from kamado.corpus.labelled import filter_table, format_table
-from kamado.corpus.pipeline import Pipeline
-from kamado.corpus.quality import QualityModel, packaged_model_dir
-from kamado.corpus.steps import Env
+from kamado.corpus.inspect.labelled import filter_table, format_table
+from kamado.corpus.io.documents import Document
+from kamado.corpus.io.readers import read_shard
+from kamado.corpus.steps.base import Env
+from kamado.corpus.steps.chain import Pipeline
+from kamado.corpus.steps.quality import QualityModel, packaged_model_dir
 
 
 def test_packaged_web_ja_model_has_its_cv_figures() -> None:

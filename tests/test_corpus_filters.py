@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from kamado.config import ConfigError
-from kamado.corpus import ja
 from kamado.corpus.config import ChainConfig, default_chain, load_chain
-from kamado.corpus.filters import WordMatcher, dup_ngram_fractions, top_ngram_fraction
-from kamado.corpus.io import Document, read_shard
-from kamado.corpus.normalize import nfkc_ja, normalize
-from kamado.corpus.pipeline import Pipeline, build_steps, redecide
-from kamado.corpus.steps import Analysis, Env
+from kamado.corpus.io.documents import Document
+from kamado.corpus.io.readers import read_shard
+from kamado.corpus.steps.base import Analysis, Env
+from kamado.corpus.steps.chain import Pipeline, build_steps, redecide
+from kamado.corpus.steps.filters import WordMatcher, dup_ngram_fractions, top_ngram_fraction
+from kamado.corpus.text import ja
+from kamado.corpus.text.normalize import nfkc_ja, normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,9 +54,9 @@ def test_pii_and_boilerplate(data_root: Path) -> None:
     bp_spec = next(s for s in default_chain("default-ja").steps if s.get("name") == "boilerplate")
     pii, bp = _steps({"type": "pii"}, bp_spec, root=data_root)
     text = "連絡はa.b@example.co.jpか090-1234-5678へ。詳細は https://x.jp/a?b=1 を参照。ID 2019-08-18"
-    assert pii.clean(text) == "連絡は<EMAIL>か<PHONE>へ。詳細は  を参照。ID 2019-08-18"
+    assert pii.rewrite(text) == "連絡は<EMAIL>か<PHONE>へ。詳細は  を参照。ID 2019-08-18"
     page = "本文の段落です。とても大事な内容が書かれています。\nコメント送信\nページの先頭へ\n関連記事\nCopyright © 2020 Foo Inc.\nカテゴリー: 日記\n本文の続き。"
-    assert bp.clean(page) == "本文の段落です。とても大事な内容が書かれています。\n本文の続き。"
+    assert bp.rewrite(page) == "本文の段落です。とても大事な内容が書かれています。\n本文の続き。"
 
 
 def test_ng_words_katakana_boundary(data_root: Path) -> None:

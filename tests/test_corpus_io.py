@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from kamado.config import KamadoError
-from kamado.corpus.io import Document, ReadError, ShardWriter, list_inputs, read_documents, read_shard
+from kamado.corpus.io.documents import Document, ReadError
+from kamado.corpus.io.readers import list_inputs, read_documents, read_shard
+from kamado.corpus.io.writers import ShardWriter
 
 
 def _bad_shard(path: Path) -> None:

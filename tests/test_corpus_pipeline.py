@@ -14,7 +14,7 @@ import pytest
 
 from kamado.config import KamadoError
 from kamado.corpus.config import default_chain
-from kamado.corpus.executors import clean
+from kamado.corpus.jobs.clean import run_clean
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,8 +67,8 @@ def _check_accounting(out: Path) -> dict:
 def test_clean_accounting_and_workers(tmp_path: Path, data_root: Path) -> None:
     inp = _inputs(tmp_path, data_root)
     chain = default_chain("default-ja")
-    s1 = clean([inp], tmp_path / "w1", chain, workers=1, data_root=data_root, quiet=True)
-    s2 = clean([inp], tmp_path / "w2", chain, workers=2, data_root=data_root, quiet=True)
+    s1 = run_clean([inp], tmp_path / "w1", chain, workers=1, data_root=data_root, quiet=True)
+    s2 = run_clean([inp], tmp_path / "w2", chain, workers=2, data_root=data_root, quiet=True)
     _check_accounting(tmp_path / "w1")
     assert _contents(tmp_path / "w1") == _contents(tmp_path / "w2")
     assert {k: s1[k] for k in ("input", "kept", "rejected", "errors")} == {k: s2[k] for k in ("input", "kept", "rejected", "errors")}
@@ -91,7 +91,7 @@ def test_resume_redoes_only_unfinished_shards(tmp_path: Path, data_root: Path) -
     inp = _inputs(tmp_path, data_root)
     chain = default_chain("default-ja")
     out = tmp_path / "out"
-    clean([inp], out, chain, workers=1, data_root=data_root, quiet=True)
+    run_clean([inp], out, chain, workers=1, data_root=data_root, quiet=True)
     ref = _contents(out)
     # simulate a job killed while shard 2 was being written: its marker gone, a partial file left behind
     (out / ".work" / "done-00002.json").unlink()
@@ -99,13 +99,13 @@ def test_resume_redoes_only_unfinished_shards(tmp_path: Path, data_root: Path) -
         p.write_bytes(b"garbage")
     (out / "kept" / ".part-00002-00001.jsonl.gz.tmp").write_bytes(b"partial")
     before = {p.name: p.stat().st_mtime_ns for p in (out / "kept").glob("part-00000-*")}
-    clean([inp], out, chain, workers=1, data_root=data_root, quiet=True)
+    run_clean([inp], out, chain, workers=1, data_root=data_root, quiet=True)
     assert _contents(out) == ref
     assert {p.name: p.stat().st_mtime_ns for p in (out / "kept").glob("part-00000-*")} == before  # untouched
     assert not list((out / "kept").glob(".*.tmp"))
     _check_accounting(out)
     with pytest.raises(KamadoError, match="different clean job"):
-        clean([inp / "web-0.jsonl"], out, chain, workers=1, data_root=data_root, quiet=True)
+        run_clean([inp / "web-0.jsonl"], out, chain, workers=1, data_root=data_root, quiet=True)
 
 
 def test_repeated_lines_across_corpus(tmp_path: Path) -> None:
@@ -120,8 +120,8 @@ def test_repeated_lines_across_corpus(tmp_path: Path) -> None:
     from kamado.corpus.config import ChainConfig
 
     chain = ChainConfig(steps=[{"type": "normalize"}, {"type": "repeated_lines", "max_docs": 10}])
-    s1 = clean([d], tmp_path / "a", chain, workers=1, quiet=True)
-    s2 = clean([d], tmp_path / "b", chain, workers=2, quiet=True)
+    s1 = run_clean([d], tmp_path / "a", chain, workers=1, quiet=True)
+    s2 = run_clean([d], tmp_path / "b", chain, workers=2, quiet=True)
     kept = [json.loads(ln) for t in _contents(tmp_path / "a")["kept"] for ln in t.split("\n") if ln]
     assert len(kept) == 18 and all(banner not in k["text"] and "固有の行" in k["text"] for k in kept)
     rl = next(st for st in s1["steps"] if st["name"] == "repeated_lines")
@@ -185,7 +185,8 @@ def _big_jsonl(tmp: Path, data_root: Path) -> tuple[Path, dict[str, int]]:
 
 
 def test_byte_ranges_cover_every_line_once(tmp_path: Path, data_root: Path) -> None:
-    from kamado.corpus.io import byte_ranges, read_shard
+    from kamado.corpus.io.ranges import byte_ranges
+    from kamado.corpus.io.readers import read_shard
 
     p, _ = _big_jsonl(tmp_path, data_root)
     data = p.read_bytes()
@@ -217,10 +218,10 @@ def test_split_file_matches_one_task(tmp_path: Path, data_root: Path) -> None:
     gz = tmp_path / "in" / "y-packed.jsonl.gz"
     gz.write_bytes(gzip.compress(inp.read_bytes()[:200_000]))  # compressed: never split
     chain = default_chain("default-ja")
-    one = clean([tmp_path / "in"], tmp_path / "one", chain, workers=1, data_root=data_root, quiet=True, split_bytes=0)
-    split = clean([tmp_path / "in"], tmp_path / "split", chain, workers=1, data_root=data_root, quiet=True,
+    one = run_clean([tmp_path / "in"], tmp_path / "one", chain, workers=1, data_root=data_root, quiet=True, split_bytes=0)
+    split = run_clean([tmp_path / "in"], tmp_path / "split", chain, workers=1, data_root=data_root, quiet=True,
                   split_bytes=24_000)
-    pool = clean([tmp_path / "in"], tmp_path / "pool", chain, workers=2, data_root=data_root, quiet=True,
+    pool = run_clean([tmp_path / "in"], tmp_path / "pool", chain, workers=2, data_root=data_root, quiet=True,
                  split_bytes=24_000)
     plan = json.loads((tmp_path / "split" / ".work" / "plan.json").read_text())
     assert plan["split_bytes"] == 24_000 and "split_bytes" not in json.loads(
@@ -241,14 +242,14 @@ def test_split_file_matches_one_task(tmp_path: Path, data_root: Path) -> None:
     assert any(r["id"] == "big:101" for r in recs)  # the long id-less line, numbered as in the file
     # resume: a lost range is redone alone, the result unchanged
     (tmp_path / "split" / ".work" / "done-00003.json").unlink()
-    again = clean([tmp_path / "in"], tmp_path / "split", chain, workers=1, data_root=data_root, quiet=True,
+    again = run_clean([tmp_path / "in"], tmp_path / "split", chain, workers=1, data_root=data_root, quiet=True,
                   split_bytes=24_000)
     assert _records_of(tmp_path / "split") == _records_of(tmp_path / "one") and again["kept"] == one["kept"]
 
 
 def test_repeated_lines_over_byte_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kamado.corpus import executors
     from kamado.corpus.config import ChainConfig
+    from kamado.corpus.jobs import clean as clean_job
 
     banner = "このサイトは毎日更新しています。ぜひブックマークしてください。"
     rare = "このページの内容は予告なく変更されることがあります。"
@@ -260,9 +261,9 @@ def test_repeated_lines_over_byte_ranges(tmp_path: Path, monkeypatch: pytest.Mon
             f.write(json.dumps({"id": f"d{i}", "text": f"{body}\n{banner}{extra}\n{i}番目の固有の行です。"},
                                ensure_ascii=False) + ("\r\n" if i % 7 == 0 else "\n"))
     chain = ChainConfig(steps=[{"type": "normalize"}, {"type": "repeated_lines", "max_docs": 10}])
-    one = clean([p], tmp_path / "one", chain, workers=1, quiet=True, split_bytes=0)
-    monkeypatch.setattr(executors, "MERGE_SLICE", 7)  # the driver merges the tables in many hash slices
-    split = clean([p], tmp_path / "split", chain, workers=2, quiet=True, split_bytes=2_000)
+    one = run_clean([p], tmp_path / "one", chain, workers=1, quiet=True, split_bytes=0)
+    monkeypatch.setattr(clean_job, "MERGE_SLICE", 7)  # the driver merges the tables in many hash slices
+    split = run_clean([p], tmp_path / "split", chain, workers=2, quiet=True, split_bytes=2_000)
     assert len(list((tmp_path / "split" / ".work").glob("lines-*.npy"))) >= 8  # ≤ 5 documents per range
     kept = [json.loads(r) for r in _records_of(tmp_path / "split")["kept"]]
     assert len(kept) == 40 and all(banner not in k["text"] and "固有の行" in k["text"] for k in kept)
@@ -272,9 +273,9 @@ def test_repeated_lines_over_byte_ranges(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_line_counter_folds_exactly(data_root: Path) -> None:
     from kamado.corpus.config import ChainConfig
-    from kamado.corpus.io import read_shard
-    from kamado.corpus.pipeline import LineCounter
-    from kamado.corpus.steps import Env
+    from kamado.corpus.io.readers import read_shard
+    from kamado.corpus.jobs.line_counts import LineCounter
+    from kamado.corpus.steps.base import Env
 
     chain = ChainConfig(steps=[{"type": "normalize"}, {"type": "repeated_lines", "max_docs": 1, "min_chars": 1}])
     counter = LineCounter(chain, Env())
@@ -294,7 +295,7 @@ def test_parquet_split_by_row_groups(tmp_path: Path, data_root: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kamado.corpus.io import row_group_ranges
+    from kamado.corpus.io.ranges import row_group_ranges
 
     src = (data_root / "ja_web_noisy" / "mc4ja_paragraphs_labeled.jsonl").read_text(encoding="utf-8").splitlines()
     rows = [{"id": None, "text": json.loads(ln)["text"]} for ln in src[:300]]
@@ -308,8 +309,8 @@ def test_parquet_split_by_row_groups(tmp_path: Path, data_root: Path) -> None:
     assert len(ranges) >= 3 and ranges[0].start == 0 and ranges[-1].end == 8
     assert all(a.end == b.start and b.first_row == 40 * b.start + 1 for a, b in zip(ranges, ranges[1:], strict=False))
     chain = default_chain("default-ja")
-    one = clean([tmp_path / "in"], tmp_path / "one", chain, workers=1, data_root=data_root, quiet=True, split_bytes=0)
-    split = clean([tmp_path / "in"], tmp_path / "split", chain, workers=2, data_root=data_root, quiet=True,
+    one = run_clean([tmp_path / "in"], tmp_path / "one", chain, workers=1, data_root=data_root, quiet=True, split_bytes=0)
+    split = run_clean([tmp_path / "in"], tmp_path / "split", chain, workers=2, data_root=data_root, quiet=True,
                   split_bytes=split_bytes)
     assert len(list((tmp_path / "split" / ".work").glob("done-*.json"))) == len(ranges)
     assert _records_of(tmp_path / "one") == _records_of(tmp_path / "split")

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from kamado.corpus.config import default_chain
-from kamado.corpus.io import Document, read_shard
-from kamado.corpus.normalize import nfkc, nfkc_table_text
-from kamado.corpus.pipeline import Pipeline, build_steps
-from kamado.corpus.rules import LiteralMatcher, char_repetition_ratio
-from kamado.corpus.steps import Analysis, Env
+from kamado.corpus.io.documents import Document
+from kamado.corpus.io.readers import read_shard
+from kamado.corpus.steps.base import Analysis, Env
+from kamado.corpus.steps.chain import Pipeline, build_steps
+from kamado.corpus.steps.rules import LiteralMatcher, char_repetition_ratio
+from kamado.corpus.text.normalize import nfkc, nfkc_table_text
 
 hojichar = pytest.importorskip("hojichar")
 from hojichar import Document as HDoc  # noqa: E402

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from kamado.corpus.config import CorpusConfig
-from kamado.corpus.io import read_documents, read_shard, shard_files
+from kamado.corpus.io.readers import read_documents, read_shard, shard_files
 from kamado.corpus.stage import run
 from kamado.stage import StageContext
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from kamado.corpus.dedup import run_dedup
-from kamado.corpus.io import ShardWriter, read_documents, read_shard, shard_files, shard_format
-from kamado.corpus.minhash import normalize
+from kamado.corpus.dedup.minhash import normalize
+from kamado.corpus.dedup.run import run_dedup
+from kamado.corpus.io.readers import read_documents, read_shard, shard_files
+from kamado.corpus.io.writers import ShardWriter, shard_format
 
 
 def _corpus(tmp_path: Path) -> Path:
@@ -97,15 +98,15 @@ def test_dedup_normalize_is_plain_nfkc() -> None:
 def test_clean_formats_hold_the_same_records_and_inspect_reads_them(tmp_path: Path, data_root: Path,
                                                                       fmt: str) -> None:
     from kamado.corpus.config import default_chain
-    from kamado.corpus.executors import clean
-    from kamado.corpus.inspect import sample
+    from kamado.corpus.inspect.samples import sample
+    from kamado.corpus.jobs.clean import run_clean
 
     src = tmp_path / "web.jsonl"
     with open(data_root / "ja_web_noisy" / "mc4ja_paragraphs_labeled.jsonl", encoding="utf-8") as f:
         src.write_text("".join(line for _, line in zip(range(120), f, strict=False)), encoding="utf-8")
     chain = default_chain("default-ja")
-    a = clean([src], tmp_path / "gz", chain, workers=1, data_root=data_root, quiet=True)
-    b = clean([src], tmp_path / fmt, chain, workers=1, data_root=data_root, quiet=True, format=fmt)
+    a = run_clean([src], tmp_path / "gz", chain, workers=1, data_root=data_root, quiet=True)
+    b = run_clean([src], tmp_path / fmt, chain, workers=1, data_root=data_root, quiet=True, format=fmt)
     assert (a["kept"], a["rejected"]) == (b["kept"], b["rejected"]) and a["kept"] and a["rejected"]
     assert all(f.endswith(".parquet" if fmt == "parquet" else ".jsonl.zst") for f in b["kept_files"])
     for sub in ("kept", "rejected"):
@@ -113,6 +114,6 @@ def test_clean_formats_hold_the_same_records_and_inspect_reads_them(tmp_path: Pa
     kept, rejected, _ = sample(tmp_path / fmt, per_reason=1)
     assert kept and rejected
     # the same command again resumes (nothing to redo); another format is another job
-    assert clean([src], tmp_path / fmt, chain, workers=1, data_root=data_root, quiet=True, format=fmt)["kept"] == b["kept"]
+    assert run_clean([src], tmp_path / fmt, chain, workers=1, data_root=data_root, quiet=True, format=fmt)["kept"] == b["kept"]
     with pytest.raises(Exception, match="different clean job"):
-        clean([src], tmp_path / fmt, chain, workers=1, data_root=data_root, quiet=True)
+        run_clean([src], tmp_path / fmt, chain, workers=1, data_root=data_root, quiet=True)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import wiki_paragraphs
 
-from kamado.corpus import minhash as mh
-from kamado.corpus.dedup import EXACT, KEEP, NEAR, dedup_texts
+from kamado.corpus.dedup import minhash as mh
+from kamado.corpus.dedup.run import EXACT, KEEP, NEAR, dedup_texts
 
 
 @pytest.fixture(scope="module")

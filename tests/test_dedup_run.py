@@ -14,8 +14,8 @@ from conftest import wiki_paragraphs
 from typer.testing import CliRunner
 
 from kamado.cli.corpus_dedup import dedup as dedup_cmd
-from kamado.corpus.dedup import run_dedup
-from kamado.corpus.io import read_documents
+from kamado.corpus.dedup.run import run_dedup
+from kamado.corpus.io.readers import read_documents
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +134,8 @@ def _near_threshold_pairs(data_root: Path) -> dict[str, tuple[str, str, float, f
     (estimate < 0.8 <= J). Found by a seeded search, so always the same pairs."""
     import numpy as np
 
-    from kamado.corpus import minhash as mh
-    from kamado.corpus.dedup import DedupSettings
+    from kamado.corpus.dedup import minhash as mh
+    from kamado.corpus.dedup.run import DedupSettings
 
     paras = wiki_paragraphs(data_root, 60, unique=False)
     st = DedupSettings()
@@ -201,7 +201,7 @@ def test_exact_verification_decides_at_the_threshold(near_threshold: tuple[Path,
         st = run_dedup([root], tmp_path / mode, workers=1, verify=mode)
         assert st["near_duplicates"] == 2 and st["steps"][1]["verified_exactly"] == 0
     # the same decisions in memory
-    from kamado.corpus.dedup import KEEP, dedup_texts
+    from kamado.corpus.dedup.run import KEEP, dedup_texts
 
     texts = [pairs["below"][0], pairs["above"][0], pairs["below"][1], pairs["above"][1]]
     res = dedup_texts(texts)
@@ -223,7 +223,7 @@ def test_exact_check_skips_pairs_already_in_one_cluster(data_root: Path, monkeyp
     """Families of variants of one paragraph (pairwise Jaccard around the threshold): pairs whose documents are
     already joined through other accepted links are not read, and the decisions and duplicate_of are exactly
     those of checking every ambiguous pair."""
-    from kamado.corpus import dedup as D
+    from kamado.corpus.dedup import run as D
 
     rng = random.Random(3)
     paras = [json.loads(x)["text"].replace("\n", "") for x in gzip.open(

@@ -15,7 +15,9 @@ import pytest
 from pydantic import ValidationError
 
 from kamado.config import KamadoError
-from kamado.corpus.io import Document, ReadError, guess_encoding, read_shard
+from kamado.corpus.io.documents import Document, ReadError
+from kamado.corpus.io.encoding import guess_encoding
+from kamado.corpus.io.readers import read_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["これは日本語の文章です。今日はとても良い天気なので、公園へ散歩に行きました。桜の花がきれいに咲いていました。" * 3,

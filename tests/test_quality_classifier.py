@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from kamado.cli.corpus_dedup import train_classifier
 from kamado.config import KamadoError
-from kamado.corpus import quality as Q
+from kamado.corpus.steps import quality as Q
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +83,9 @@ def test_train_classifier_cli(data_root: Path, tmp_path: Path) -> None:
 
 def test_quality_filter_step_in_a_pipeline(labelled: tuple[list[str], np.ndarray], tmp_path: Path) -> None:
     from kamado.corpus.config import ChainConfig
-    from kamado.corpus.io import Document
-    from kamado.corpus.pipeline import Pipeline
-    from kamado.corpus.steps import Env
+    from kamado.corpus.io.documents import Document
+    from kamado.corpus.steps.base import Env
+    from kamado.corpus.steps.chain import Pipeline
 
     texts, labels = labelled
     order = np.random.default_rng(0).permutation(len(texts))  # the file's slices differ in make-up

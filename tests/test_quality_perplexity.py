@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kamado.corpus.perplexity import NgramLM, paragraphs
+from kamado.corpus.steps.perplexity import NgramLM, paragraphs
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,8 @@ def test_heldout_wikipedia_beats_scrambled_and_foreign_text(lm: NgramLM, wiki: t
 
 def test_distribution_sums_to_one_over_the_vocabulary(lm: NgramLM, wiki: tuple[list[str], list[str]]) -> None:
     """P(next char | context) summed over every character seen in training, plus the unseen ones, is 1."""
-    from kamado.corpus.minhash import normalize
-    from kamado.corpus.perplexity import VOCAB
+    from kamado.corpus.dedup.minhash import normalize
+    from kamado.corpus.steps.perplexity import VOCAB
 
     seen = sorted({c for t in wiki[0] for c in normalize(t)} - {" "})  # a trailing space is normalised away
     for ctx in ("日本の首都は東", "xyz", ""):
@@ -71,9 +71,9 @@ def test_save_load_round_trip_and_buckets(lm: NgramLM, wiki: tuple[list[str], li
 def test_perplexity_step_annotates_and_filters(lm: NgramLM, wiki: tuple[list[str], list[str]],
                                                tmp_path: Path) -> None:
     from kamado.corpus.config import ChainConfig
-    from kamado.corpus.io import Document
-    from kamado.corpus.pipeline import Pipeline
-    from kamado.corpus.steps import Env
+    from kamado.corpus.io.documents import Document
+    from kamado.corpus.steps.base import Env
+    from kamado.corpus.steps.chain import Pipeline
 
     lm.meta.update({"head_max": 30.0, "middle_max": 60.0})
     lm.save(tmp_path / "lm")

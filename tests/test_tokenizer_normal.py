@@ -10,7 +10,7 @@ import pytest
 
 from kamado.config import KamadoError
 from kamado.corpus.docs import InputSpec, resolve_inputs
-from kamado.corpus.normalize import nfkc_ja
+from kamado.corpus.text.normalize import nfkc_ja
 from kamado.tokenizer import normal
 from kamado.tokenizer.config import TokenizerConfig
 from kamado.tokenizer.text import encode_text

@@ -3,7 +3,7 @@
 Blank lines are skipped. A line that is not JSON (or not UTF-8) raises :class:`KamadoError` naming the
 file and the 1-based line, unless ``skip_bad`` is set (logs a writer may have been killed in the middle
 of, such as ``metrics.jsonl``: a torn line is dropped). Corpus shards are read by
-``kamado.corpus.io.read_shard`` instead, which accounts for every broken line as a ``ReadError`` record.
+``kamado.corpus.io.readers.read_shard`` instead, which accounts for every broken line as a ``ReadError`` record.
 """
 
 from __future__ import annotations

@@ -60,9 +60,8 @@ def clean(
     from kamado.cli._guard import check_writable, refuse_overlap
     from kamado.config import KamadoError
     from kamado.corpus.config import load_chain
-    from kamado.corpus.executors import all_error_files, print_summary
-    from kamado.corpus.executors import clean as run_clean
-    from kamado.corpus.io import check_encoding
+    from kamado.corpus.io.encoding import check_encoding
+    from kamado.corpus.jobs.clean import all_error_files, print_summary, run_clean
     from kamado.registry import default_data_root, resolve
 
     chain, base = load_chain(recipe, Path.cwd())
@@ -104,8 +103,8 @@ def inspect(
     """
     if labelled:
         from kamado.corpus.config import load_chain
-        from kamado.corpus.labelled import filter_table, format_table
-        from kamado.corpus.steps import Env
+        from kamado.corpus.inspect.labelled import filter_table, format_table
+        from kamado.corpus.steps.base import Env
         from kamado.registry import default_data_root, resolve
 
         chain, base = load_chain(recipe, Path.cwd())
@@ -115,7 +114,7 @@ def inspect(
         return
     if folder is None:
         raise typer.BadParameter("give an output folder, or --labelled FILE")
-    from kamado.corpus.inspect import show
+    from kamado.corpus.inspect.samples import show
 
     show(folder, per_reason=per_reason, only=reason, chars=chars, seed=seed)
 
@@ -132,9 +131,9 @@ def retune(
       kamado corpus retune runs/clean-web --recipe my-chain.yaml
     """
     from kamado.corpus.config import load_chain
-    from kamado.corpus.inspect import _iter
-    from kamado.corpus.pipeline import build_steps, redecide
-    from kamado.corpus.steps import Env
+    from kamado.corpus.inspect.samples import _iter
+    from kamado.corpus.steps.base import Env
+    from kamado.corpus.steps.chain import build_steps, redecide
     from kamado.ui import console, table
 
     chain, base = load_chain(recipe, Path.cwd())

@@ -49,7 +49,7 @@ def dedup(
     from kamado import folders
     from kamado.cli._guard import check_writable, refuse_overlap, swap_in
     from kamado.config import KamadoError
-    from kamado.corpus.dedup import VERIFY, run_dedup
+    from kamado.corpus.dedup.run import VERIFY, run_dedup
     from kamado.ui import console, table
 
     if executor not in ("local", "ray"):
@@ -62,7 +62,7 @@ def dedup(
         raise KamadoError(f"--verify must be one of {', '.join(VERIFY)}, not {verify!r}")
     if rejected not in ("full", "ids"):
         raise KamadoError(f"--rejected must be full or ids, not {rejected!r}")
-    from kamado.corpus.io import shard_format
+    from kamado.corpus.io.writers import shard_format
 
     format = shard_format(format)
     refuse_overlap(inputs, out, "corpus dedup")
@@ -121,7 +121,7 @@ def train_classifier(
       kamado corpus train-classifier labelled.jsonl more.jsonl --out models/quality --folds 10
     """
     from kamado import folders
-    from kamado.corpus.quality import ClassifierConfig, load_labelled, train_with_cv
+    from kamado.corpus.steps.quality import ClassifierConfig, load_labelled, train_with_cv
     from kamado.registry import resolve
     from kamado.ui import console, table
 

@@ -30,7 +30,7 @@ class SourceSpec(StrictModel):
     @classmethod
     def _known_encoding(cls, v: str | None) -> str | None:
         from kamado.config import KamadoError
-        from kamado.corpus.io import check_encoding
+        from kamado.corpus.io.encoding import check_encoding
 
         try:
             return check_encoding(v, "encoding")
@@ -76,7 +76,7 @@ class CorpusConfig(StrictModel):
         return v
 
     def dedup_settings(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`kamado.corpus.dedup.run_dedup` this config asks for."""
+        """The keyword arguments of :func:`kamado.corpus.dedup.run.run_dedup` this config asks for."""
         return {"threshold": self.dedup_threshold, "ngram": self.dedup_ngram, "num_perm": self.dedup_num_perm,
                 "bands": self.dedup_bands, "near": self.dedup_near, "verify": self.dedup_verify,
                 "format": self.shard_format}

@@ -59,7 +59,8 @@ def resolve_inputs(inputs: list[str], data_root: Path | None = None, encoding: s
     """Resolve CLI/stage inputs (see module doc) into shard lists; a missing input is a clear error.
     ``encoding`` is that of the shard files given (a corpus folder's own shards are UTF-8)."""
     from kamado import registry
-    from kamado.corpus.io import check_encoding, list_inputs
+    from kamado.corpus.io.encoding import check_encoding
+    from kamado.corpus.io.readers import list_inputs
 
     encoding = check_encoding(encoding)
 
@@ -85,7 +86,7 @@ def resolve_inputs(inputs: list[str], data_root: Path | None = None, encoding: s
 def corpus_sources(corpus_dir: Path, only: list[str] | None = None) -> list[InputSpec]:
     """The kept shards of each source of a corpus stage folder (read through :class:`CorpusArtifact`)."""
     from kamado.corpus.artifacts import CorpusArtifact
-    from kamado.corpus.io import list_inputs
+    from kamado.corpus.io.readers import list_inputs
 
     art = CorpusArtifact.open(corpus_dir)
     specs = []
@@ -114,7 +115,8 @@ def iter_docs(spec: InputSpec, errors: list[str] | None = None,
               unreadable: list[str] | None = None) -> Iterator[Doc]:
     """Documents of one input in file order; unreadable records are skipped (noted in ``errors``); a file
     whose every record is an error is noted in ``unreadable`` (``FILE:LINE: ERROR`` of its first one)."""
-    from kamado.corpus.io import ReadError, read_shard, shard_stem
+    from kamado.corpus.io.documents import ReadError
+    from kamado.corpus.io.readers import read_shard, shard_stem
 
     for f in spec.files:
         default = spec.source or shard_stem(f)

@@ -35,7 +35,7 @@ def chain_for(cfg: CorpusConfig, src: SourceSpec, ctx: StageContext) -> tuple[Ch
 
 def empty_reason(stats: dict, dedup_removed: int = 0) -> str:
     """Why a source kept nothing: its counts and top rejection reasons (``step/reason N``), unreadable files."""
-    from kamado.corpus.executors import all_error_files
+    from kamado.corpus.jobs.clean import all_error_files
 
     reasons: dict[str, int] = {}
     for st in stats.get("steps", [])[1:]:
@@ -65,7 +65,7 @@ def warn_empty(name: str, stats: dict, dedup_removed: int, clean_dir: Path) -> N
 
 def _dedup_fn() -> Any:
     try:
-        from kamado.corpus.dedup import run_dedup
+        from kamado.corpus.dedup.run import run_dedup
     except ImportError:  # pragma: no cover - the dedup module ships with kamado
         return None
     return run_dedup
@@ -74,7 +74,7 @@ def _dedup_fn() -> Any:
 def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
     """Clean each source (``max_docs`` honoured), deduplicate its kept documents, write sources.json."""
     from kamado import registry
-    from kamado.corpus.executors import clean
+    from kamado.corpus.jobs.clean import run_clean
 
     out = Path(ctx.out)
     counts = CorpusCounts()
@@ -84,7 +84,7 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
         inputs = [registry.resolve(n, ctx.data_root, ctx.recipe_dir) for n in src.inputs]
         chain, base = chain_for(cfg, src, ctx)
         sdir = out / src.name
-        stats = clean(inputs, sdir / "clean", chain, executor=cfg.executor, workers=cfg.workers,
+        stats = run_clean(inputs, sdir / "clean", chain, executor=cfg.executor, workers=cfg.workers,
                       ray_address=cfg.ray_address, data_root=ctx.data_root, base_dir=base, source=src.name,
                       max_docs=src.max_docs, shard_bytes=cfg.shard_mb << 20, text_doc_bytes=cfg.text_doc_kb * 1000,
                       overwrite=True, quiet=ctx.quiet, format=cfg.shard_format, encoding=src.encoding,
@@ -95,13 +95,13 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
         if cfg.dedup and stats["kept"] > 0:
             run_dedup = _dedup_fn()
             if run_dedup is None:
-                raise KamadoError("corpus.dedup is true but kamado.corpus.dedup.run_dedup is not available; "
+                raise KamadoError("corpus.dedup is true but kamado.corpus.dedup.run.run_dedup is not available; "
                                   "set corpus.dedup: false")
             marker = sdir / ".dedup-done.json"
             settings = cfg.dedup_settings()
             dstats = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
             if dstats is None or dstats.get("_settings", settings) != settings:
-                from kamado.corpus.io import shard_files
+                from kamado.corpus.io.readers import shard_files
 
                 kept_files = shard_files(sdir / "clean" / "kept")
                 dstats = run_dedup(kept_files, sdir / "dedup", executor=cfg.executor, workers=cfg.workers,

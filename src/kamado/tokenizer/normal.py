@@ -10,7 +10,7 @@ Forms:
 - ``identity``: no change (chains without normalisation).
 - ``nfkc``: Unicode NFKC (the ``nfkc`` step, HojiChar's ``DocumentNormalizer``).
 - ``nfkc_ja``: the ``normalize`` step's character rules: line ends unified (``\\r\\n``, ``\\r``, U+2028/2029,
-  NEL, VT, FF → ``\\n``), NFKC except ``…‥゛゜`` (:func:`kamado.corpus.normalize.nfkc_ja`), control and
+  NEL, VT, FF → ``\\n``), NFKC except ``…‥゛゜`` (:func:`kamado.corpus.text.normalize.nfkc_ja`), control and
   zero-width characters removed.
 
 The rule maps every single character NFKC changes and every (base, mark) pair that NFKC composes, with the
@@ -54,14 +54,14 @@ def resolve(configured: str, specs: list[Any]) -> str:
 
 def _fold(form: str) -> Callable[[str], str]:
     """The corpus step's character fold of a form (``nfkc_ja`` or exact NFKC)."""
-    from kamado.corpus.normalize import nfkc_ja
+    from kamado.corpus.text.normalize import nfkc_ja
 
     return nfkc_ja if form == "nfkc_ja" else (lambda t: unicodedata.normalize("NFKC", t))
 
 
 def _char_map(form: str) -> dict[str, str]:
     """Single characters the form changes (before compositions)."""
-    from kamado.corpus.normalize import _CONTROL
+    from kamado.corpus.text.normalize import _CONTROL
 
     fold = _fold(form)
     out: dict[str, str] = {}

@@ -4,7 +4,7 @@ Every step has a ``name`` (unique in the chain, used in ``rejected_by`` and ``st
 ``type`` (the registered class) and typed parameters validated by a pydantic model, so a typo in a
 chain YAML names the step and the key. A filter first *measures* (numbers stored in the document's
 ``meta.measures``), then *decides* from those numbers alone: thresholds can be re-tuned from stored
-measurements without recomputing them (see :func:`kamado.corpus.pipeline.redecide`).
+measurements without recomputing them (see :func:`kamado.corpus.steps.chain.redecide`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kamado.config import StrictModel
-from kamado.corpus import ja
+from kamado.corpus.text import ja
 
 
 class StepParams(StrictModel):
@@ -90,7 +90,7 @@ class Env:
 def load_list(env: Env, names: list[str], paragraphs: bool = False) -> list[str]:
     """Entries of word/line lists (registry names, ``data:`` paths or files): one per line, deduplicated,
     NFKC-normalized like the text they are matched against; ``#`` comments and blank lines skipped."""
-    from kamado.corpus.normalize import normalize
+    from kamado.corpus.text.normalize import normalize
 
     out: dict[str, None] = {}
     for name in names:
@@ -120,7 +120,7 @@ class Cleaner(Step):
 
     kind: ClassVar[str] = "cleaner"
 
-    def clean(self, text: str) -> str:
+    def rewrite(self, text: str) -> str:
         raise NotImplementedError
 
 
@@ -146,7 +146,7 @@ def register(type_name: str):
     """Class decorator: make a step available to chain files under ``type_name``.
 
     This module defines only the base classes and the registry; the step modules import it, never the
-    other way round. :func:`kamado.corpus.pipeline.step_class` imports the step modules and looks types up.
+    other way round. :func:`kamado.corpus.steps.chain.step_class` imports the step modules and looks types up.
     """
 
     def deco(cls: type[Step]) -> type[Step]:

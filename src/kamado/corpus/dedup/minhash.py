@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kamado.corpus.normalize import nfkc
+from kamado.corpus.text.normalize import nfkc
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _POLY = np.uint64(0x9E3779B97F4A7C15)
@@ -36,7 +36,7 @@ EMPTY = np.uint32(0xFFFFFFFF)
 def normalize(text: str) -> str:
     """Text as compared by deduplication: NFKC, lower case, collapsed whitespace (diacritics kept).
 
-    NFKC is :func:`kamado.corpus.normalize.nfkc`: exactly ``unicodedata.normalize("NFKC", …)``, but it
+    NFKC is :func:`kamado.corpus.text.normalize.nfkc`: exactly ``unicodedata.normalize("NFKC", …)``, but it
     normalizes only the runs of characters that can change (CPython's NFKC of a whole Japanese text is ~9x slower).
     """
     return " ".join(nfkc(text).lower().split())

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from kamado.config import KamadoError
-from kamado.corpus.minhash import _mix64, normalize
+from kamado.corpus.dedup.minhash import _mix64, normalize
 
 _P = np.uint64(0x100000001B3)
 BOS = "\x02"
@@ -187,7 +187,8 @@ def train_reference(source: str = "ja-wikipedia", order: int = 5, data_root: Pat
                     holdout: float = 0.05, seed: int = 0) -> NgramLM:
     """Train on the paragraphs of a registry data set (``{text}`` JSONL, .gz allowed); a held-out
     share of documents calibrates the bucket thresholds (head: 90th percentile, middle: twice that)."""
-    from kamado.corpus.io import Document, read_shard
+    from kamado.corpus.io.documents import Document
+    from kamado.corpus.io.readers import read_shard
     from kamado.registry import resolve
 
     path = resolve(source, data_root)
@@ -238,7 +239,7 @@ def reference_lm(model: str | None = None, data_root: Path | None = None, cache:
 def _register_steps() -> None:
     from typing import Literal
 
-    from kamado.corpus.steps import Analysis, Filter, StepParams, fmt, register
+    from kamado.corpus.steps.base import Analysis, Filter, StepParams, fmt, register
 
     class PerplexityParams(StepParams):
         model: str | None = None  # LM folder; default: char 5-gram trained on ja-wikipedia (cached)

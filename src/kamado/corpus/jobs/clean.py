@@ -1,4 +1,8 @@
-"""The clean job over many shards, on :mod:`kamado.executor` (local processes or Ray); resumable; identical output.
+"""The clean job (``kamado corpus clean``, the corpus stage): a filter chain over many shards, on
+:mod:`kamado.executor` (local processes or Ray); resumable; identical output.
+
+:func:`run_clean` plans the tasks and runs the passes; :func:`clean_shard` is one task in a worker: it reads its
+records and runs each through :meth:`kamado.corpus.steps.chain.Pipeline.process` into its own kept/rejected shards.
 
 Layout of an output folder::
 
@@ -9,8 +13,8 @@ Layout of an output folder::
     .work/                               plan, per-shard markers (resume), line-hash tables
 
 Each task (``IIIII``) is one input file, or one byte range of an uncompressed ``.jsonl`` file larger than
-``split_bytes`` (:func:`kamado.corpus.io.byte_ranges`: the lines that start inside the range, with the file's
-real line numbers), or a run of row groups of a larger Parquet file (:func:`kamado.corpus.io.row_group_ranges`,
+``split_bytes`` (:func:`kamado.corpus.io.ranges.byte_ranges`: the lines that start inside the range, with the file's
+real line numbers), or a run of row groups of a larger Parquet file (:func:`kamado.corpus.io.ranges.row_group_ranges`,
 real row numbers), so several workers share one big file; the ranges of a file are consecutive tasks, and the
 kept/rejected shards of the tasks, read in name order, are the same records in the same order as one task over
 the whole file would write. Compressed JSONL (gzip, zstd), text and WET files stay one task each.
@@ -22,6 +26,7 @@ A job writes ``.work/plan.json`` first; a later call with the same plan resumes 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -29,9 +34,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kamado.config import KamadoError
 from kamado.corpus.config import ChainConfig
-from kamado.corpus.io import list_inputs, read_shard
+from kamado.corpus.io.documents import ReadError, dumps
+from kamado.corpus.io.encoding import check_encoding
+from kamado.corpus.io.ranges import (
+    ByteRange,
+    RowGroupRange,
+    byte_ranges,
+    row_group_bytes,
+    row_group_ranges,
+    splittable,
+)
+from kamado.corpus.io.readers import list_inputs, read_shard
+from kamado.corpus.io.writers import ShardWriter, shard_format
+from kamado.corpus.jobs.line_counts import LineCounter, merge_counts
+from kamado.corpus.steps.base import Env
+from kamado.corpus.steps.chain import Pipeline, build_steps, repeated_index
 from kamado.executor import EXECUTORS, Executor
 from kamado.folders import mark, owner, remove
 from kamado.manifest import write_json_atomic
@@ -88,7 +109,7 @@ def _limits(paths: list[Path], max_docs: int | None, source: str | None, text_do
     return out
 
 
-def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = "local", workers: int = 2,
+def run_clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = "local", workers: int = 2,
           ray_address: str | None = None, data_root: Path | None = None, base_dir: Path | None = None,
           source: str | None = None, max_docs: int | None = None, shard_bytes: int = 256 << 20,
           text_doc_bytes: int = 32_000, overwrite: bool = False, quiet: bool = False,
@@ -96,22 +117,11 @@ def clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: str = 
           split_bytes: int = SPLIT_BYTES) -> dict:
     """Clean every shard of ``inputs`` into ``out``; returns the stats written to ``out/stats.json``.
 
-    ``format``/``level``: the kept/rejected shards (:class:`kamado.corpus.io.ShardWriter`; a ``jsonl.gz``
+    ``format``/``level``: the kept/rejected shards (:class:`kamado.corpus.io.writers.ShardWriter`; a ``jsonl.gz``
     level defaults to the chain's ``gzip_level``), written and compressed by the workers. ``encoding``: of the
     JSONL/text/WET inputs (default UTF-8; e.g. ``cp932``, ``euc_jp``). ``split_bytes``: uncompressed ``.jsonl``
     inputs larger than this become several tasks, one per byte range, and Parquet inputs one per run of row groups
     (0: one task per file)."""
-    from kamado.corpus.io import (
-        byte_ranges,
-        check_encoding,
-        row_group_bytes,
-        row_group_ranges,
-        shard_format,
-        splittable,
-    )
-    from kamado.corpus.pipeline import build_steps
-    from kamado.corpus.steps import Env
-
     if executor not in EXECUTORS:
         raise KamadoError(f"--executor {executor!r}: use local or ray")
     encoding = check_encoding(encoding)
@@ -183,15 +193,13 @@ def _parquet(p: Path) -> bool:
 
 def _clean_passes(ex: Executor, tasks: list[dict], out: Path, work: Path, chain: ChainConfig, base: dict,
                   executor: str, workers: int, quiet: bool, t0: float) -> dict:
-    from kamado.corpus.pipeline import clean_shard_task, count_lines_task, repeated_index
-
     # pass 1: corpus-wide line counts (only when the chain has a repeated_lines step)
     rep_file = None
     if repeated_index(chain) is not None:
         rep_file = work / "repeated.npy"
         if not rep_file.is_file():
             todo = [t for t in tasks if not (work / f"lines-{t['index']:05d}.npy").is_file()]
-            _run_tasks(ex, count_lines_task, todo, "counting lines", quiet)
+            _run_tasks(ex, count_lines, todo, "counting lines", quiet)
             _merge_line_counts(work, [t["index"] for t in tasks], chain, rep_file)
         base["repeated"] = str(rep_file)
         for t in tasks:
@@ -209,7 +217,7 @@ def _clean_passes(ex: Executor, tasks: list[dict], out: Path, work: Path, chain:
             for f in (out / sub).glob(f".part-{i:05d}-*.tmp"):
                 remove(f)
         todo.append(t)
-    _run_tasks(ex, clean_shard_task, todo, "cleaning", quiet)
+    _run_tasks(ex, clean_shard, todo, "cleaning", quiet)
     stats = _finalize(out, tasks, chain, executor, workers, time.perf_counter() - t0)
     return stats
 
@@ -219,11 +227,8 @@ def _merge_line_counts(work: Path, indices: list[int], chain: ChainConfig, dest:
 
     The per-task tables (sorted by hash) are memory-mapped and merged one slice of the hash space at a time,
     so the driver holds about ``16 B x distinct lines / slices`` rather than every distinct line of the corpus."""
-    import numpy as np
-
-    from kamado.corpus.pipeline import merge_counts
-
-    k = repeated_index_of(chain)
+    k = repeated_index(chain)
+    assert k is not None
     max_docs = int(chain.steps[k].get("max_docs", 10))
     parts = []
     for i in indices:
@@ -254,14 +259,6 @@ def _merge_line_counts(work: Path, indices: list[int], chain: ChainConfig, dest:
     with open(tmp, "wb") as f:
         np.save(f, out)
     os.replace(tmp, dest)
-
-
-def repeated_index_of(chain: ChainConfig) -> int:
-    from kamado.corpus.pipeline import repeated_index
-
-    k = repeated_index(chain)
-    assert k is not None
-    return k
 
 
 def _finalize(out: Path, tasks: list[dict], chain: ChainConfig, executor: str, workers: int, wall: float) -> dict:
@@ -369,3 +366,146 @@ def print_summary(stats: dict, out: Path) -> None:
                   f"errors {stats['errors']:,}   ({stats['text_bytes_in'] / 1e6:.1f} MB of text, "
                   f"{stats['wall_seconds']:.1f}s wall, {stats['mb_per_s_per_process'] or 0:.2f} MB/s per CPU second "
                   "of a worker)")
+
+
+# ------------------------------------------------------------------------------ one task (in a worker)
+_CACHE: dict[str, Any] = {}
+
+
+def _env_for(task: dict) -> Env:
+    rep = None
+    if task.get("repeated"):
+        key = "rep:" + task["repeated"]
+        if key not in _CACHE:
+            _CACHE.clear()
+            _CACHE[key] = np.sort(np.load(task["repeated"]))
+        rep = _CACHE[key]
+    return Env(task.get("data_root"), task.get("base_dir"), rep)
+
+
+def _cached(task: dict, cls: type[Pipeline] | type[LineCounter]) -> Any:
+    """The task's :class:`Pipeline` or :class:`LineCounter`, built once per worker process."""
+    key = cls.__name__ + hashlib.sha1(json.dumps([task["chain"], task.get("data_root"), task.get("base_dir"),
+                                                  task.get("repeated")], sort_keys=True).encode()).hexdigest()
+    if key not in _CACHE:
+        env = _env_for(task)
+        _CACHE[key] = cls(ChainConfig.model_validate(task["chain"]), env)
+    return _CACHE[key]
+
+
+def _pipeline_for(task: dict) -> Pipeline:
+    """The task's pipeline with fresh statistics (every shard reports its own)."""
+    pipe = _cached(task, Pipeline)
+    pipe.reset_stats()
+    return pipe
+
+
+def _records(task: dict) -> Any:
+    """The task's records (its byte ``range`` of the file, if it has one), honouring ``limit`` (input records,
+    errors included)."""
+    limit = task.get("limit")
+    rng = ByteRange.from_json(task["range"]) if task.get("range") else None
+    groups = RowGroupRange.from_json(task["row_groups"]) if task.get("row_groups") else None
+    for i, rec in enumerate(read_shard(Path(task["path"]), task.get("source"),
+                                       text_doc_bytes=task.get("text_doc_bytes", 32_000),
+                                       encoding=task.get("encoding"), byte_range=rng, row_groups=groups)):
+        if limit is not None and i >= limit:
+            return
+        yield rec
+
+
+def count_lines(task: dict) -> dict:
+    """First pass for ``repeated_lines``: per-document line hashes after the steps before it.
+
+    Writes ``.work/lines-IIIII.npy`` (unique hashes and how many documents hold each) and returns
+    its path.
+    """
+    out = Path(task["out"]) / ".work"
+    idx = task["index"]
+    counter = _cached(task, LineCounter)
+    counter.reset()
+    try:
+        for rec in _records(task):
+            if not isinstance(rec, ReadError):
+                counter.add(rec)
+        counter._fold()
+        path = out / f"lines-{idx:05d}.npy"
+        tmp = out / f".lines-{idx:05d}.npy.tmp"
+        with open(tmp, "wb") as f:  # a (2, N) int64 array (sorted hashes, counts), written row by row, in blocks
+            n = counter.keys.size
+            np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)),
+                                                     "fortran_order": False, "shape": (2, n)})
+            for row in (counter.keys.view(np.int64), counter.vals):
+                for j in range(0, n, 1 << 20):
+                    f.write(row[j:j + (1 << 20)].astype(np.int64).tobytes())
+        os.replace(tmp, path)
+    finally:
+        counter.reset()  # the table is not kept in the worker between tasks
+    return {"index": idx, "path": str(path)}
+
+
+def clean_shard(task: dict) -> dict:
+    """Clean one input shard into its own output files; returns (and stores) the shard's counts."""
+    out = Path(task["out"])
+    idx = task["index"]
+    t_start = time.perf_counter()
+    cpu_start = time.process_time()
+    pipe = _pipeline_for(task)
+    prefix = f"part-{idx:05d}"
+    fmt, level = task.get("format", "jsonl.gz"), task.get("level")
+    if level is None and fmt == "jsonl.gz":
+        level = pipe.chain.gzip_level
+    kept = ShardWriter(out / "kept", prefix, task.get("shard_bytes", 256 << 20), compresslevel=level, format=fmt)
+    rej = ShardWriter(out / "rejected", prefix, task.get("shard_bytes", 256 << 20), compresslevel=level, format=fmt)
+    work = out / ".work"
+    err_tmp = work / f".errors-{idx:05d}.jsonl.tmp"
+    n_in = n_kept = n_rej = n_err = 0
+    chars_in = chars_kept = text_bytes = 0
+    t_read = 0.0
+    try:
+        with open(err_tmp, "w", encoding="utf-8") as errf:
+            it = iter(_records(task))
+            while True:
+                t0 = time.perf_counter()
+                rec = next(it, None)
+                t_read += time.perf_counter() - t0
+                if rec is None:
+                    break
+                n_in += 1
+                if isinstance(rec, ReadError):
+                    n_err += 1
+                    errf.write(dumps(rec.to_json()) + "\n")
+                    continue
+                chars_in += len(rec.text)
+                text_bytes += len(rec.text.encode("utf-8", "surrogatepass"))
+                doc, by, reason = pipe.process(rec)
+                if by is None:
+                    n_kept += 1
+                    chars_kept += len(doc.text)
+                    kept.write(doc.to_json())
+                else:
+                    n_rej += 1
+                    rej.write({**doc.to_json(), "rejected_by": by, "reason": reason})
+        kept_paths = kept.close()
+        rej_paths = rej.close()
+    except BaseException:
+        kept.abort()
+        rej.abort()
+        raise
+    os.replace(err_tmp, work / f"errors-{idx:05d}.jsonl")
+    result = {
+        "index": idx, "file": task["path"], "source": task.get("source"), "input": n_in, "kept": n_kept,
+        "rejected": n_rej, "errors": n_err, "chars_in": chars_in, "chars_kept": chars_kept, "text_bytes": text_bytes,
+        "bytes": (task["range"][1] - task["range"][0]) if task.get("range") else task.get("bytes")
+        or os.path.getsize(task["path"]),
+        "read_seconds": round(t_read, 4),
+        "seconds": round(time.perf_counter() - t_start, 4),
+        "cpu_seconds": round(time.process_time() - cpu_start, 4),
+        "kept_files": [p.name for p in kept_paths], "rejected_files": [p.name for p in rej_paths],
+        "steps": [s.to_json() for s in pipe.stats],
+    }
+    done = work / f"done-{idx:05d}.json"
+    tmp = work / f".done-{idx:05d}.json.tmp"
+    tmp.write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, done)
+    return result

@@ -2,7 +2,7 @@
 
 The reason a filter gives starts with a short code (``low_hiragana: 0.05 < 0.2``); stats.json counts
 rejections per code. Character statistics come from one numpy pass over the code points
-(:mod:`kamado.corpus.ja`); word lists are matched with a vectorized bigram-prefix table (pyahocorasick
+(:mod:`kamado.corpus.text.ja`); word lists are matched with a vectorized bigram-prefix table (pyahocorasick
 measured ~300 ns/char on the 1,700-word lists here, this ~50); n-gram repetition is computed
 with vectorized rolling hashes. Nothing here runs a morphological analyser.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from kamado.corpus import ja
-from kamado.corpus.steps import Analysis, Env, Filter, StepParams, fmt, load_list, register
+from kamado.corpus.steps.base import Analysis, Env, Filter, StepParams, fmt, load_list, register
+from kamado.corpus.text import ja
 
 
 # ---------------------------------------------------------------------------------------------- length
@@ -631,7 +631,7 @@ class NgWords(Filter):
 
     def __init__(self, name: str, params: NgWordsParams, env: Env) -> None:
         super().__init__(name, params, env)
-        from kamado.corpus.normalize import normalize
+        from kamado.corpus.text.normalize import normalize
 
         words = list(dict.fromkeys([normalize(w).lower() for w in params.words]
                                    + [w.lower() for w in load_list(env, params.lists)]))

@@ -9,8 +9,8 @@ from typing import Literal
 import numpy as np
 
 from kamado.config import ConfigError
-from kamado.corpus.normalize import normalize
-from kamado.corpus.steps import Cleaner, Env, StepParams, load_list, register
+from kamado.corpus.steps.base import Cleaner, Env, StepParams, load_list, register
+from kamado.corpus.text.normalize import normalize
 
 
 class NormalizeParams(StepParams):
@@ -26,7 +26,7 @@ class Normalize(Cleaner):
 
     Params = NormalizeParams
 
-    def clean(self, text: str) -> str:
+    def rewrite(self, text: str) -> str:
         p = self.p
         return normalize(text, p.nfkc, p.mojibake, p.control, p.whitespace)
 
@@ -63,7 +63,7 @@ class Pii(Cleaner):
             if action != "keep":
                 self.rules.append((pat, mask if action == "mask" else "", need))
 
-    def clean(self, text: str) -> str:
+    def rewrite(self, text: str) -> str:
         for pat, repl, need in self.rules:
             if need(text):  # cheap pre-check before the regular expression
                 text = pat.sub(repl, text)
@@ -159,7 +159,7 @@ class BoilerplateLines(Cleaner):
         for m in pat.finditer(joined):
             flags[idx[bisect.bisect_right(starts, m.start()) - 1]] = True
 
-    def clean(self, text: str) -> str:
+    def rewrite(self, text: str) -> str:
         lines = text.split("\n")
         flags = self._flags([ln.strip() for ln in lines])
         if not any(flags):
@@ -176,7 +176,7 @@ _NOTE = re.compile(r"［＃[^］\n]*］|※［＃[^］\n]*］")
 class AozoraMarkup(Cleaner):
     """Aozora Bunko markup: ruby 《…》, the ｜ ruby start, ［＃…］ editor notes."""
 
-    def clean(self, text: str) -> str:
+    def rewrite(self, text: str) -> str:
         if "《" not in text and "［＃" not in text:
             return text
         return _NOTE.sub("", _RUBY.sub("", _RUBY_BAR.sub("", text)))
@@ -234,7 +234,7 @@ class RepeatedLines(Cleaner):
         h, _, lengths = line_hashes(text)
         return set(h[lengths >= self.p.min_chars].tolist())
 
-    def clean(self, text: str) -> str:
+    def rewrite(self, text: str) -> str:
         frequent = self.env.repeated
         if frequent is None or len(frequent) == 0:
             return text

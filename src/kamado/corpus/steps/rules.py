@@ -21,7 +21,7 @@ step type              HojiChar filter                                rejects wh
 
 HojiChar's filters are pure predicates of the normalized text, so a chain may order them by cost (the kept
 set does not change; only which step is named in ``rejected_by``). Speed comes from: NFKC only over the runs
-of characters it can change (:func:`kamado.corpus.normalize.nfkc`); word lists found by a hashed bigram table
+of characters it can change (:func:`kamado.corpus.text.normalize.nfkc`); word lists found by a hashed bigram table
 gathered with numpy, with Python verifying only the candidate positions (HojiChar: one regular expression
 of 1,472 alternatives per document); counts bounded by cheap ``str.count`` sums before any regular
 expression runs; 5-gram frequencies from one sort of 64-bit rolling hashes (HojiChar: a Python dict).
@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from kamado.corpus.normalize import nfkc
-from kamado.corpus.steps import Analysis, Cleaner, Env, Filter, StepParams, fmt, register
+from kamado.corpus.steps.base import Analysis, Cleaner, Env, Filter, StepParams, fmt, register
+from kamado.corpus.text.normalize import nfkc
 
 
 def load_raw_list(env: Env, names: list[str]) -> list[str]:
@@ -53,7 +53,7 @@ def load_raw_list(env: Env, names: list[str]) -> list[str]:
 class Nfkc(Cleaner):
     """Unicode NFKC of the whole text, exactly ``unicodedata.normalize("NFKC", text)`` (no other change)."""
 
-    def clean(self, text: str) -> str:
+    def rewrite(self, text: str) -> str:
         return nfkc(text)
 
 
@@ -67,7 +67,7 @@ class MaskPiiHojichar(Cleaner):
     """HojiChar's ``MaskPersonalInformation``: the last 4 digits of phone numbers become XXXX, e-mail
     addresses xxxx@yyy.TLD (same expressions; skipped when the text has no digit 0 / no @)."""
 
-    def clean(self, text: str) -> str:
+    def rewrite(self, text: str) -> str:
         if "0" in text or "+" in text:
             text = _PHONE.sub(r"\1XXXX", text)
         if "@" in text:

@@ -13,7 +13,7 @@ from kamado.jsonl import read_jsonl
 
 def _iter(folder: Path) -> Any:
     """The records of an output folder's shards, in any format ShardWriter writes (.jsonl.gz/.zst, Parquet)."""
-    from kamado.corpus.io import iter_records, shard_files
+    from kamado.corpus.io.readers import iter_records, shard_files
 
     for p in shard_files(folder):
         yield from iter_records(p)

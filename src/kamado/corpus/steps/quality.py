@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from kamado.config import KamadoError
-from kamado.corpus.minhash import normalize, shingle_hashes
+from kamado.corpus.dedup.minhash import normalize, shingle_hashes
 from kamado.jsonl import iter_numbered
 
 GOOD_LABELS = {"good", "1", "true", "pos", "positive", "keep", "high"}
@@ -143,8 +143,8 @@ def rule_tokens(text: str) -> list[str]:
     """The rule measures of a text, binned into tokens (a linear model learns a weight per bin): the
     kamado filters' signals (script ratios, 。 and 、 per 100 chars, symbols, digits, Latin, spaces, the
     HojiChar character repetition ratio, how the text ends), without any word list."""
-    from kamado.corpus import ja
-    from kamado.corpus.rules import char_repetition_ratio
+    from kamado.corpus.steps.rules import char_repetition_ratio
+    from kamado.corpus.text import ja
 
     cps = ja.codepoints(text)
     n = max(int(cps.size), 1)
@@ -176,7 +176,7 @@ def _token_rows(tokens: list[list[str]], buckets: int, salt: str) -> tuple[np.nd
 def word_runs(text: str) -> list[str]:
     """Word-ish tokens of a (normalised) text without a dictionary: maximal runs of one character class
     (kanji, hiragana, katakana, Latin, digits, punctuation...; spaces separate), e.g. ``写真`` ``を`` ``撮影``."""
-    from kamado.corpus import ja
+    from kamado.corpus.text import ja
 
     cps = ja.codepoints(text)
     if not cps.size:
@@ -388,7 +388,7 @@ def train(texts: list[str], labels: np.ndarray, cfg: ClassifierConfig | None = N
 
 def group_ids(texts: list[str], threshold: float = 0.5) -> np.ndarray:
     """Near-duplicate groups (MinHash, character 5-grams): one label per text, for leak-free folds."""
-    from kamado.corpus.minhash import band_hashes, lsh_params, min_labels, signatures
+    from kamado.corpus.dedup.minhash import band_hashes, lsh_params, min_labels, signatures
 
     sig, has = signatures([normalize(t) for t in texts], 128, 5, seed=7)
     b, r = lsh_params(threshold, 128)
@@ -524,7 +524,7 @@ def packaged_model_dir(name: str) -> Path:
 
 
 def _register_steps() -> None:
-    from kamado.corpus.steps import Analysis, Filter, StepParams, fmt, register
+    from kamado.corpus.steps.base import Analysis, Filter, StepParams, fmt, register
 
     class QualityParams(StepParams):
         model: str | None = None  # model folder (train-classifier --out), or packaged:NAME (kamado/resources/quality/NAME);

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from kamado.corpus.config import ChainConfig
-from kamado.corpus.steps import Analysis, Cleaner, Env, Filter
+from kamado.corpus.steps.base import Analysis, Cleaner, Env, Filter
 
 
 def filter_table(chain: ChainConfig, env: Env, paths: list[Path]) -> dict[str, Any]:
     """Per-filter hits on good and bad paragraphs, and the chain's rejections against the labels."""
-    from kamado.corpus.pipeline import build_steps
-    from kamado.corpus.quality import load_labelled, metrics
+    from kamado.corpus.steps.chain import build_steps
+    from kamado.corpus.steps.quality import load_labelled, metrics
 
     texts, labels = load_labelled(paths)
     steps = build_steps(chain, env)
@@ -38,7 +38,7 @@ def filter_table(chain: ChainConfig, env: Env, paths: list[Path]) -> dict[str, A
             if s.only_lang is not None and lang != s.only_lang:
                 continue
             if isinstance(s, Cleaner):
-                text = s.clean(text)
+                text = s.rewrite(text)
                 a = None
                 continue
             assert isinstance(s, Filter)
