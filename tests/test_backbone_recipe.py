@@ -127,7 +127,7 @@ def _error(d: dict) -> str:
     (("pretrain", "train", "batch_size"), 0, "pretrain.train.batch_size"),
     (("tune", "train", "steps"), -1, "tune.train.steps"),
     (("tokenizer", "vocab_size"), 10, "tokenizer.vocab_size"),
-    (("corpus", "dedup_threshold"), 1.5, "corpus.dedup_threshold"),
+    (("corpus", "dedup"), {"threshold": 1.5}, "corpus.dedup.threshold"),
     (("eval", "batch_size"), 0, "eval.batch_size"),
     (("data", "valid_fraction"), 1.0, "data.valid_fraction"),
 ])
@@ -189,9 +189,17 @@ def test_missing_upstream_section_and_tune_nproc(tmp_path: Path, data_root: Path
 
 def test_dedup_settings_are_in_the_corpus_config() -> None:
     d = tiny()
-    d["corpus"] |= {"dedup_threshold": 0.7, "dedup_ngram": 7, "dedup_num_perm": 64, "dedup_bands": 8}
+    d["corpus"] |= {"dedup": {"threshold": 0.7, "ngram": 7, "num_perm": 64, "bands": 8}}
     r = parse_recipe(d)
-    assert r.corpus.dedup_settings() == {"threshold": 0.7, "ngram": 7, "num_perm": 64, "bands": 8, "near": True,
-                                         "verify": "exact", "format": "jsonl.zst"}
+    from kamado.corpus.dedup.settings import DedupSettings
+
+    assert r.corpus.dedup.enabled and r.corpus.dedup.settings() == DedupSettings(threshold=0.7, ngram=7, num_perm=64,
+                                                                                 bands=8)
+    flat = tiny()  # the older flat keys mean the same
+    flat["corpus"] |= {"dedup_threshold": 0.7, "dedup_ngram": 7, "dedup_num_perm": 64, "dedup_bands": 8}
+    assert parse_recipe(flat).corpus.dedup == r.corpus.dedup
+    off = tiny()
+    off["corpus"]["dedup"] = False
+    assert not parse_recipe(off).corpus.dedup.enabled
     d["corpus"]["sources"][1]["name"] = "ja_web"
     assert "duplicate source names ['ja_web']" in _error(d)

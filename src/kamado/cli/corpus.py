@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 from kamado.cli import corpus_dedup as dedup_cli
+from kamado.cli.options import option
+from kamado.corpus.config import CorpusConfig, SourceSpec
+from kamado.corpus.io.writers import COMMAND_FORMAT
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -17,32 +20,24 @@ def clean(
     inputs: Annotated[list[str], typer.Argument(help="Shard files or folders (.jsonl[.gz|.zst], .parquet, .txt, WET), "
                                                 "or data-set names from `kamado data list` (e.g. aozora, mc4-ja-labeled).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: kept/, rejected/, errors.jsonl, stats.json.")],
-    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Filter chain: default (ja+en), default-ja, default-en, "
-                                        "or a chain YAML (a copy of src/kamado/resources/chains/default-ja.yaml, edited).")] = "default",
-    executor: Annotated[str, typer.Option(help="local (process pool over shards) or ray.")] = "local",
-    workers: Annotated[int, typer.Option(help="Parallel shard workers (processes or Ray CPUs).")] = 2,
-    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Join this Ray cluster (else start a "
-                                                    "local one).")] = None,
+    recipe: str = option(CorpusConfig, "chain", "--recipe", "-r"),
+    executor: str = option(CorpusConfig, "executor"),
+    workers: int = option(CorpusConfig, "workers"),
+    ray_address: str | None = option(CorpusConfig, "ray_address"),
     source: Annotated[str | None, typer.Option(help="Source name written into documents that have none "
                                                "(default: the file name).")] = None,
-    max_docs: Annotated[int | None, typer.Option("--max-docs", help="Read at most this many input records.")] = None,
-    shard_mb: Annotated[int, typer.Option("--shard-mb", help="Output shard size (uncompressed MB).")] = 256,
-    split_mb: Annotated[int, typer.Option("--split-mb", help="Uncompressed .jsonl inputs larger than this are cut "
-                                          "into byte ranges of about this size (Parquet: runs of row groups), one "
-                                          "task each, so several workers share a big file (same output); 0: one "
-                                          "task per file.")] = 128,
-    format: Annotated[str, typer.Option("--format", help="Output shards: jsonl.gz (readable anywhere), jsonl.zst or "
-                                        "parquet.")] = "jsonl.gz",
+    max_docs: int | None = option(SourceSpec, "max_docs"),
+    shard_mb: int = option(CorpusConfig, "shard_mb"),
+    split_mb: int = option(CorpusConfig, "split_mb"),
+    format: str = option(CorpusConfig, "shard_format", "--format", default=COMMAND_FORMAT),
     level: Annotated[int | None, typer.Option("--level", help="Compression level (default: the chain's gzip_level, "
                                               "1; zstd 1).")] = None,
-    text_doc_kb: Annotated[int, typer.Option("--text-doc-kb", help="Plain-text inputs: paragraphs grouped into "
-                                             "documents of about this size.")] = 32,
+    text_doc_kb: int = option(CorpusConfig, "text_doc_kb"),
     overwrite: Annotated[bool, typer.Option(help="Replace an output folder that holds a different job (never one "
                                             "that holds an input: that is refused).")] = False,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Folder of the shared data sets "
                                                    "(word lists).")] = None,
-    encoding: Annotated[str | None, typer.Option("--encoding", help="Encoding of JSONL/text/WET inputs: utf-8 "
-                                                 "(default; a BOM and CRLF are handled), cp932 (Shift-JIS), euc_jp.")] = None,
+    encoding: str | None = option(SourceSpec, "encoding"),
 ) -> None:
     """Clean documents: normalize, strip personal data and boilerplate, filter, and account for every line.
 

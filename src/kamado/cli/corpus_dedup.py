@@ -7,59 +7,49 @@ from typing import Annotated
 
 import typer
 
+from kamado.cli.options import option, settings_options
+from kamado.corpus.config import CorpusConfig
+from kamado.corpus.dedup.settings import DedupSettings
+from kamado.corpus.io.writers import COMMAND_FORMAT
 
+
+@settings_options(DedupSettings, into="settings", exclude=("exact_sigmas", "lsh_margin", "batch_chars"))
 def dedup(
     inputs: Annotated[list[Path], typer.Argument(help="Shard files or folders (.jsonl, .jsonl.gz, .zst, .parquet, ...).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: kept/, rejected/, errors.jsonl, stats.json.")],
-    executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
-    workers: Annotated[int, typer.Option(help="Parallel tasks (processes or Ray CPUs).")] = 2,
-    threshold: Annotated[float, typer.Option(help="Character n-gram Jaccard similarity that counts as a duplicate.")] = 0.8,
-    num_perm: Annotated[int, typer.Option("--num-perm", help="MinHash signature length.")] = 128,
-    bands: Annotated[int, typer.Option(help="LSH bands (0: chosen from --threshold).")] = 0,
-    rows: Annotated[int, typer.Option(help="Rows per band (0: chosen with --bands).")] = 0,
-    ngram: Annotated[int, typer.Option(help="Character n-gram size.")] = 5,
-    exact: Annotated[bool, typer.Option("--exact/--no-exact", help="Remove exact copies (normalised text).")] = True,
-    near: Annotated[bool, typer.Option("--near/--no-near", help="Remove near duplicates (MinHash LSH).")] = True,
-    verify: Annotated[str, typer.Option("--verify", help="LSH candidate pairs: exact (estimates near the threshold "
-                                        "decided by the exact n-gram Jaccard of the texts), signature (estimate only) "
-                                        "or none.")] = "exact",
-    scheme: Annotated[str, typer.Option(help="oph (one-permutation, fast) or classic (num_perm hash functions).")] = "oph",
-    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Join this Ray cluster (else a local one).")] = None,
-    format: Annotated[str, typer.Option("--format", help="Output shards: jsonl.gz (readable anywhere), jsonl.zst or "
-                                        "parquet.")] = "jsonl.gz",
+    executor: str = option(CorpusConfig, "executor"),
+    workers: int = option(CorpusConfig, "workers"),
+    ray_address: str | None = option(CorpusConfig, "ray_address"),
+    format: str = option(CorpusConfig, "shard_format", "--format", default=COMMAND_FORMAT),
     level: Annotated[int | None, typer.Option("--level", help="Compression level (default: chosen for throughput, "
                                               "gzip 1 / zstd 1).")] = None,
     rejected: Annotated[str, typer.Option("--rejected", help="rejected/ holds: full (each document with rejected_by, "
                                           "reason, duplicate_of) or ids (id, source and the reason only).")] = "full",
     overwrite: Annotated[bool, typer.Option(help="Replace an output folder that is not an earlier dedup result "
                                             "(never one that holds an input: that is refused).")] = False,
+    settings: DedupSettings = DedupSettings(),
 ) -> None:
     """Remove exact and near-duplicate documents; keep the first of each cluster in input order.
 
     Writes OUT/kept/*.jsonl.gz, OUT/rejected/*.jsonl.gz (each with rejected_by, reason and
     duplicate_of), OUT/errors.jsonl and OUT/stats.json (input = kept + rejected + errors). The result
     is the same for every executor and worker count. --format jsonl.zst or parquet writes those instead;
-    --rejected ids keeps only the ids and reasons of rejected documents.
+    --rejected ids keeps only the ids and reasons of rejected documents. The options after --overwrite are
+    the recipe's corpus.dedup settings.
 
     Examples:
-      kamado corpus dedup runs/tiny/corpus/ja_web/kept --out dedup/ja_web
+      kamado corpus dedup runs/tiny/corpus/ja_web/clean/kept --out dedup/ja_web
       kamado corpus dedup shards/ --out dedup --executor ray --workers 8 --threshold 0.7
       kamado corpus dedup crawl/ --out dedup --format jsonl.zst --rejected ids
     """
     from kamado import folders
     from kamado.cli._guard import check_writable, refuse_overlap, swap_in
     from kamado.config import KamadoError
-    from kamado.corpus.dedup.run import VERIFY, run_dedup
+    from kamado.corpus.dedup.run import run_dedup
     from kamado.ui import console, table
 
     if executor not in ("local", "ray"):
         raise KamadoError(f"--executor must be local or ray, not {executor!r}")
-    if scheme not in ("oph", "classic"):
-        raise KamadoError(f"--scheme must be oph or classic, not {scheme!r}")
-    if not 0.0 < threshold <= 1.0:
-        raise KamadoError(f"--threshold must be in (0, 1], got {threshold}")
-    if verify not in VERIFY:
-        raise KamadoError(f"--verify must be one of {', '.join(VERIFY)}, not {verify!r}")
     if rejected not in ("full", "ids"):
         raise KamadoError(f"--rejected must be full or ids, not {rejected!r}")
     from kamado.corpus.io.writers import shard_format
@@ -75,9 +65,8 @@ def dedup(
     attempt = out.with_name(f".{out.name}.attempt")
     folders.check_ours(attempt, "corpus dedup: attempt folder")
     folders.remove(attempt)
-    st = run_dedup(inputs, attempt, executor=executor, workers=workers, ray_address=ray_address,
-                   threshold=threshold, num_perm=num_perm, bands=bands, rows=rows, ngram=ngram, exact=exact,
-                   near=near, verify=verify, scheme=scheme, format=format, level=level, rejected=rejected)
+    st = run_dedup(inputs, attempt, settings, executor=executor, workers=workers, ray_address=ray_address,
+                   format=format, level=level, rejected=rejected)
     swap_in(attempt, out)
     mh = st["steps"][1]
     rows_ = [["input", st["input"]], ["kept", st["kept"]], ["exact duplicates", st["exact_duplicates"]],

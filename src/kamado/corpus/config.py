@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from kamado.config import StrictModel
+from kamado.corpus.dedup.settings import DedupSettings
+from kamado.corpus.io.writers import DEFAULT_FORMAT, ShardFormat
 from kamado.folders import FolderName
 
 
@@ -22,9 +24,10 @@ class SourceSpec(StrictModel):
     name: FolderName  # becomes the source's folder (corpus/<name>, data/<name>): one plain folder name
     lang: Literal["ja", "en", "code", "other"] = "ja"
     inputs: list[str]
-    max_docs: int | None = Field(None, ge=1)  # read at most this many documents per source (tiny recipes)
+    max_docs: int | None = Field(None, ge=1, description="Read at most this many input records (tiny recipes).")
     chain: str | None = None  # this source's filter chain (e.g. web-ja, curated-ja); default: the corpus chain
-    encoding: str | None = None  # of its JSONL/text/WET files: utf-8 (default; BOM and CRLF handled), cp932, euc_jp
+    encoding: str | None = Field(None, description="Encoding of JSONL/text/WET inputs: utf-8 (default; a BOM and "
+                                 "CRLF are handled), cp932 (Shift-JIS), euc_jp.")
 
     @field_validator("encoding")
     @classmethod
@@ -38,31 +41,41 @@ class SourceSpec(StrictModel):
             raise ValueError(str(e)) from None
 
 
+class CorpusDedup(DedupSettings):
+    """``corpus.dedup``: ``true`` (the default settings), ``false`` (no dedup) or the settings themselves."""
+
+    enabled: bool = Field(True, description="Deduplicate (false: the clean output is the stage's output).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, data: Any) -> Any:
+        return {"enabled": data} if isinstance(data, bool) else data
+
+    def settings(self) -> DedupSettings:
+        """The dedup job's settings (without ``enabled``)."""
+        return DedupSettings.model_validate(self.model_dump(exclude={"enabled"}))
+
+
 class CorpusConfig(StrictModel):
     """Clean (and deduplicate) every source; output one artifact folder per source."""
 
     sources: list[SourceSpec]
-    chain: str = "default"  # a filter-chain recipe: "default", "default-ja", "default-en" or a YAML path
-    dedup: bool = True
-    # deduplication (kamado.corpus.dedup): exact copies, then MinHash-LSH near duplicates
-    dedup_threshold: float = Field(0.8, gt=0.0, le=1.0)  # character n-gram Jaccard counted as duplicate
-    dedup_ngram: int = Field(5, ge=1)  # character n-gram size
-    dedup_num_perm: int = Field(128, ge=8)  # MinHash signature length
-    dedup_bands: int = Field(0, ge=0)  # LSH bands (0: chosen from the threshold)
-    dedup_near: bool = True  # also remove near duplicates (False: exact copies only)
-    # LSH candidate pairs: "exact" (ambiguous estimates checked on the texts' n-gram sets), "signature" or "none"
-    dedup_verify: Literal["exact", "signature", "none"] = "exact"
-    executor: Literal["local", "ray"] = "local"
-    workers: int = Field(2, ge=1)
-    ray_address: str | None = None  # an existing Ray cluster (default: start a local one)
-    shard_mb: int = Field(256, ge=1)  # output shard size (uncompressed MB)
-    # uncompressed .jsonl inputs larger than this are cleaned as byte ranges of about this size (Parquet: runs of
-    # row groups), each its own task (several workers share one big file; output unchanged); 0: one task per file
-    split_mb: int = Field(128, ge=0)
-    # the stage's own shards (clean and dedup kept/rejected): zstd-compressed JSON lines by default, which every
-    # downstream reader (tokenizer, data pack, kamado corpus inspect) takes; jsonl.gz or parquet by choice
-    shard_format: Literal["jsonl.zst", "jsonl.gz", "parquet"] = "jsonl.zst"
-    text_doc_kb: int = Field(32, ge=1)  # plain-text inputs are cut into documents of about this size
+    chain: str = Field("default", description="Filter chain: default (ja+en), default-ja, default-en, or a chain YAML "
+                       "(a copy of src/kamado/resources/chains/default-ja.yaml, edited).")
+    dedup: CorpusDedup = Field(default_factory=lambda: CorpusDedup(),
+                               description="Deduplicate each source's kept documents: true, false, or the settings.")
+    executor: Literal["local", "ray"] = Field("local", description="local (process pool over shards) or ray.")
+    workers: int = Field(2, ge=1, description="Parallel shard workers (processes or Ray CPUs).")
+    ray_address: str | None = Field(None, description="Join this Ray cluster (else start a local one).")
+    shard_mb: int = Field(256, ge=1, description="Output shard size (uncompressed MB).")
+    split_mb: int = Field(128, ge=0, description="Uncompressed .jsonl inputs larger than this are cleaned as byte "
+                          "ranges of about this size (Parquet: runs of row groups), each its own task, so several "
+                          "workers share one big file (output unchanged); 0: one task per file.")
+    # zstd-compressed JSON lines by default, which every downstream reader (tokenizer, data pack, kamado corpus
+    # inspect) takes
+    shard_format: ShardFormat = Field(DEFAULT_FORMAT, description="Output shards (clean and dedup kept/rejected): "
+                                      "jsonl.zst, jsonl.gz (readable anywhere) or parquet.")
+    text_doc_kb: int = Field(32, ge=1, description="Plain-text inputs are cut into documents of about this many KB.")
 
     @field_validator("sources")
     @classmethod
@@ -75,11 +88,19 @@ class CorpusConfig(StrictModel):
             raise ValueError(f"duplicate source names {dup}: each source needs its own name")
         return v
 
-    def dedup_settings(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`kamado.corpus.dedup.run.run_dedup` this config asks for."""
-        return {"threshold": self.dedup_threshold, "ngram": self.dedup_ngram, "num_perm": self.dedup_num_perm,
-                "bands": self.dedup_bands, "near": self.dedup_near, "verify": self.dedup_verify,
-                "format": self.shard_format}
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_dedup_keys(cls, data: Any) -> Any:
+        """The older flat keys (``dedup_threshold: 0.7``, ...) are read as ``dedup: {threshold: 0.7, ...}``."""
+        if not isinstance(data, dict) or not any(str(k).startswith("dedup_") for k in data):
+            return data
+        data = dict(data)
+        dedup = data.get("dedup", True)
+        dedup = {"enabled": dedup} if isinstance(dedup, bool) else dict(dedup)
+        for k in [k for k in data if str(k).startswith("dedup_")]:
+            dedup[k[len("dedup_"):]] = data.pop(k)
+        data["dedup"] = dedup
+        return data
 
 
 class ChainConfig(StrictModel):

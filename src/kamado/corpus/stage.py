@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kamado.config import KamadoError
 from kamado.corpus.artifacts import CorpusArtifact, CorpusCounts, CorpusSource, SourceCounts
 from kamado.corpus.config import ChainConfig, CorpusConfig, SourceSpec, load_chain
 from kamado.manifest import write_json_atomic
@@ -92,22 +91,21 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
         kept_rel = f"{src.name}/clean/kept"
         final = stats["kept"]
         dedup_removed = 0
-        if cfg.dedup and stats["kept"] > 0:
-            run_dedup = _dedup_fn()
-            if run_dedup is None:
-                raise KamadoError("corpus.dedup is true but kamado.corpus.dedup.run.run_dedup is not available; "
-                                  "set corpus.dedup: false")
+        if cfg.dedup.enabled and stats["kept"] > 0:
+            from kamado.corpus.dedup.run import run_dedup
+
             marker = sdir / ".dedup-done.json"
-            settings = cfg.dedup_settings()
+            settings = cfg.dedup.settings()
+            asked = {**settings.model_dump(mode="json"), "format": cfg.shard_format}
             dstats = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
-            if dstats is None or dstats.get("_settings", settings) != settings:
+            if dstats is None or dstats.get("_settings", asked) != asked:
                 from kamado.corpus.io.readers import shard_files
 
                 kept_files = shard_files(sdir / "clean" / "kept")
-                dstats = run_dedup(kept_files, sdir / "dedup", executor=cfg.executor, workers=cfg.workers,
-                                   ray_address=cfg.ray_address, **settings)
+                dstats = run_dedup(kept_files, sdir / "dedup", settings, executor=cfg.executor, workers=cfg.workers,
+                                   ray_address=cfg.ray_address, format=cfg.shard_format)
                 dstats = {k: v for k, v in dstats.items() if isinstance(v, int | float | str)}
-                write_json_atomic(marker, dstats | {"_settings": settings})
+                write_json_atomic(marker, dstats | {"_settings": asked})
             final = int(dstats.get("kept", final))
             dedup_removed = int(dstats.get("rejected", 0))
             kept_rel = f"{src.name}/dedup/kept"

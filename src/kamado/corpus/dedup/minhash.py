@@ -232,15 +232,16 @@ def min_labels(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LshSpec:
-    """MinHash + LSH settings; ``bands``/``rows`` of 0 are chosen from ``threshold`` and ``num_perm``."""
+    """Resolved MinHash + LSH parameters (:meth:`kamado.corpus.dedup.settings.DedupSettings.lsh`: bands and rows
+    filled in)."""
 
-    num_perm: int = 128
-    bands: int = 0
-    rows: int = 0
-    threshold: float = 0.8
-    ngram: int = 5
-    seed: int = 0
-    scheme: str = "oph"
+    num_perm: int
+    bands: int
+    rows: int
+    threshold: float
+    ngram: int
+    seed: int
+    scheme: str
 
 
 def _pad(texts: list[str], n: int) -> list[str]:

@@ -57,85 +57,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from array import array
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import ValidationError
 
 from kamado import folders
-from kamado.config import KamadoError
+from kamado.config import KamadoError, format_validation_error
 from kamado.corpus.dedup.minhash import (
     LshSpec,
     band_hashes,
-    lsh_params,
     min_labels,
     ngram_jaccard,
     normalize,
     signatures,
 )
+from kamado.corpus.dedup.settings import DedupSettings
 from kamado.corpus.io.documents import ReadError, dumps
 from kamado.corpus.io.readers import list_inputs, read_shard
-from kamado.corpus.io.writers import ShardWriter, shard_format
+from kamado.corpus.io.writers import COMMAND_FORMAT, ShardWriter, shard_format
 from kamado.executor import Executor
 
 KEEP, EXACT, NEAR = 0, 1, 2
 STEP_NAMES = {EXACT: "exact_dedup", NEAR: "minhash_dedup"}
-VERIFY = ("exact", "signature", "none")
-
-
-@dataclass(frozen=True)
-class DedupSettings:
-    """What :func:`run_dedup` does; every field can be passed to it as a keyword."""
-
-    exact: bool = True
-    near: bool = True
-    num_perm: int = 128
-    bands: int = 0  # 0: chosen from threshold
-    rows: int = 0
-    threshold: float = 0.8  # Jaccard similarity of character n-gram sets that counts as a duplicate
-    ngram: int = 5
-    seed: int = 0
-    scheme: str = "oph"  # "oph" (one-permutation, fast) or "classic" (num_perm hash functions)
-    verify: str = "exact"  # candidate pairs: "exact" (ambiguous ones on the texts), "signature" or "none"
-    exact_sigmas: float = 2.0  # verify="exact": estimates within t ± this many σ are checked on the texts
-    lsh_margin: float = 0.2  # bands/rows are tuned for threshold - margin (recall), verification keeps precision
-    batch_chars: int = 1 << 18  # characters hashed per vectorized batch (small enough for the arrays to stay in cache)
-    max_bytes: int = 256 * 1024 * 1024  # output shard size
-    format: str = "jsonl.gz"  # output shards: jsonl.gz, jsonl.zst or parquet
-    level: int | None = None  # compression level (None: the format's throughput default, gzip 1 / zstd 1)
-    rejected: str = "full"  # rejected/ records: "full" (the document + why) or "ids" (id, source + why)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.verify, bool):  # older callers: True (verify) / False (do not)
-            object.__setattr__(self, "verify", "exact" if self.verify else "none")
-        if self.verify not in VERIFY:
-            raise KamadoError(f"verify={self.verify!r}: use {', '.join(VERIFY)}")
-
-    def lsh(self) -> LshSpec:
-        """The resolved MinHash/LSH spec (bands and rows filled in)."""
-        if self.bands and self.rows:
-            b, r = self.bands, self.rows
-        elif self.bands:
-            b, r = self.bands, self.num_perm // self.bands
-        else:
-            b, r = lsh_params(max(0.05, self.threshold - self.lsh_margin), self.num_perm)
-        if b * r > self.num_perm:
-            raise KamadoError(f"bands*rows = {b}*{r} exceeds num_perm = {self.num_perm}")
-        return LshSpec(self.num_perm, b, r, self.threshold, self.ngram, self.seed, self.scheme)
-
-    def sigma(self) -> float:
-        """Standard error of the signature's Jaccard estimate at the threshold."""
-        t = self.threshold
-        return math.sqrt(t * (1.0 - t) / self.num_perm)
-
-    def verify_cut(self) -> float:
-        """``verify="signature"``: smallest fraction of equal signature positions for a candidate pair to count."""
-        return max(0.0, self.threshold - 2.0 * self.sigma())
 
 
 _MALLOC_TUNED = False
@@ -175,7 +123,7 @@ def sketch_shard(idx: int, path: str, work: str, settings: dict) -> dict:
     (int64[n + 1], where each line starts in it), ``.exact.npy`` (uint64[n, 2]), ``.has.npy``, ``.sig.u32`` (raw uint32[n, num_perm]) and one ``.bandBBB.u64`` file per
     LSH band (raw uint64[n])."""
     keep_freed_memory()
-    s = DedupSettings(**settings)
+    s = DedupSettings.model_validate(settings)
     spec = s.lsh()
     base = Path(work) / f"s{idx:05d}"
     errors: list[dict] = []
@@ -489,7 +437,7 @@ def dedup_texts(texts: list[str], **kw: Any) -> dict[str, Any]:
 # phase 3: write one shard
 
 
-def write_shard(idx: int, work: str, out: str, max_bytes: int, format: str = "jsonl.gz",
+def write_shard(idx: int, work: str, out: str, max_bytes: int, format: str,
                 level: int | None = None, rejected: str = "full") -> dict:
     """Write shard ``idx``'s kept and rejected documents (prefix ``part-NNNNN``) from its phase-1 spill.
 
@@ -549,10 +497,11 @@ def _write_task(t: dict) -> dict:
     return write_shard(t["index"], t["work"], t["out"], t["max_bytes"], t["format"], t["level"], t["rejected"])
 
 
-def _run(shards: list[Path], work: Path, out: Path, settings: dict, s: DedupSettings, ex: Executor,
+def _run(shards: list[Path], work: Path, out: Path, s: DedupSettings, output: dict, ex: Executor,
          advance: Callable[..., None]) -> tuple:
     """The three phases (see the module docstring)."""
-    sk = ex.map(_sketch_task, [{"index": i, "path": str(p), "work": str(work.resolve()), "settings": settings}
+    sk = ex.map(_sketch_task, [{"index": i, "path": str(p), "work": str(work.resolve()),
+                                "settings": s.model_dump()}
                                for i, p in enumerate(shards)], label="dedup sketch")
     advance(1)
     docs = np.array([r["docs"] for r in sk], dtype=np.int64)
@@ -593,29 +542,39 @@ def _run(shards: list[Path], work: Path, out: Path, settings: dict, s: DedupSett
         with open(work / f"d{si:05d}.dup.json", "w", encoding="utf-8") as f:
             json.dump({str(int(j)): names[int(dup_of[lo + j])] for j in rej}, f, ensure_ascii=False)
     wr = ex.map(_write_task, [{"index": i, "path": str(p), "work": str(work.resolve()), "out": str(out.resolve()),
-                               "max_bytes": s.max_bytes, "format": s.format, "level": s.level,
-                               "rejected": s.rejected} for i, p in enumerate(shards)], label="dedup write")
+                               **output} for i, p in enumerate(shards)], label="dedup write")
     advance(1)
     return sk, wr, docs, code, {k: res[k] for k in ("candidates", "links", "verified_exactly", "accepted_exactly",
                                                     "already_linked")}
 
 
-def run_dedup(inputs: list[Path], out: Path, executor: str = "local", workers: int = 2,
-              ray_address: str | None = None, keep_work: bool = False, **kw: Any) -> dict:
+def run_dedup(inputs: list[Path], out: Path, settings: DedupSettings | None = None, *, executor: str = "local",
+              workers: int = 2, ray_address: str | None = None, format: str = COMMAND_FORMAT, level: int | None = None,
+              rejected: str = "full", max_bytes: int = 256 << 20, keep_work: bool = False, **kw: Any) -> dict:
     """Deduplicate the documents of ``inputs`` into ``out`` (kept/, rejected/, errors.jsonl, stats.json).
 
-    ``kw`` are :class:`DedupSettings` fields (``threshold``, ``num_perm``, ``bands``, ``rows``,
-    ``ngram``, ``exact``, ``near``, ``verify``, ``scheme``, ``seed``, ...). Returns the stats dict
-    (also written to ``stats.json``), plus ``seconds`` and ``mb_per_s`` that are not written.
+    ``settings`` (or, without it, its fields as keywords: ``threshold``, ``num_perm``, ``bands``, ``rows``, ``ngram``,
+    ``exact``, ``near``, ``verify``, ``scheme``, ``seed``, ...) say what is a duplicate. Output: shards of ``format``
+    (``jsonl.gz``, ``jsonl.zst`` or ``parquet``) at compression ``level`` (None: the format's throughput default) of
+    at most ``max_bytes`` (uncompressed); ``rejected`` is ``full`` (each document with why) or ``ids`` (id, source
+    and why). Returns the stats dict (also written to ``stats.json``), plus ``seconds`` and ``mb_per_s`` that are
+    not written.
     """
-    unknown = set(kw) - set(DedupSettings.__dataclass_fields__)
-    if unknown:
-        raise KamadoError(f"unknown dedup settings: {', '.join(sorted(unknown))}")
-    s = DedupSettings(**kw)
+    if settings is None:
+        unknown = set(kw) - set(DedupSettings.model_fields)
+        if unknown:
+            raise KamadoError(f"unknown dedup settings: {', '.join(sorted(unknown))}")
+        try:
+            settings = DedupSettings(**kw)
+        except ValidationError as e:
+            raise KamadoError("invalid dedup settings\n" + format_validation_error(e)) from None
+    elif kw:
+        raise KamadoError(f"pass either settings or keywords, not both ({', '.join(sorted(kw))})")
+    s = settings
     spec = s.lsh()
-    if s.rejected not in ("full", "ids"):
-        raise KamadoError(f"rejected={s.rejected!r}: use full (documents and reasons) or ids (ids and reasons)")
-    s = replace(s, format=shard_format(s.format))
+    if rejected not in ("full", "ids"):
+        raise KamadoError(f"rejected={rejected!r}: use full (documents and reasons) or ids (ids and reasons)")
+    output = {"max_bytes": max_bytes, "format": shard_format(format), "level": level, "rejected": rejected}
     t0 = time.perf_counter()
     shards = list_inputs([Path(p) for p in inputs])
     out = Path(out)
@@ -625,12 +584,11 @@ def run_dedup(inputs: list[Path], out: Path, executor: str = "local", workers: i
     work = out / "_work"
     folders.remove(work)
     work.mkdir(parents=True)
-    settings = asdict(s)
 
     from kamado.ui import progress
 
     with Executor(executor, workers, address=ray_address) as ex, progress("dedup", total=3) as advance:
-        res = _run(shards, work, out, settings, s, ex, advance)
+        res = _run(shards, work, out, s, output, ex, advance)
     sk, wr, docs, code, counts = res
     n = int(docs.sum())
 

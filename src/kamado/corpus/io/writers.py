@@ -7,7 +7,7 @@ import gzip
 import json
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from kamado.config import KamadoError
 from kamado.corpus.io.documents import dumps
@@ -15,7 +15,10 @@ from kamado.corpus.io.documents import dumps
 # output shard formats: name -> (file suffix, default level chosen for throughput). gzip 1 goes through ISA-L
 # (python-isal) when installed: ~4x zlib's speed at zlib-1's ratio; levels above 3 use zlib itself.
 SHARD_FORMATS = {"jsonl.gz": (".jsonl.gz", 1), "jsonl.zst": (".jsonl.zst", 1), "parquet": (".parquet", 3)}
-DEFAULT_FORMAT = "jsonl.gz"
+ShardFormat = Literal["jsonl.zst", "jsonl.gz", "parquet"]
+DEFAULT_FORMAT: ShardFormat = "jsonl.zst"  # of the corpus stage's shards (corpus.shard_format)
+# of `kamado corpus clean`/`dedup` and the jobs' API: readable by anything (the contract checks glob kept/*.jsonl.gz)
+COMMAND_FORMAT: ShardFormat = "jsonl.gz"
 _BLOCK = 1 << 20  # lines are compressed in blocks of about this many bytes
 
 
@@ -53,7 +56,7 @@ class ShardWriter:
     """
 
     def __init__(self, folder: Path, prefix: str, max_bytes: int = 256 * 1024 * 1024,
-                 compresslevel: int | None = None, format: str = DEFAULT_FORMAT) -> None:
+                 compresslevel: int | None = None, format: str = COMMAND_FORMAT) -> None:
         self.folder = Path(folder)
         self.prefix = prefix
         self.max_bytes = max_bytes

@@ -49,7 +49,7 @@ from kamado.corpus.io.ranges import (
     splittable,
 )
 from kamado.corpus.io.readers import list_inputs, read_shard
-from kamado.corpus.io.writers import ShardWriter, shard_format
+from kamado.corpus.io.writers import COMMAND_FORMAT, ShardWriter, shard_format
 from kamado.corpus.jobs.line_counts import LineCounter, merge_counts
 from kamado.corpus.steps.base import Env
 from kamado.corpus.steps.chain import Pipeline, build_steps, repeated_index
@@ -113,7 +113,7 @@ def run_clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: st
           ray_address: str | None = None, data_root: Path | None = None, base_dir: Path | None = None,
           source: str | None = None, max_docs: int | None = None, shard_bytes: int = 256 << 20,
           text_doc_bytes: int = 32_000, overwrite: bool = False, quiet: bool = False,
-          format: str = "jsonl.gz", level: int | None = None, encoding: str | None = None,
+          format: str = COMMAND_FORMAT, level: int | None = None, encoding: str | None = None,
           split_bytes: int = SPLIT_BYTES) -> dict:
     """Clean every shard of ``inputs`` into ``out``; returns the stats written to ``out/stats.json``.
 
@@ -134,7 +134,7 @@ def run_clean(inputs: list[Path], out: Path, chain: ChainConfig, *, executor: st
             "source": source, "max_docs": max_docs, "shard_bytes": shard_bytes, "text_doc_bytes": text_doc_bytes,
             "sizes": [p.stat().st_size for p in paths]}
     format = shard_format(format)
-    if (format, level) != ("jsonl.gz", None):
+    if (format, level) != ("jsonl.gz", None):  # (absent for gzip at its default level: such plans stay as they were)
         plan["output"] = {"format": format, "level": level}
     if encoding is not None:
         plan["encoding"] = encoding
@@ -452,7 +452,7 @@ def clean_shard(task: dict) -> dict:
     cpu_start = time.process_time()
     pipe = _pipeline_for(task)
     prefix = f"part-{idx:05d}"
-    fmt, level = task.get("format", "jsonl.gz"), task.get("level")
+    fmt, level = task["format"], task.get("level")
     if level is None and fmt == "jsonl.gz":
         level = pipe.chain.gzip_level
     kept = ShardWriter(out / "kept", prefix, task.get("shard_bytes", 256 << 20), compresslevel=level, format=fmt)
