@@ -22,7 +22,7 @@ os.environ.setdefault("KAMADO_QUIET", "1")
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The shared data root (tests use real data; it must be present, as it is in CI)."""
-    from kamado.registry import data_root as resolve
+    from kamado.catalog import data_root as resolve
 
     return resolve()
 

@@ -167,7 +167,7 @@ def test_eval_refuses_a_tokenizer_of_another_model(toy_copy, tmp_path: Path, dat
     import sentencepiece as spm
     from _toy import save_tokenizer
 
-    from kamado.registry import resolve
+    from kamado.catalog import resolve
 
     m = toy_copy("m500")
     (tmp_path / "en.txt").write_text(resolve("wikitext2", data_root).read_text(encoding="utf-8")[:200_000])

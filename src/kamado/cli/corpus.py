@@ -57,13 +57,13 @@ def clean(
       kamado corpus clean web/*.jsonl.gz --out runs/clean --recipe my-ja.yaml --workers 4
       kamado corpus clean crawl/ --out runs/clean --executor ray --ray-address auto
     """
+    from kamado.catalog import default_data_root, resolve
     from kamado.cli._guard import check_writable, refuse_overlap
     from kamado.config import KamadoError
     from kamado.corpus.config import load_chain
     from kamado.corpus.executors import all_error_files, print_summary
     from kamado.corpus.executors import clean as run_clean
     from kamado.corpus.io import check_encoding
-    from kamado.registry import default_data_root, resolve
 
     chain, base = load_chain(recipe, Path.cwd())
     encoding = check_encoding(encoding)
@@ -103,10 +103,10 @@ def inspect(
       kamado corpus inspect --labelled mc4-ja-labeled --recipe default-ja
     """
     if labelled:
+        from kamado.catalog import default_data_root, resolve
         from kamado.corpus.config import load_chain
         from kamado.corpus.labelled import filter_table, format_table
         from kamado.corpus.steps import Env
-        from kamado.registry import default_data_root, resolve
 
         chain, base = load_chain(recipe, Path.cwd())
         root = data_root or default_data_root()

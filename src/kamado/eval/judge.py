@@ -202,7 +202,7 @@ def _jsonl(path: Path) -> list[dict]:
 def load_question_set(name: str, root: Path | None, judge_prompts: str = "fastchat"
                       ) -> tuple[list[dict], dict[str, dict], dict[str, list[str]], str]:
     """Questions, judge prompts by name (turn-1 and multi-turn), reference answers by question id, language."""
-    from kamado.registry import resolve
+    from kamado.catalog import resolve
 
     if judge_prompts not in JUDGE_PROMPTS:
         raise KamadoError(f"judge prompts {judge_prompts!r}: expected one of {', '.join(JUDGE_PROMPTS)}")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kamado import folders, registry
+from kamado import catalog, folders
 from kamado.config import KamadoError
 from kamado.jsonl import read_jsonl
 from kamado.manifest import write_json_atomic
@@ -203,7 +203,7 @@ def run(cfg: TuneConfig, ctx: StageContext) -> dict[str, Any]:
     tokenizer = load_tokenizer(base, ctx.inputs.get("tokenizer"))
     # the check eval and serve make: a tokenizer of another model is refused before any training
     check_tokenizer_fits(check_model_folder(base), tokenizer, base, tokenizer.name_or_path or base)
-    sources = [(Path(n).stem if Path(n).suffix else n, registry.resolve(n, ctx.data_root)) for n in cfg.data]
+    sources = [(Path(n).stem if Path(n).suffix else n, catalog.resolve(n, ctx.data_root)) for n in cfg.data]
     t0 = time.perf_counter()
     data = prepare(tokenizer, sources, cfg.train.seq_len, valid_fraction=cfg.valid_fraction,
                    max_examples=cfg.max_examples, seed=ctx.seed)
