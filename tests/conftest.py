@@ -17,6 +17,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("KAMADO_QUIET", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test-fast` runs two workers on two cores: one thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -210,6 +210,7 @@ def test_safetensors_checks(tmp_path: Path):
     assert "damaged header" in safetensors_problem(f)
 
 
+@pytest.mark.slow  # ~23 s (last full run): a real lm-eval run
 def test_a_comma_in_a_model_path_injects_nothing_into_lm_eval(toy_copy, tmp_path: Path):
     import json
 

@@ -215,6 +215,7 @@ def test_restart_on_hang_resumes_from_the_last_checkpoint(tmp_path, receivers):
                for b in posts)
 
 
+@pytest.mark.slow  # ~20 s (last full run): a training subprocess stopped by SIGTERM
 def test_sigterm_preempts_with_a_checkpoint_and_a_preempted_alert(tmp_path, receivers):
     """SIGTERM (a Slurm preemption) with the guard on: the trainer finishes its step and saves it; the event and the
     alert say `preempted`, never `crashed` (neither the trainer nor the watchdog); a rerun resumes at that step."""
