@@ -45,6 +45,7 @@ from typing import Any
 
 from kamado.config import KamadoError
 from kamado.jsonl import read_jsonl, read_records
+from kamado.manifest import write_json_atomic
 
 NEED_REF_CATS = {"math", "reasoning", "coding"}
 # FastChat's generation temperatures per MT-Bench category
@@ -319,11 +320,7 @@ class ReplyCache:
     def put(self, key: str, body: dict, content: str) -> None:
         if self.folder is None:
             return
-        p = self._path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f"{p.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps({"request": body, "content": content}, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, p)
+        write_json_atomic(self._path(key), {"request": body, "content": content})
 
 
 class _Appender:

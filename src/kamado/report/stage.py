@@ -18,6 +18,7 @@ from typing import Any
 
 from kamado.config import KamadoError
 from kamado.jsonl import read_records
+from kamado.manifest import write_text_atomic
 from kamado.report import html as H
 from kamado.report.artifacts import ReportCounts
 from kamado.report.config import ReportConfig
@@ -581,8 +582,6 @@ def run(cfg: ReportConfig, ctx: StageContext) -> dict[str, Any]:
     run_dir = ctx.run_dir or ctx.out.parent
     doc, counts = build([run_dir], cfg.title)
     out = ctx.out / "report.html"
-    tmp = out.with_name("report.html.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomic(out, doc)
     shutil.copyfile(out, run_dir / "report.html")
     return counts
