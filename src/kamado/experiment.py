@@ -374,10 +374,10 @@ def _run_variants(data: dict[str, Any], exp: ExperimentConfig, out: Path, runs: 
 
 def _overlay_report(dirs: list[Path], dest: Path, title: str) -> None:
     """One report comparing every variant's run (curves overlaid)."""
-    from kamado.report.stage import build
+    from kamado.report.stage import build_report
 
     try:
-        html, _ = build(dirs, title)
+        html, _ = build_report(dirs, title)
     except KamadoError as e:  # a report is a view: its failure does not undo the runs
         from kamado.ui import console
 

@@ -2,7 +2,7 @@
 
 Every number shown is read from a stage's artifacts through that stage's reader (``kamado.<stage>.artifacts``,
 named by the stage registry: :meth:`Run.artifact`) and from the manifests; a section whose inputs are
-missing is replaced by a note. :func:`build` also compares runs (loss curves and results side by side).
+missing is replaced by a note. :func:`build_report` also compares runs (loss curves and results side by side).
 """
 
 from __future__ import annotations
@@ -547,7 +547,7 @@ SECTIONS: list[tuple[str, str, Callable[[Run], str]]] = [
 ]
 
 
-def build(run_dirs: list[Path], title: str | None = None) -> tuple[str, dict[str, Any]]:
+def build_report(run_dirs: list[Path], title: str | None = None) -> tuple[str, dict[str, Any]]:
     """The report HTML for ``run_dirs[0]`` (plus a comparison when more runs are given), and counts."""
     runs = [load_run(Path(d)) for d in run_dirs]
     run = runs[0]
@@ -580,7 +580,7 @@ def build(run_dirs: list[Path], title: str | None = None) -> tuple[str, dict[str
 def run(cfg: ReportConfig, ctx: StageContext) -> dict[str, Any]:
     """Write ``ctx.out/report.html`` and copy it to ``<run>/report.html``."""
     run_dir = ctx.run_dir or ctx.out.parent
-    doc, counts = build([run_dir], cfg.title)
+    doc, counts = build_report([run_dir], cfg.title)
     out = ctx.out / "report.html"
     write_text_atomic(out, doc)
     shutil.copyfile(out, run_dir / "report.html")
