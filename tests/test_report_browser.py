@@ -56,6 +56,7 @@ def _chromium(*args: str, profile: Path, timeout: int = 120) -> subprocess.Compl
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+@pytest.mark.slow  # 11 s: headless chromium (test-fast run on a loaded box)
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (make test installs it: apt-get install chromium)")
 def test_report_charts_draw_in_headless_chromium(tmp_path, tmp_path_factory):
     from kamado.report.stage import build_report

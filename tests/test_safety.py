@@ -163,6 +163,7 @@ def toy_copy(tmp_path_factory, toy: Path):
     return make
 
 
+@pytest.mark.slow  # 21 s: CLI subprocesses on a toy model (test-fast run on a loaded box)
 def test_eval_refuses_a_tokenizer_of_another_model(toy_copy, tmp_path: Path, data_root: Path):
     import sentencepiece as spm
     from _toy import save_tokenizer
@@ -180,6 +181,7 @@ def test_eval_refuses_a_tokenizer_of_another_model(toy_copy, tmp_path: Path, dat
     assert "the tokenizer has 500 tokens but the model" in no_traceback(r)
 
 
+@pytest.mark.slow  # 30 s: CLI subprocesses on a toy model (test-fast run on a loaded box)
 def test_model_folder_without_complete_weights_is_refused(toy_copy, tmp_path: Path):
     m = toy_copy("broken")
     w = m / "model.safetensors"
