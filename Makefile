@@ -1,9 +1,10 @@
-# kamado: `make demo` runs the whole tiny recipe, `make test` runs the test suite.
+# kamado: `make demo` runs the whole tiny recipe, `make test` runs the test suite, `make test-fast` the quick part of it.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= runs/tiny
+TEST_WORKERS ?= 2
 CACHE := $(CURDIR)/.cache
 export HF_HOME := $(CACHE)/hf
 export HF_HUB_OFFLINE := 1
@@ -15,7 +16,7 @@ export RAY_TMPDIR := $(CACHE)/ray
 export TORCHINDUCTOR_CACHE_DIR := $(CACHE)/inductor
 export MPLCONFIGDIR := $(CACHE)/mpl
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test test-fast bench lint clean
 
 install: $(STAMP)
 
@@ -43,6 +44,13 @@ test: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q -x --durations=15
+
+# the development loop: lint, then every test not marked slow, on two pytest-xdist workers (one file per worker
+# at a time, so module fixtures are built once); `make test` (the whole suite) is the check before merging
+test-fast: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/pytest -q -x -m "not slow" -n $(TEST_WORKERS) --dist loadfile --durations=10
 
 bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -1,6 +1,6 @@
 """How well do filters find the paragraphs humans marked "bad"? kamado vs HojiChar on labelled mC4-ja.
 
-Data: ``ja_web_noisy/mc4ja_paragraphs_labeled.jsonl`` (registry ``mc4-ja-labeled``; 663 good / 603 bad
+Data: ``ja_web_noisy/mc4ja_paragraphs_labeled.jsonl`` (catalog ``mc4-ja-labeled``; 663 good / 603 bad
 human-labelled mC4 Japanese paragraphs). A contender "detects bad" when it rejects a paragraph. Scores:
 balanced accuracy and Matthews correlation (MCC) of that detection, plus recall and precision of "bad"
 and the share of paragraphs rejected.
@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from common import print_table  # noqa: E402  (benchmarks/common.py)
 
+from kamado.catalog import resolve  # noqa: E402
 from kamado.corpus.steps import quality as Q  # noqa: E402
-from kamado.registry import resolve  # noqa: E402
 
 
 def hojichar_rejects(texts: list[str]) -> np.ndarray:

@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--split-mb", type=int, default=None, help="clean's --split-mb (default: kamado's)")
     args = ap.parse_args()
-    from kamado.registry import default_data_root
+    from kamado.catalog import default_data_root
 
     root = default_data_root()
     kamado = str(Path(sys.executable).parent / "kamado")

@@ -182,7 +182,7 @@ def main() -> None:
     ap.add_argument("--whole-job-recipe", default="default-ja", help="chain of the whole-process clean jobs")
     args = ap.parse_args()
 
-    from kamado.registry import data_root
+    from kamado.catalog import data_root
 
     root = data_root(args.data_root)
     t0 = time.perf_counter()

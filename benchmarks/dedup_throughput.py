@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from common import print_table  # noqa: E402  (benchmarks/common.py)
 
+from kamado.catalog import data_root, resolve  # noqa: E402
 from kamado.corpus.dedup.minhash import normalize, shingle_hashes  # noqa: E402
-from kamado.registry import data_root, resolve  # noqa: E402
 
 NUM_PERM, THRESHOLD, NGRAM = 128, 0.8, 5
 KANA = "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをん"

@@ -53,9 +53,9 @@ def main() -> None:
     from _toy import build_toy_model
     from common import print_table
 
+    from kamado.catalog import data_root
     from kamado.eval.lmeval_backend import compare
     from kamado.eval.tasks import get_task
-    from kamado.registry import data_root
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     torch.set_num_threads(a.threads)

@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from common import print_table  # noqa: E402  (benchmarks/common.py)
 
+from kamado.catalog import resolve  # noqa: E402
 from kamado.corpus.steps import quality as Q  # noqa: E402
-from kamado.registry import resolve  # noqa: E402
 
 # Defaults: character 1-3-grams with tf-idf (buckets in < 3 training paragraphs dropped) beside word-ish
 # character-class runs and their adjacent pairs, each block L2-normalised. Measured with this script's CV
@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--dry-run", action="store_true")
     args = ap.parse_args()
-    from kamado.registry import default_data_root
+    from kamado.catalog import default_data_root
 
     root = default_data_root()
     path = resolve("mc4-ja-labeled", root)

@@ -22,8 +22,8 @@ CHAT_TEMPLATE = (
 
 
 def _sample_text(data_root: Path, chars: int) -> list[str]:
+    from kamado.catalog import resolve
     from kamado.jsonl import iter_jsonl
-    from kamado.registry import resolve
 
     lines: list[str] = []
     n = 0
@@ -61,7 +61,7 @@ def build_toy_model(out: Path, data_root: Path | None = None, *, vocab_size: int
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from kamado.registry import data_root as _root
+    from kamado.catalog import data_root as _root
 
     out = Path(out)
     if (out / "config.json").is_file() and (out / "tokenizer.model").is_file():

@@ -17,12 +17,14 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("KAMADO_QUIET", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test-fast` runs two workers on two cores: one thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The shared data root (tests use real data; it must be present, as it is in CI)."""
-    from kamado.registry import data_root as resolve
+    from kamado.catalog import data_root as resolve
 
     return resolve()
 

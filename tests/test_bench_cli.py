@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # 30 s: `kamado bench` subprocess (test-fast run on a loaded box)
 def test_bench_json(tmp_path: Path) -> None:
     env = dict(os.environ, KAMADO_QUIET="1", KAMADO_CACHE=str(tmp_path))
     r = subprocess.run([sys.executable, "-m", "kamado.cli", "bench", "--preset", "tiny", "--seq-len", "32",

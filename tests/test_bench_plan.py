@@ -99,6 +99,7 @@ def test_mfu_from_bench_results() -> None:
     assert q.mfu == 0.4 and "assumed" in q.mfu_source
 
 
+@pytest.mark.slow  # ~15 s (last full run): `kamado plan` subprocesses
 def test_plan_cli_json(tmp_path: Path) -> None:
     env = dict(os.environ, KAMADO_QUIET="1")
     r = subprocess.run([sys.executable, "-m", "kamado.cli", "plan", str(ROOT / "recipes/calm2-7b.yaml"),

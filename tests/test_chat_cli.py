@@ -48,6 +48,7 @@ def test_streamed_reply_equals_greedy_generation(model_dir, one_thread):
     assert tok.decode(c.prompt_ids()).count("### 指示:") == 2
 
 
+@pytest.mark.slow  # 22 s: a `kamado chat` subprocess (test-fast run on a loaded box)
 def test_chat_command_reads_stdin_when_not_a_terminal(model_dir):
     """Each input line is a turn, /commands work, /exit stops; replies go to stdout one per line. The stage
     folder is given (its hf/ subfolder is the model)."""

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from kamado.catalog import resolve
 from kamado.eval import metrics as M
 from kamado.eval.tasks import SUITES, _aio_load, _mgsm_load, _xwinograd_load, build_examples, expand, get_task
-from kamado.registry import resolve
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
+from kamado.catalog import resolve
 from kamado.eval.lmeval_backend import compare
 from kamado.eval.tasks import build_examples, get_task, hellaswag_ctx_ab, hellaswag_preprocess
 from kamado.jsonl import read_jsonl
-from kamado.registry import resolve
 
 N = 8
 CASES = [("arc-easy", "kamado"), ("arc-challenge", "kamado"), ("hellaswag", "kamado"), ("truthfulqa-mc", "kamado"),

@@ -76,6 +76,7 @@ def test_perplexity_stream_matches_full_forward(loaded):
     assert w.ntokens == len(ids) and w.nll > 0
 
 
+@pytest.mark.slow  # 31 s: trains a toy model on the answers (test-fast run on a loaded box)
 def test_model_trained_on_the_answers_scores_100_percent(toy, data_root):
     """Teach the toy model the right answers of a few JCommonsenseQA questions: acc must become 1.0."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

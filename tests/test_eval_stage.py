@@ -1,4 +1,4 @@
-"""The eval stage over a run folder (pack + models), the `kamado eval` CLI, and the task registry on real data."""
+"""The eval stage over a run folder (pack + models), the `kamado eval` CLI, and the task table on real data."""
 
 from __future__ import annotations
 

@@ -68,6 +68,7 @@ def test_initializer_runs_once_per_executor() -> None:
         assert ex.map(os.getenv, ["PATH", "PATH"]) == [os.environ["PATH"]] * 2
 
 
+@pytest.mark.slow  # 19 s: starts a Ray cluster (test-fast run on a loaded box)
 def test_ray_matches_local() -> None:
     pytest.importorskip("ray")
     local = executor.map(int, ITEMS, workers=2)

@@ -358,6 +358,7 @@ def test_a_corrupted_zst_among_good_inputs_is_an_error_record_of_that_file(tmp_p
 
 
 # ------------------------------------------------------------------------------------------ small ones
+@pytest.mark.slow  # 28 s: builds a second toy model (test-fast run on a loaded box)
 def test_tune_refuses_another_models_tokenizer_before_training(tmp_path: Path, toy: Path):
     import shutil
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from kamado.catalog import resolve
 from kamado.eval.judge import LANG_RULE_JA, judge_request, load_answers, load_question_set, parse_rating
-from kamado.registry import resolve
 
 STABLELM = "japanese-stablelm-instruct-alpha-7b"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from kamado.catalog import resolve
 from kamado.eval.judge import JudgeSettings, load_answers, run_judge
-from kamado.registry import resolve
 
 N = 6  # questions 1..6 of mt-bench-ja-full, answered by japanese-stablelm (data root)
 

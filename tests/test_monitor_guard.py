@@ -273,6 +273,7 @@ def _rank(rank: int, init: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # 17 s: two gloo rank processes (test-fast run on a loaded box)
 def test_two_gloo_ranks_decide_together(tmp_path):
     import torch.multiprocessing as mp
 

@@ -56,13 +56,14 @@ def _chromium(*args: str, profile: Path, timeout: int = 120) -> subprocess.Compl
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+@pytest.mark.slow  # 11 s: headless chromium (test-fast run on a loaded box)
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (make test installs it: apt-get install chromium)")
 def test_report_charts_draw_in_headless_chromium(tmp_path, tmp_path_factory):
-    from kamado.report.stage import build
+    from kamado.report.stage import build_report
 
     a = _run(tmp_path, "base", 600, 0.0, spike=None)
     b = _run(tmp_path, "guarded", 450, 0.4, spike=300)
-    doc, counts = build([b, a])
+    doc, counts = build_report([b, a])
     assert counts["plots"] >= 4  # the static PNGs stay (printing, no scripts)
     assert "<script src" not in doc and "http://" not in doc.replace("http://www.w3.org/2000/svg", "")
     page = tmp_path / "report.html"

@@ -70,11 +70,11 @@ def hostile_run(root: Path) -> Path:
 
 
 def test_hostile_strings_are_text_on_the_page(tmp_path: Path):
-    from kamado.report.stage import build
+    from kamado.report.stage import build_report
 
     a = hostile_run(tmp_path / "a")
     b = hostile_run(tmp_path / "b")
-    doc, _ = build([a, b], title=P)
+    doc, _ = build_report([a, b], title=P)
     body = doc.replace('<script id="kamado-charts">', "")
     assert "<img src=x" not in doc and "<script>document" not in doc and "<script" not in body
     assert not re.search(r"""['"] onmouseover=""", doc)  # no quote breaks out of an attribute

@@ -9,7 +9,7 @@ from test_report_stage import check_html, pngs
 
 def test_report_of_partial_and_broken_run(tmp_path):
     """Missing inputs become notes; a corrupt file costs only its own section."""
-    from kamado.report.stage import build
+    from kamado.report.stage import build_report
 
     run = tmp_path / "partial"
     (run / "pretrain").mkdir(parents=True)
@@ -20,7 +20,7 @@ def test_report_of_partial_and_broken_run(tmp_path):
     (run / "eval" / "results.json").write_text("{not json", encoding="utf-8")
     (run / "corpus").mkdir()
     (run / "corpus" / "stats.json").write_text('{"input": "many"}', encoding="utf-8")
-    doc, counts = build([run])
+    doc, counts = build_report([run])
     text = "".join(check_html(doc).text)
     assert "no tune stage in this run" in text
     assert "eval/results.json missing or without models" in text
@@ -30,14 +30,14 @@ def test_report_of_partial_and_broken_run(tmp_path):
 
 
 def test_results_table_escapes_and_marks_best(tmp_path):
-    from kamado.report.stage import build
+    from kamado.report.stage import build_report
 
     run = tmp_path / "r"
     (run / "eval").mkdir(parents=True)
     (run / "eval" / "results.json").write_text(json.dumps({"models": {
         "<script>alert(1)</script>": {"jcommonsenseqa": {"acc": 0.25, "n": 200}, "perplexity": {"ppl_ja": 80.0}},
         "tune/full": {"jcommonsenseqa": {"acc": 0.31, "n": 200}, "perplexity": {"ppl_ja": 95.5}}}}), encoding="utf-8")
-    doc, counts = build([run])
+    doc, counts = build_report([run])
     check_html(doc)
     assert "<script>" not in doc and "&lt;script&gt;" in doc
     assert '<td class="best">0.31</td>' in doc  # accuracy: higher is better
@@ -86,10 +86,10 @@ def _guarded_run(root, name: str, rollback: bool):
 def test_compare_overlays_runs_with_their_guard_events(tmp_path):
     """`kamado report A B`: each run's guard events on the shared loss chart, in the run's colour, the rollback's
     redone steps shaded; a step logged twice (after the rollback) is drawn once, with its later value."""
-    from kamado.report.stage import build
+    from kamado.report.stage import build_report
 
     a, b = _guarded_run(tmp_path, "clean", False), _guarded_run(tmp_path, "drill", True)
-    doc, _ = build([a, b])
+    doc, _ = build_report([a, b])
     check_html(doc)
     loss = [c for c in _charts(doc) if c["title"] == "pretraining loss"]
     assert len(loss) == 1
@@ -104,7 +104,7 @@ def test_compare_overlays_runs_with_their_guard_events(tmp_path):
                                                                ("rollback", "drill", colors["drill"])]
     assert ev[1]["span"] == [5.0, 8.0] and "span" not in ev[0]
     # the single-run section of the same run: the same dedup, all events (started/finished too) marked
-    single, _ = build([b])
+    single, _ = build_report([b])
     one = next(c for c in _charts(single) if c["title"] == "training loss")
     assert one["series"][0]["x"] == list(range(1, 13))
     assert [e["kind"] for e in one["events"]] == ["started", "spike", "rollback", "finished"]

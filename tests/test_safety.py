@@ -163,11 +163,12 @@ def toy_copy(tmp_path_factory, toy: Path):
     return make
 
 
+@pytest.mark.slow  # 21 s: CLI subprocesses on a toy model (test-fast run on a loaded box)
 def test_eval_refuses_a_tokenizer_of_another_model(toy_copy, tmp_path: Path, data_root: Path):
     import sentencepiece as spm
     from _toy import save_tokenizer
 
-    from kamado.registry import resolve
+    from kamado.catalog import resolve
 
     m = toy_copy("m500")
     (tmp_path / "en.txt").write_text(resolve("wikitext2", data_root).read_text(encoding="utf-8")[:200_000])
@@ -180,6 +181,7 @@ def test_eval_refuses_a_tokenizer_of_another_model(toy_copy, tmp_path: Path, dat
     assert "the tokenizer has 500 tokens but the model" in no_traceback(r)
 
 
+@pytest.mark.slow  # 30 s: CLI subprocesses on a toy model (test-fast run on a loaded box)
 def test_model_folder_without_complete_weights_is_refused(toy_copy, tmp_path: Path):
     m = toy_copy("broken")
     w = m / "model.safetensors"
@@ -210,6 +212,7 @@ def test_safetensors_checks(tmp_path: Path):
     assert "damaged header" in safetensors_problem(f)
 
 
+@pytest.mark.slow  # ~23 s (last full run): a real lm-eval run
 def test_a_comma_in_a_model_path_injects_nothing_into_lm_eval(toy_copy, tmp_path: Path):
     import json
 

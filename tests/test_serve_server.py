@@ -431,6 +431,7 @@ def test_fallback_template_without_chat_template(toy, tmp_path):
         torch.set_num_threads(n)
 
 
+@pytest.mark.slow  # 27 s: a `kamado serve` subprocess (test-fast run on a loaded box)
 def test_api_key_is_required_when_set(toy, tmp_path):
     """A real `kamado serve` with KAMADO_API_KEY: 401 without or with a wrong key, 200 with it; no local paths."""
     os.environ["KAMADO_API_KEY"] = "s3cret"

@@ -140,3 +140,21 @@ def test_stage_context_artifact_reads_upstream(tmp_path: Path) -> None:
     assert ctx.artifact("data").vocab_size == 300
     with pytest.raises(KamadoError, match="needs the output of stage 'tokenizer'"):
         ctx.artifact("tokenizer")
+
+
+def test_atomic_writes_from_threads_leave_one_whole_file(tmp_path: Path) -> None:
+    """The one atomic write (manifest.write_text_atomic / write_json_atomic): threads of one process writing the same
+    file (the judge's reply cache) each replace it whole, and no temporary file is left."""
+    import threading
+
+    from kamado.manifest import write_json_atomic
+
+    p = tmp_path / "sub" / "x.json"
+    docs = [{"i": i, "text": "日本" * 20_000} for i in range(8)]
+    threads = [threading.Thread(target=write_json_atomic, args=(p, d)) for d in docs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert json.loads(p.read_text(encoding="utf-8")) in docs
+    assert [q.name for q in p.parent.iterdir()] == ["x.json"]

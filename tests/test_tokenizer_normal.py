@@ -32,8 +32,8 @@ def nfkc_tok(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
 
 def test_rules_are_the_corpus_fold(data_root: Path) -> None:
     """Longest-match application of the rule equals the corpus step's nfkc_ja on real web text."""
+    from kamado.catalog import resolve
     from kamado.jsonl import iter_jsonl
-    from kamado.registry import resolve
 
     texts = [r["text"] for r, _ in zip(iter_jsonl(resolve("mc4-ja-labeled", data_root)), range(300), strict=False)]
     texts += RAW

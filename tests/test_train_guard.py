@@ -139,6 +139,7 @@ def _proc(tmp_path: Path, guard: GuardConfig, alerts, steps: int) -> subprocess.
                              alerts.model_dump_json(), str(steps)], stderr=subprocess.PIPE, text=True, env=env)
 
 
+@pytest.mark.slow  # 28 s: a real training process and the watchdog (test-fast run on a loaded box)
 def test_hang_drill_in_real_training_stopped_by_watchdog(tmp_path, receivers):
     alerts = receivers.alerts("json").model_copy(update={"email": None})
     p = _proc(tmp_path, GuardConfig(hang_timeout_s=4, term_grace_s=3, inject=InjectConfig(step=8, kind="hang")),
@@ -156,6 +157,7 @@ def test_hang_drill_in_real_training_stopped_by_watchdog(tmp_path, receivers):
     assert "hang" in kinds and "stopped" in kinds  # the watchdog's events and the trainer's own `stopped`
 
 
+@pytest.mark.slow  # 24 s: a real training process, SIGKILL (test-fast run on a loaded box)
 def test_sigkill_of_real_trainer_gives_crashed_alert(tmp_path, receivers):
     p = _proc(tmp_path, GuardConfig(hang_timeout_s=60), receivers.alerts("slack"), 100000)
     m = tmp_path / "run" / "metrics.jsonl"
@@ -182,6 +184,7 @@ _RESTARTING = _TRAINER.replace(
     "               lambda **kw: train(model(), Stream(), tcfg(int(sys.argv[4])), out, quiet=True, **kw))")
 
 
+@pytest.mark.slow  # 31 s: a real training process hangs and is restarted (test-fast run on a loaded box)
 def test_restart_on_hang_resumes_from_the_last_checkpoint(tmp_path, receivers):
     """A real hang (drill at step 15) in a tiny run: the watchdog stops the step, the trainer resumes from the
     checkpoint of step 10 in the same process and finishes all 30 steps; the drill does not fire again."""
@@ -215,6 +218,7 @@ def test_restart_on_hang_resumes_from_the_last_checkpoint(tmp_path, receivers):
                for b in posts)
 
 
+@pytest.mark.slow  # ~20 s (last full run): a training subprocess stopped by SIGTERM
 def test_sigterm_preempts_with_a_checkpoint_and_a_preempted_alert(tmp_path, receivers):
     """SIGTERM (a Slurm preemption) with the guard on: the trainer finishes its step and saves it; the event and the
     alert say `preempted`, never `crashed` (neither the trainer nor the watchdog); a rerun resumes at that step."""

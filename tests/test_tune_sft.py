@@ -126,7 +126,7 @@ def test_masking_is_exact(tok):
 
 def test_records_and_prepare(tok, data_root, tmp_path):
     """dolly-ja, generic instruction and messages JSONL all load; split, truncation and packing add up."""
-    from kamado.registry import resolve
+    from kamado.catalog import resolve
     from kamado.tune.sft import IGNORE, SFTBatches, pack, prepare, read_chats
 
     chats, st = read_chats(resolve("dolly-ja", data_root), limit=50)

@@ -180,17 +180,15 @@ def summarise(per_run: dict[str, dict[int, dict[str, float]]], patterns: list[st
 
 def _perplexity_docs(run_dir: Path, model: str) -> dict[str, tuple[float, int, str, str]]:
     """Per-document (nll, chars, source, language) of a run's perplexity evaluation of ``model``, by id."""
-    import json
-
     from kamado.eval.artifacts import EvalArtifact, safe_name
+    from kamado.jsonl import iter_jsonl
 
     art = EvalArtifact.open(run_dir / "eval")
     f = run_dir / "eval" / art.details.get(model, f"details/{safe_name(model)}") / "perplexity.jsonl"
     if not f.is_file():
         return {}
     out = {}
-    for line in f.read_text(encoding="utf-8").splitlines():
-        r = json.loads(line)
+    for r in iter_jsonl(f):
         if r.get("id") and r.get("tokens"):
             out[r["id"]] = (float(r["nll"]), int(r["chars"]), r.get("source", ""), r.get("lang", ""))
     return out
@@ -376,10 +374,10 @@ def _run_variants(data: dict[str, Any], exp: ExperimentConfig, out: Path, runs: 
 
 def _overlay_report(dirs: list[Path], dest: Path, title: str) -> None:
     """One report comparing every variant's run (curves overlaid)."""
-    from kamado.report.stage import build
+    from kamado.report.stage import build_report
 
     try:
-        html, _ = build(dirs, title)
+        html, _ = build_report(dirs, title)
     except KamadoError as e:  # a report is a view: its failure does not undo the runs
         from kamado.ui import console
 

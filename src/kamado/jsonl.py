@@ -1,8 +1,9 @@
-"""The one JSON Lines reader: ``.jsonl``, ``.jsonl.gz`` and ``.jsonl.zst`` files, one JSON value a line.
+"""The one JSON Lines reader (``.jsonl``, ``.jsonl.gz`` and ``.jsonl.zst`` files, one JSON value a line), and the one
+rule that makes a value JSON-safe (:func:`to_json_safe`).
 
 Blank lines are skipped. A line that is not JSON (or not UTF-8) raises :class:`KamadoError` naming the
 file and the 1-based line, unless ``skip_bad`` is set (logs a writer may have been killed in the middle
-of, such as ``metrics.jsonl``: a torn line is dropped). Corpus shards are read by
+of, such as ``metrics.jsonl``: a torn line is dropped; :func:`read_records` reads such logs). Corpus shards are read by
 ``kamado.corpus.io.readers.read_shard`` instead, which accounts for every broken line as a ``ReadError`` record.
 """
 
@@ -11,9 +12,10 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from kamado.config import KamadoError
 
@@ -95,3 +97,37 @@ def read_jsonl(path: Path | str, *, skip_bad: bool = False, missing_ok: bool = F
     if missing_ok and not Path(path).is_file():
         return []
     return list(iter_jsonl(path, skip_bad=skip_bad))
+
+
+def read_records(path: Path | str) -> list[dict[str, Any]]:
+    """The JSON objects of a log a killed writer may have cut (``metrics.jsonl``, ``events.jsonl``): a missing
+    file is ``[]``; broken lines and values that are not objects are skipped."""
+    return [r for r in read_jsonl(path, skip_bad=True, missing_ok=True) if isinstance(r, dict)]
+
+
+def to_json_safe(x: Any, *, nonfinite: Literal["null", "string"]) -> Any:
+    """A copy of ``x`` that ``json.dumps(..., allow_nan=False)`` accepts.
+
+    ``nonfinite`` says what NaN and ±inf become: ``"null"`` (``results.json``: a metric that has no value) or
+    ``"string"`` (``"nan"``, ``"inf"``, ``"-inf"``: alerts and guard events, where the bad value is the news).
+    Mappings get string keys, tuples become lists, 0-d tensors and numpy scalars their Python number, and any
+    other value that JSON has no type for its ``str()``.
+    """
+    if isinstance(x, dict):
+        return {str(k): to_json_safe(v, nonfinite=nonfinite) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [to_json_safe(v, nonfinite=nonfinite) for v in x]
+    if hasattr(x, "item") and callable(x.item) and getattr(x, "ndim", 0) == 0:
+        try:
+            x = x.item()
+        except Exception:
+            return str(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        if nonfinite == "null":
+            return None
+        if nonfinite == "string":
+            return str(x)
+        raise ValueError(f"nonfinite={nonfinite!r}: expected 'null' or 'string'")
+    if x is None or isinstance(x, bool | int | float | str):
+        return x
+    return str(x)

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import subprocess
+import threading
 import time
 from collections.abc import Iterable
 from importlib import metadata
@@ -91,14 +92,22 @@ def git_commit(cwd: Path | None = None) -> str | None:
         return None
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary name and rename it into place."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to a temporary name beside ``path`` and rename it into place: a reader sees the old
+    file or the whole new one, never a part (temporary names are per process and thread)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}-{threading.get_ident()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (non-ASCII kept, unknown types as ``str``) with :func:`write_text_atomic`."""
+    write_text_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
 def write_manifest(

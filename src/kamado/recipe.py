@@ -170,13 +170,13 @@ def load_recipe(path: Path | str, overrides: list[str] | None = None) -> RecipeB
 
 def check_inputs(recipe: RecipeBase, recipe_dir: Path | None, data_root: Path | None) -> None:
     """Resolve every input the recipe names, so a missing file fails before any work starts."""
-    from kamado import registry
+    from kamado import catalog
 
     problems = []
 
     def _check(where: str, name: str) -> None:
         try:
-            registry.resolve(name, data_root, recipe_dir)
+            catalog.resolve(name, data_root, recipe_dir)
         except KamadoError as e:
             problems.append(f"{where}: {e}")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from kamado import folders, registry
+from kamado import catalog, folders
 from kamado.config import ConfigError, KamadoError
 from kamado.manifest import digest_files, digest_json, read_manifest, write_json_atomic, write_manifest
 from kamado.recipe import RecipeBase, check_inputs, missing_upstream
@@ -47,7 +47,7 @@ def _external_inputs(recipe: RecipeBase, stage: str, recipe_dir: Path | None, ro
     names = spec.external(recipe.stage_config(stage)) if spec.external else []
     files: list[Path] = []
     for n in names:
-        p = registry.resolve(n, root, recipe_dir)
+        p = catalog.resolve(n, root, recipe_dir)
         files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
     return {f"{k}": v for k, v in digest_files(files).items()}
 
@@ -91,7 +91,7 @@ def run_recipe(
         if not root.is_absolute() and recipe_dir is not None:
             root = recipe_dir / root
     if root is None:
-        root = registry.default_data_root()
+        root = catalog.default_data_root()
     check_inputs(recipe, recipe_dir, root)
     folders.check_ours(out, "--out")  # a user's folder is refused before anything is written
     out.mkdir(parents=True, exist_ok=True)

@@ -52,12 +52,12 @@ def clean(
       kamado corpus clean web/*.jsonl.gz --out runs/clean --recipe my-ja.yaml --workers 4
       kamado corpus clean crawl/ --out runs/clean --executor ray --ray-address auto
     """
+    from kamado.catalog import default_data_root, resolve
     from kamado.cli._guard import check_writable, refuse_overlap
     from kamado.config import KamadoError
     from kamado.corpus.config import load_chain
     from kamado.corpus.io.encoding import check_encoding
     from kamado.corpus.jobs.clean import all_error_files, print_summary, run_clean
-    from kamado.registry import default_data_root, resolve
 
     chain, base = load_chain(recipe, Path.cwd())
     encoding = check_encoding(encoding)
@@ -97,10 +97,10 @@ def inspect(
       kamado corpus inspect --labelled mc4-ja-labeled --recipe default-ja
     """
     if labelled:
+        from kamado.catalog import default_data_root, resolve
         from kamado.corpus.config import load_chain
         from kamado.corpus.inspect.labelled import filter_table, format_table
         from kamado.corpus.steps.base import Env
-        from kamado.registry import default_data_root, resolve
 
         chain, base = load_chain(recipe, Path.cwd())
         root = data_root or default_data_root()

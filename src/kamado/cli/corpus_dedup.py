@@ -110,8 +110,8 @@ def train_classifier(
       kamado corpus train-classifier labelled.jsonl more.jsonl --out models/quality --folds 10
     """
     from kamado import folders
+    from kamado.catalog import resolve
     from kamado.corpus.steps.quality import ClassifierConfig, load_labelled, train_with_cv
-    from kamado.registry import resolve
     from kamado.ui import console, table
 
     folders.check_ours(out, "--out")  # before the training: a user's folder is never written into

@@ -1,4 +1,4 @@
-"""``kamado data``: the data-set registry (list, download) and token packing / mixture commands."""
+"""``kamado data``: the data catalog (list, download) and token packing / mixture commands."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ def list_cmd(
 
     Example: kamado data list
     """
-    from kamado import registry
+    from kamado import catalog
     from kamado.ui import console, table
 
-    root = registry.default_data_root() if data_root is None else data_root
+    root = catalog.default_data_root() if data_root is None else data_root
     rows = []
-    for ds in registry.registry().values():
+    for ds in catalog.datasets().values():
         here = "yes" if root and (root / ds.path).is_file() else "no"
         lic = (ds.license or "").split(" (")[0]
         rows.append([ds.name, ds.path, ds.records, lic, here, "direct" if ds.url else "mirror"])
@@ -40,11 +40,11 @@ def download_cmd(
 
     Example: KAMADO_DATA_MIRROR=https://mirror.example/kamado kamado data download dolly-ja --to data
     """
-    from kamado import registry
+    from kamado import catalog
     from kamado.ui import console
 
     for n in names:
-        p = registry.download(n, to, url=url)
+        p = catalog.download(n, to, url=url)
         console.print(f"[green]✓[/] {n} -> {p}")
 
 

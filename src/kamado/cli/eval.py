@@ -100,7 +100,7 @@ def evaluate(
 
     from pydantic import ValidationError
 
-    from kamado import registry
+    from kamado import catalog
     from kamado.config import ConfigError, format_validation_error
     from kamado.eval.artifacts import EvalArtifact
     from kamado.eval.config import EvalConfig
@@ -141,7 +141,7 @@ def evaluate(
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kamado-eval-") as tmp:
         dest = out or Path(tmp)
-        run_stage_alone("eval", cfg, dest, inputs, seed=seed, data_root=registry.data_root(data_root))
+        run_stage_alone("eval", cfg, dest, inputs, seed=seed, data_root=catalog.data_root(data_root))
         results = EvalArtifact.open(dest).models
     console.print(table(f"eval ({time.perf_counter() - t0:.1f}s)", ["model", "task", "metric", "value",
                                                                   "±stderr / 95% CI", "n"],
@@ -208,7 +208,7 @@ def judge(
 
     from rich.markup import escape
 
-    from kamado import registry
+    from kamado import catalog
     from kamado.eval.judge import JudgeSettings, run_judge, score_table
     from kamado.ui import console, table
 
@@ -224,7 +224,7 @@ def judge(
         raise KamadoError("--answers and --model-url: judge a file's answers or ask a model, not both")
     if answers is None and model_url is None and not dry_run:
         raise KamadoError("nothing to judge: pass --model-url (the model under test) or --answers FILE")
-    root = registry.data_root(data_root)
+    root = catalog.data_root(data_root)
     base = Path(os.environ.get("KAMADO_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                                / "kamado"))
     s = JudgeSettings(questions=questions, model_url=model_url, model=model, judge_url=judge_url,

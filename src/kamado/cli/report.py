@@ -24,13 +24,13 @@ def report(
       kamado report runs/tiny runs/tiny-wsd --out compare.html
     """
     from kamado.config import KamadoError
-    from kamado.report.stage import build
+    from kamado.report.stage import build_report
     from kamado.ui import console, table
 
     for r in runs:
         if not r.is_dir():
             raise KamadoError(f"{r}: no such run folder")
-    doc, counts = build(list(runs), title)
+    doc, counts = build_report(list(runs), title)
     dest = out or runs[0] / ("report.html" if len(runs) == 1 else "compare.html")
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(doc, encoding="utf-8")

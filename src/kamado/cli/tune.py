@@ -47,7 +47,7 @@ def tune(
     """
     from pydantic import ValidationError
 
-    from kamado import registry
+    from kamado import catalog
     from kamado.config import ConfigError, KamadoError, format_validation_error
     from kamado.recipe import apply_override
     from kamado.stage import run_stage_alone
@@ -79,7 +79,7 @@ def tune(
         cfg = TuneConfig.model_validate(cfg_data)
     except ValidationError as e:
         raise ConfigError("invalid tune settings\n" + format_validation_error(e, "tune")) from None
-    run_stage_alone("tune", cfg, out, seed=seed, data_root=data_root or registry.default_data_root())
+    run_stage_alone("tune", cfg, out, seed=seed, data_root=data_root or catalog.default_data_root())
     art = TuneArtifact.open(out)
     console.print(table("kamado tune", SUMMARY_COLUMNS, summary_rows(art.summary)))
     console.print(f"models: {', '.join(str(art.hf_dir(m)) for m in art.methods)}")

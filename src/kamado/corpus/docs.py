@@ -58,7 +58,7 @@ class InputSpec:
 def resolve_inputs(inputs: list[str], data_root: Path | None = None, encoding: str | None = None) -> list[InputSpec]:
     """Resolve CLI/stage inputs (see module doc) into shard lists; a missing input is a clear error.
     ``encoding`` is that of the shard files given (a corpus folder's own shards are UTF-8)."""
-    from kamado import registry
+    from kamado import catalog
     from kamado.corpus.io.encoding import check_encoding
     from kamado.corpus.io.readers import list_inputs
 
@@ -70,8 +70,8 @@ def resolve_inputs(inputs: list[str], data_root: Path | None = None, encoding: s
         name = None
         if "=" in raw and not Path(raw).exists():
             name, raw = raw.split("=", 1)
-        reg = raw in registry.registry()
-        p = registry.resolve(raw, data_root)
+        reg = raw in catalog.datasets()
+        p = catalog.resolve(raw, data_root)
         if p.is_dir() and (p / "sources.json").is_file():
             specs += corpus_sources(p, only=None if name is None else [name])
             continue

@@ -72,7 +72,7 @@ def _dedup_fn() -> Any:
 
 def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
     """Clean each source (``max_docs`` honoured), deduplicate its kept documents, write sources.json."""
-    from kamado import registry
+    from kamado import catalog
     from kamado.corpus.jobs.clean import run_clean
 
     out = Path(ctx.out)
@@ -80,7 +80,7 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
     listing: list[CorpusSource] = []
     for src in cfg.sources:
         t0 = time.perf_counter()
-        inputs = [registry.resolve(n, ctx.data_root, ctx.recipe_dir) for n in src.inputs]
+        inputs = [catalog.resolve(n, ctx.data_root, ctx.recipe_dir) for n in src.inputs]
         chain, base = chain_for(cfg, src, ctx)
         sdir = out / src.name
         stats = run_clean(inputs, sdir / "clean", chain, executor=cfg.executor, workers=cfg.workers,

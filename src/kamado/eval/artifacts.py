@@ -12,12 +12,12 @@ Layout::
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kamado.config import KamadoError
+from kamado.jsonl import to_json_safe
 from kamado.stage import artifact_dir
 
 RESULTS = "results.json"
@@ -29,17 +29,6 @@ MAIN_METRICS = ("acc", "acc_norm", "mc1", "mc2", "pearson", "spearman", "exact_m
 def safe_name(name: str) -> str:
     """A model name usable as a folder name (``tune/full`` -> ``tune-full``)."""
     return name.replace("/", "-").replace("\\", "-").strip(".-") or "model"
-
-
-def clean(x: Any) -> Any:
-    """NaN/inf become None so results.json is strict JSON."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: clean(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [clean(v) for v in x]
-    return x
 
 
 @dataclass
@@ -73,7 +62,7 @@ class EvalArtifact:
         from kamado.manifest import write_json_atomic
 
         write_json_atomic(self.path / RESULTS, {
-            "models": clean(self.models), "tasks": self.tasks, "skipped_models": self.skipped_models,
+            "models": to_json_safe(self.models, nonfinite="null"), "tasks": self.tasks, "skipped_models": self.skipped_models,
             "settings": self.settings, "details": self.details or {n: f"details/{safe_name(n)}" for n in self.models}})
 
     def to_counts(self) -> dict[str, Any]:

@@ -107,8 +107,8 @@ def prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
 def instruct_items(task: Any, root: Any, *, limit: int | None,
                    seed: int) -> list[tuple[str, list[dict[str, str]], str]]:
     """The held-out items of an ``instruct`` task (its ``dataset`` from the data root)."""
+    from kamado.catalog import resolve
     from kamado.jsonl import read_jsonl
-    from kamado.registry import resolve
 
     return heldout_chats(read_jsonl(resolve(task.dataset, root)), limit=limit, seed=seed)
 

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from kamado.config import KamadoError
-from kamado.jsonl import read_jsonl
+from kamado.jsonl import read_jsonl, read_records
+from kamado.manifest import write_json_atomic
 
 NEED_REF_CATS = {"math", "reasoning", "coding"}
 # FastChat's generation temperatures per MT-Bench category
@@ -194,20 +195,15 @@ class JudgeSettings:
     dry_run: bool = False  # write requests.jsonl, send nothing
 
 
-def _jsonl(path: Path) -> list[dict]:
-    """Records of a question / answer / judgement file; a line cut by an interruption is skipped (redone)."""
-    return read_jsonl(path, skip_bad=True, missing_ok=True)
-
-
 def load_question_set(name: str, root: Path | None, judge_prompts: str = "fastchat"
                       ) -> tuple[list[dict], dict[str, dict], dict[str, list[str]], str]:
     """Questions, judge prompts by name (turn-1 and multi-turn), reference answers by question id, language."""
-    from kamado.registry import resolve
+    from kamado.catalog import resolve
 
     if judge_prompts not in JUDGE_PROMPTS:
         raise KamadoError(f"judge prompts {judge_prompts!r}: expected one of {', '.join(JUDGE_PROMPTS)}")
     qpath = resolve(name, root)
-    questions = _jsonl(qpath)
+    questions = read_records(qpath)
     if not questions or "turns" not in questions[0]:
         raise KamadoError(f"{qpath}: expected MT-Bench questions (JSONL with question_id, category, turns)")
     prompts_name, ref_name, lang = QUESTION_SETS.get(name, (None, None, None))
@@ -216,10 +212,10 @@ def load_question_set(name: str, root: Path | None, judge_prompts: str = "fastch
         lang = "ja" if re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", text) else "en"
         prompts_name = "mt-bench-ja-judge-prompts" if lang == "ja" else "mt-bench-en-judge-prompts"
         ref_name = "mt-bench-ja-reference" if lang == "ja" else "mt-bench-en-reference"
-    prompts = {p["name"]: p for p in _jsonl(resolve("mt-bench-en-judge-prompts", root))}
+    prompts = {p["name"]: p for p in read_records(resolve("mt-bench-en-judge-prompts", root))}
     if lang == "ja":  # Japanese single-answer prompts for turn 1; the original multi-turn ones for turn 2
         ja_path = resolve(prompts_name, root)
-        ja = {p["name"]: dict(p) for p in _jsonl(ja_path)}
+        ja = {p["name"]: dict(p) for p in read_records(ja_path)}
         if judge_prompts == "fastchat-2023-08":
             for p in ja.values():
                 if LANG_RULE_JA not in p["prompt_template"]:
@@ -227,7 +223,7 @@ def load_question_set(name: str, root: Path | None, judge_prompts: str = "fastch
                                       "that judge_prompts fastchat-2023-08 removes")
                 p["prompt_template"] = p["prompt_template"].replace(LANG_RULE_JA, "")
         prompts.update(ja)
-    refs = {str(r["question_id"]): r["choices"][0]["turns"] for r in _jsonl(resolve(ref_name, root))}
+    refs = {str(r["question_id"]): r["choices"][0]["turns"] for r in read_records(resolve(ref_name, root))}
     return questions, prompts, refs, lang
 
 
@@ -324,11 +320,7 @@ class ReplyCache:
     def put(self, key: str, body: dict, content: str) -> None:
         if self.folder is None:
             return
-        p = self._path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f"{p.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps({"request": body, "content": content}, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, p)
+        write_json_atomic(self._path(key), {"request": body, "content": content})
 
 
 class _Appender:
@@ -417,7 +409,7 @@ def run_judge(s: JudgeSettings, out: Path, root: Path | None, *, show_progress: 
             if not ids_at:
                 raise KamadoError(f"{s.model_url}: /models lists no model; pass --model")
             model = ids_at[0]
-        for r in _jsonl(ans_path):
+        for r in read_records(ans_path):
             if not model:
                 model = str(r.get("model_id"))
             if r.get("model_id") == model:
@@ -478,7 +470,7 @@ def run_judge(s: JudgeSettings, out: Path, root: Path | None, *, show_progress: 
     # 3. judgments (resumable: a judgment of the same request is kept unless it failed)
     jpath = out / "judgments.jsonl"
     done: dict[tuple[str, int], dict] = {}
-    for r in _jsonl(jpath):
+    for r in read_records(jpath):
         if r.get("model") == model and r.get("judge", [None])[0] == s.judge_model:
             done[(str(r["question_id"]), int(r["turn"]))] = r
     j_w = _Appender(jpath)

@@ -31,7 +31,7 @@ _TQA_TEXT = ("{{'" + "Q: What is human life expectancy in the United States?\\nA
              "Spain." + "' + '\\n\\nQ: ' + question + '\\nA:'}}")
 _LB_DESC = "以下は、タスクを説明する指示と、文脈のある入力の組み合わせです。要求を適切に満たす応答を書きなさい。\n\n"
 
-# (task, prompt set) -> lm-eval task config; "data"/"train" are registry names, "convert" a kamado loader
+# (task, prompt set) -> lm-eval task config; "data"/"train" are catalog names, "convert" a kamado loader
 SPECS: dict[tuple[str, str], dict[str, Any]] = {
     ("arc-easy", "kamado"): {"data": "arc-easy", "train": "arc-easy-train", **_ARC},
     ("arc-challenge", "kamado"): {"data": "arc-challenge", "train": "arc-challenge-train", **_ARC},
@@ -139,7 +139,7 @@ def _convert(kind: str, src: Path, dest: Path) -> Path:
 
 def task_yaml(task: str, prompts: str, root: Path | None, work_dir: Path) -> str:
     """lm-eval task YAML for kamado task ``task`` in prompt set ``prompts`` (files under ``work_dir``)."""
-    from kamado.registry import resolve
+    from kamado.catalog import resolve
 
     spec = SPECS[(task, prompts)]
     data = resolve(spec["data"], root)

@@ -138,7 +138,7 @@ def pack_texts(pack_dir: Path, tokenizer: Any) -> dict[str, tuple[str, list[str]
 def build_docs(sources: list[str], tokenizer: Any, root: Path | None, *, max_chars: int, seed: int,
                pack_dir: Path | None = None) -> list[Doc]:
     """The scored documents of every source: chosen from the text (see :func:`select`), then encoded."""
-    from kamado.registry import resolve
+    from kamado.catalog import resolve
     from kamado.tokenizer.text import encode_text
 
     sets: list[tuple[str, str, str | None, list[str]]] = []  # (label, selection key, language, texts)

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from kamado.config import KamadoError
-from kamado.eval.artifacts import MAIN_METRICS, EvalArtifact, clean, safe_name
+from kamado.eval.artifacts import MAIN_METRICS, EvalArtifact, safe_name
 from kamado.eval.config import EvalConfig
+from kamado.jsonl import to_json_safe
 from kamado.stage import StageContext
 
 __all__ = ["MAIN_METRICS", "model_path", "run", "safe_name", "split_model"]
@@ -113,7 +114,7 @@ def run(cfg: EvalConfig, ctx: StageContext) -> dict[str, Any]:
             if prev.get("tasks") == tasks and prev.get("model") == _model_key(path):
                 results[name] = prev["results"]
                 continue
-        results[name] = clean(_evaluate(name, path, tasks, cfg, settings, ctx))
+        results[name] = to_json_safe(_evaluate(name, path, tasks, cfg, settings, ctx), nonfinite="null")
         write_json_atomic(part, {"tasks": tasks, "results": results[name], "model": _model_key(path)})
     art = EvalArtifact(ctx.out, results, tasks, [n for n, p in found.items() if p is None],
                        {"limit": cfg.limit, "seed": ctx.seed, "fewshot": cfg.fewshot, "ppl_sources": cfg.ppl_sources,

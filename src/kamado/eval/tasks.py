@@ -1,4 +1,4 @@
-"""Task registry: real evaluation sets from the data root, their prompts, and suites of tasks.
+"""The evaluation tasks (``TASKS``) and suites (``SUITES``): real evaluation sets from the data root and their prompts.
 
 Multiple-choice tasks are scored by log-likelihood of each choice (``acc``) and by log-likelihood per
 character of the choice (``acc_norm``, as lm-eval does). Japanese tasks (JGLUE) use Japanese prompts with
@@ -85,8 +85,8 @@ class Task:
     name: str
     lang: str
     kind: Kind
-    dataset: str | None = None  # registry name of the evaluated split
-    fewshot_dataset: str | None = None  # registry name of the train split (few-shot pool)
+    dataset: str | None = None  # catalog name of the evaluated split
+    fewshot_dataset: str | None = None  # catalog name of the train split (few-shot pool)
     shots: int = 0
     description: str = ""
     load: Callable[[Path], list[dict]] | None = None
@@ -109,7 +109,7 @@ class Task:
 
 
 def _resolve(name: str, root: Path | None) -> Path:
-    from kamado.registry import resolve
+    from kamado.catalog import resolve
 
     return resolve(name, root)
 

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kamado.manifest import write_json_atomic
+
 # Dense peak FLOP/s (no sparsity), per device.
 GPU_PEAKS: dict[str, dict[str, float]] = {
     "A100": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
@@ -119,10 +121,7 @@ def update_cpu_peak(dtype: str, value: float, cache_dir: Path | None = None) -> 
     except (OSError, json.JSONDecodeError):
         cache = {}
     cache[key] = max(float(cache.get(key, 0.0)), value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(cache, indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(path, cache)
     return cache[key]
 
 
@@ -152,10 +151,7 @@ def device_peak(precision: str, device: str = "cpu", cache_dir: Path | None = No
     if key not in cache:
         cache[key] = cpu_peak("fp32" if dtype == "fp32" else "bf16")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(cache, indent=1))
-            os.replace(tmp, path)
+            write_json_atomic(path, cache)
         except OSError:
             pass
     return cache[key], f"matmul probe ({path})"

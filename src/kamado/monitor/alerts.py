@@ -33,6 +33,7 @@ from email.message import EmailMessage
 from typing import Any, Literal
 
 from kamado.config import StrictModel
+from kamado.jsonl import to_json_safe
 
 KINDS = ("started", "finished", "crashed", "spike", "nonfinite", "rollback", "hang", "stopped", "preempted")
 ONCE = {"started", "finished", "crashed", "hang", "stopped", "preempted"}  # never rate limited
@@ -75,21 +76,8 @@ class AlertsConfig(StrictModel):
 
 
 def clean(v: Any) -> Any:
-    """A JSON-safe copy: non-finite floats become strings, tensors and numpy scalars plain numbers."""
-    if isinstance(v, dict):
-        return {str(k): clean(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [clean(x) for x in v]
-    if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 0) == 0:
-        try:
-            v = v.item()
-        except Exception:
-            return str(v)
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    if v is None or isinstance(v, bool | int | float | str):
-        return v
-    return str(v)
+    """``to_json_safe(v, nonfinite="string")``, the alerts' and guard events' rule (kept for the guard's import)."""
+    return to_json_safe(v, nonfinite="string")
 
 
 def _fmt(v: Any) -> str:
@@ -136,7 +124,7 @@ def send_email(cfg: EmailConfig, title: str, text: str) -> None:
 
 def send_webhook(cfg: WebhookConfig, alert: dict[str, Any], title: str, text: str) -> None:
     body = {"text": f"*{title}*\n{text}"} if cfg.format == "slack" else dict(alert, title=title, text=text)
-    data = json.dumps(clean(body), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    data = json.dumps(to_json_safe(body, nonfinite="string"), ensure_ascii=False, allow_nan=False).encode("utf-8")
     req = urllib.request.Request(cfg.url, data=data, method="POST",
                                  headers={"Content-Type": "application/json; charset=utf-8"})
     with urllib.request.urlopen(req, timeout=cfg.timeout_s) as r:
@@ -180,9 +168,9 @@ class Alerter:
                     self.suppressed += 1
                     return False
             self._last[kind] = now
-            alert = clean({"kind": kind, "run": self.run, "step": step, "text": text, "action": action,
-                           "checkpoint": checkpoint, "metrics": metrics or {}, "time": time.time(),
-                           "host": os.uname().nodename, "pid": os.getpid()})
+            alert = to_json_safe({"kind": kind, "run": self.run, "step": step, "text": text, "action": action,
+                                  "checkpoint": checkpoint, "metrics": metrics or {}, "time": time.time(),
+                                  "host": os.uname().nodename, "pid": os.getpid()}, nonfinite="string")
             if self.sync:
                 self._deliver(alert)
             else:

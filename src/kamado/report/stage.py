@@ -2,7 +2,7 @@
 
 Every number shown is read from a stage's artifacts through that stage's reader (``kamado.<stage>.artifacts``,
 named by the stage registry: :meth:`Run.artifact`) and from the manifests; a section whose inputs are
-missing is replaced by a note. :func:`build` also compares runs (loss curves and results side by side).
+missing is replaced by a note. :func:`build_report` also compares runs (loss curves and results side by side).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kamado import jsonl
 from kamado.config import KamadoError
+from kamado.jsonl import read_records
+from kamado.manifest import write_text_atomic
 from kamado.report import html as H
 from kamado.report.artifacts import ReportCounts
 from kamado.report.config import ReportConfig
@@ -33,11 +34,6 @@ def _json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSON Lines file; unreadable lines (a run killed mid-write) are skipped."""
-    return [r for r in jsonl.read_jsonl(path, skip_bad=True, missing_ok=True) if isinstance(r, dict)]
 
 
 @dataclass
@@ -297,7 +293,7 @@ _QUIET_EVENTS = {"finished", "inject"}  # not marked when several runs share a c
 def _run_events(path: Path, run: str, color: str) -> list[dict[str, Any]]:
     """A run's guard events (events.jsonl) for a shared chart: labelled and coloured like the run's curve."""
     out = []
-    for e in read_jsonl(path):
+    for e in read_records(path):
         d = e.get("detail")
         if e.get("kind") in _QUIET_EVENTS or (e.get("kind") == "started" and not (isinstance(d, dict) and d.get("resumed"))):
             continue
@@ -343,7 +339,7 @@ def pretrain_section(run: Run) -> str:
     body += H.figure(panels_fig([
         Panel("training loss", [Series("train loss", steps, [r["loss"] for r in train]), *_val_series(val)],
               ylabel="cross-entropy (nats/token)",  # run events (guard: spikes, rollbacks, ...) are marked
-              events=read_jsonl(d / "events.jsonl") + [r for r in recs if "event" in r]),
+              events=read_records(d / "events.jsonl") + [r for r in recs if "event" in r]),
         Panel("learning rate", [Series("lr", steps, [r.get("lr") for r in train])], ylabel="lr")]),
         "pretraining loss")
     body += H.figure(panels_fig([
@@ -390,7 +386,7 @@ def tune_section(run: Run) -> str:
         body += H.note("tune/tune.json missing: showing whatever metrics exist")
     panels_train, panels_val = [], []
     for m in art.method_names():
-        train, val = _train_records(read_jsonl(art.metrics_path(m)))
+        train, val = _train_records(read_records(art.metrics_path(m)))
         if train:
             panels_train.append(Series(m, [r["step"] for r in train], [r["loss"] for r in train]))
         panels_val += [Series(f"{m} {s.label}", s.x, s.y, points=True) for s in _val_series(val)]
@@ -512,7 +508,7 @@ def compare_section(runs: list[Run]) -> str:
     for r, n in zip(runs, names, strict=True):
         tune = r.artifact_or_none("tune")
         for m in tune.method_names() if tune is not None else []:
-            train, _ = _train_records(read_jsonl(tune.metrics_path(m)))
+            train, _ = _train_records(read_records(tune.metrics_path(m)))
             if train:
                 color = PALETTE[len(tune_series) % len(PALETTE)]
                 tune_series.append(Series(f"{n} {m}", [x["step"] for x in train], [x["loss"] for x in train],
@@ -551,7 +547,7 @@ SECTIONS: list[tuple[str, str, Callable[[Run], str]]] = [
 ]
 
 
-def build(run_dirs: list[Path], title: str | None = None) -> tuple[str, dict[str, Any]]:
+def build_report(run_dirs: list[Path], title: str | None = None) -> tuple[str, dict[str, Any]]:
     """The report HTML for ``run_dirs[0]`` (plus a comparison when more runs are given), and counts."""
     runs = [load_run(Path(d)) for d in run_dirs]
     run = runs[0]
@@ -584,10 +580,8 @@ def build(run_dirs: list[Path], title: str | None = None) -> tuple[str, dict[str
 def run(cfg: ReportConfig, ctx: StageContext) -> dict[str, Any]:
     """Write ``ctx.out/report.html`` and copy it to ``<run>/report.html``."""
     run_dir = ctx.run_dir or ctx.out.parent
-    doc, counts = build([run_dir], cfg.title)
+    doc, counts = build_report([run_dir], cfg.title)
     out = ctx.out / "report.html"
-    tmp = out.with_name("report.html.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(out)
+    write_text_atomic(out, doc)
     shutil.copyfile(out, run_dir / "report.html")
     return counts

@@ -27,9 +27,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-NormalForm = Literal["identity", "nfkc", "nfkc_ja"]
 FORMS: tuple[str, ...] = ("identity", "nfkc", "nfkc_ja")
 _NEWLINE = {"\r\n": "\n", "\r": "\n", "\u2028": "\n", "\u2029": "\n", "\x85": "\n", "\x0b": "\n", "\x0c": "\n"}
 

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kamado import folders, registry
+from kamado import catalog, folders
 from kamado.config import KamadoError
-from kamado.jsonl import read_jsonl
+from kamado.jsonl import read_records
 from kamado.manifest import write_json_atomic
 from kamado.stage import StageContext
 from kamado.tune.config import TuneConfig
@@ -41,11 +41,6 @@ def load_tokenizer(base: Path, fallback: Path | None = None) -> Any:
 
     src = base if (base / "tokenizer_config.json").is_file() or fallback is None else fallback
     return set_chat_template(AutoTokenizer.from_pretrained(str(src)))
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Records of a ``metrics.jsonl`` (unreadable lines skipped)."""
-    return read_jsonl(path, skip_bad=True, missing_ok=True)
 
 
 def _summarise_metrics(recs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -165,7 +160,7 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
                            "engine_val_loss": _r(result.val_loss), "engine_first_val_loss": _r(result.first_val_loss),
                            "valid_examples": len(data.valid[: cfg.max_valid_examples]),
                            "metrics": f"{method}/metrics.jsonl"}
-    tail = _summarise_metrics(read_metrics(mdir / "metrics.jsonl"))
+    tail = _summarise_metrics(read_records(mdir / "metrics.jsonl"))
     out["final_train_loss_avg10"] = tail["final_train_loss"]
     if method == "lora":
         lora_mod.save_adapter(model, mdir / "adapter", tokenizer)
@@ -203,7 +198,7 @@ def run(cfg: TuneConfig, ctx: StageContext) -> dict[str, Any]:
     tokenizer = load_tokenizer(base, ctx.inputs.get("tokenizer"))
     # the check eval and serve make: a tokenizer of another model is refused before any training
     check_tokenizer_fits(check_model_folder(base), tokenizer, base, tokenizer.name_or_path or base)
-    sources = [(Path(n).stem if Path(n).suffix else n, registry.resolve(n, ctx.data_root)) for n in cfg.data]
+    sources = [(Path(n).stem if Path(n).suffix else n, catalog.resolve(n, ctx.data_root)) for n in cfg.data]
     t0 = time.perf_counter()
     data = prepare(tokenizer, sources, cfg.train.seq_len, valid_fraction=cfg.valid_fraction,
                    max_examples=cfg.max_examples, seed=ctx.seed)

@@ -79,12 +79,12 @@ class Env:
         self.repeated = repeated  # corpus-wide frequent line hashes (set by the executor)
 
     def resolve(self, name: str) -> Path:
-        from kamado import registry
+        from kamado import catalog
 
         root = self.data_root
-        if root is None and (name in registry.registry() or name.startswith("data:")):
-            root = registry.data_root()
-        return registry.resolve(name, root, self.base_dir)
+        if root is None and (name in catalog.datasets() or name.startswith("data:")):
+            root = catalog.data_root()
+        return catalog.resolve(name, root, self.base_dir)
 
 
 def load_list(env: Env, names: list[str], paragraphs: bool = False) -> list[str]:

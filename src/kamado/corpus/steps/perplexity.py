@@ -187,9 +187,9 @@ def train_reference(source: str = "ja-wikipedia", order: int = 5, data_root: Pat
                     holdout: float = 0.05, seed: int = 0) -> NgramLM:
     """Train on the paragraphs of a registry data set (``{text}`` JSONL, .gz allowed); a held-out
     share of documents calibrates the bucket thresholds (head: 90th percentile, middle: twice that)."""
+    from kamado.catalog import resolve
     from kamado.corpus.io.documents import Document
     from kamado.corpus.io.readers import read_shard
-    from kamado.registry import resolve
 
     path = resolve(source, data_root)
     docs = [d.text for d in read_shard(path) if isinstance(d, Document)]

@@ -1,6 +1,6 @@
 """Rebuild src/kamado/resources/datasets.json from the shared data README (maintainer tool).
 
-Usage: python scripts/build_registry.py ../shared/data
+Usage: python scripts/build_catalog.py ../shared/data
 Each entry records the file's path under the data root, its license, its upstream repository, path and
 commit, its SHA-256 and, for byte-identical copies, a public download URL.
 """

@@ -1,4 +1,4 @@
-"""Named data sets resolved from a data root, with licenses, and checksum-verified downloads.
+"""The data catalog: named data sets resolved from a data root, with licenses, and checksum-verified downloads.
 
 The data root is ``--data-root``, else ``$KAMADO_DATA_ROOT``, else ``../shared/data`` beside the
 checkout (or the working directory) when it exists. Nothing is downloaded at run time unless asked
@@ -22,7 +22,7 @@ from kamado.manifest import sha256_file
 
 @dataclass(frozen=True)
 class Dataset:
-    """One registered file under the data root."""
+    """One catalogued file under the data root."""
 
     name: str
     path: str
@@ -36,8 +36,8 @@ class Dataset:
 
 
 @cache
-def registry() -> dict[str, Dataset]:
-    """All registered data sets by name."""
+def datasets() -> dict[str, Dataset]:
+    """All catalogued data sets by name."""
     raw = json.loads(resources.files("kamado").joinpath("resources/datasets.json").read_text(encoding="utf-8"))
     return {e["name"]: Dataset(**e) for e in raw}
 
@@ -70,12 +70,12 @@ def data_root(explicit: Path | str | None = None) -> Path:
 
 
 def resolve(name_or_path: str, root: Path | None = None, base: Path | None = None) -> Path:
-    """Resolve a registry name, a ``data:REL`` path under the data root, or a plain path.
+    """Resolve a catalogue name, a ``data:REL`` path under the data root, or a plain path.
 
     Plain relative paths are taken relative to ``base`` (the recipe's folder) when given.
     """
-    if name_or_path in registry():
-        p = data_root(root) / registry()[name_or_path].path
+    if name_or_path in datasets():
+        p = data_root(root) / datasets()[name_or_path].path
     elif name_or_path.startswith("data:"):
         p = data_root(root) / name_or_path[5:]
     else:
@@ -88,14 +88,14 @@ def resolve(name_or_path: str, root: Path | None = None, base: Path | None = Non
 
 
 def download(name: str, root: Path, url: str | None = None, timeout: float = 60.0) -> Path:
-    """Download a registered data set into ``root`` and verify its SHA-256 before it is put in place.
+    """Download a catalogued data set into ``root`` and verify its SHA-256 before it is put in place.
 
-    ``url`` overrides the registered location (a mirror); ``$KAMADO_DATA_MIRROR`` does the same for
+    ``url`` overrides the catalogued location (a mirror); ``$KAMADO_DATA_MIRROR`` does the same for
     every set, as ``MIRROR/<path under the data root>``.
     """
-    if name not in registry():
+    if name not in datasets():
         raise KamadoError(f"unknown data set {name!r}; `kamado data list` shows the names")
-    ds = registry()[name]
+    ds = datasets()[name]
     mirror = os.environ.get("KAMADO_DATA_MIRROR")
     src = url or (f"{mirror.rstrip('/')}/{ds.path}" if mirror else ds.url)
     if not src:

@@ -1,4 +1,4 @@
-"""The data registry: names resolve under the data root; downloads are checksum-verified (local HTTP)."""
+"""The data catalog: names resolve under the data root; downloads are checksum-verified (local HTTP)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kamado import registry
+from kamado import catalog
 from kamado.config import KamadoError
 
 
@@ -33,7 +33,7 @@ def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 
 def test_every_registered_file_is_present_and_matches(data_root: Path) -> None:
-    for ds in registry.registry().values():
+    for ds in catalog.datasets().values():
         p = data_root / ds.path
         assert p.is_file(), ds.name
         assert ds.license, ds.name
@@ -41,34 +41,34 @@ def test_every_registered_file_is_present_and_matches(data_root: Path) -> None:
 
 
 def test_resolve_name_data_prefix_and_missing(data_root: Path, tmp_path: Path) -> None:
-    assert registry.resolve("dolly-ja", data_root).name.startswith("databricks-dolly")
-    assert registry.resolve("data:en_text/alice_in_wonderland.txt", data_root).is_file()
+    assert catalog.resolve("dolly-ja", data_root).name.startswith("databricks-dolly")
+    assert catalog.resolve("data:en_text/alice_in_wonderland.txt", data_root).is_file()
     with pytest.raises(KamadoError, match="no such file"):
-        registry.resolve("nope.jsonl", data_root, tmp_path)
+        catalog.resolve("nope.jsonl", data_root, tmp_path)
 
 
 def test_data_root_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KAMADO_DATA_ROOT", str(tmp_path))
-    assert registry.default_data_root() == tmp_path.resolve()
+    assert catalog.default_data_root() == tmp_path.resolve()
     monkeypatch.setenv("KAMADO_DATA_ROOT", str(tmp_path / "missing"))
     with pytest.raises(KamadoError, match="no data root"):
-        registry.data_root()
+        catalog.data_root()
 
 
 def test_download_verifies_checksum(http_root: tuple[Path, str], data_root: Path, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     srv, url = http_root
-    ds = registry.registry()["alice"]
+    ds = catalog.datasets()["alice"]
     (srv / ds.path).parent.mkdir(parents=True)
     (srv / ds.path).write_bytes((data_root / ds.path).read_bytes())
     monkeypatch.setenv("KAMADO_DATA_MIRROR", url)
-    dest = registry.download("alice", tmp_path / "root")
+    dest = catalog.download("alice", tmp_path / "root")
     assert hashlib.sha256(dest.read_bytes()).hexdigest() == ds.sha256
 
     # a corrupted mirror: the download fails and leaves nothing behind
     (srv / ds.path).write_bytes(b"not the book")
     with pytest.raises(KamadoError, match="checksum mismatch"):
-        registry.download("alice", tmp_path / "other")
+        catalog.download("alice", tmp_path / "other")
     assert not (tmp_path / "other" / ds.path).exists()
     assert not list((tmp_path / "other").rglob("*.part"))
 
@@ -76,10 +76,10 @@ def test_download_verifies_checksum(http_root: tuple[Path, str], data_root: Path
 def test_download_reports_http_errors(http_root: tuple[Path, str], tmp_path: Path) -> None:
     _, url = http_root
     with pytest.raises(KamadoError, match="download of alice"):
-        registry.download("alice", tmp_path, url=f"{url}/missing.txt")
+        catalog.download("alice", tmp_path, url=f"{url}/missing.txt")
 
 
 def test_converted_sets_need_a_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KAMADO_DATA_MIRROR", raising=False)
     with pytest.raises(KamadoError, match="no direct download"):
-        registry.download("jcommonsenseqa", tmp_path)
+        catalog.download("jcommonsenseqa", tmp_path)
