@@ -91,8 +91,16 @@ def test_cli_rejects_typo_before_work(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_validates(path: Path, data_root: Path) -> None:
-    r = load_recipe(path)
-    check_inputs(r, path.parent, data_root)
+    from kamado.experiment import split_experiment
+    from kamado.recipe import read_recipe_data
+
+    data, _ = split_experiment(read_recipe_data(path), str(path))  # continue-ja.yaml is an experiment too
+    r = parse_recipe(data, str(path))
+    try:
+        check_inputs(r, path.parent, data_root)
+    except ConfigError as e:  # a model and tokenizer of another run (make demo) need not exist here
+        other_run = ("pretrain.init_from:", "tokenizer.extend.base:")
+        assert all(line.startswith(other_run) for line in str(e).splitlines()[1:]), str(e)
     assert r.stages()[0] == "corpus"
 
 

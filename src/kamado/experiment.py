@@ -137,10 +137,14 @@ def run_metrics(run_dir: Path, models: list[str] | None = None) -> dict[str, flo
     """Flat metrics of one finished run: ``<model>.<task>.<metric>`` from eval, losses from training."""
     out: dict[str, float] = {}
     pre = read_manifest(run_dir / "pretrain")
-    for k in ("final_loss", "val_loss"):
+    for k in ("final_loss", "val_loss", "tokens_per_s"):
         v = (pre or {}).get("counts", {}).get(k)
         if isinstance(v, int | float):
             out[f"pretrain.{k}"] = float(v)
+    tok = read_manifest(run_dir / "tokenizer")
+    for k, v in ((tok or {}).get("counts") or {}).items():  # chars_per_token_<lang> on held-out text
+        if k.startswith("chars_per_token_") and isinstance(v, int | float) and not isinstance(v, bool):
+            out[f"tokenizer.{k}"] = float(v)
     tune = read_manifest(run_dir / "tune")
     for k, v in ((tune or {}).get("counts") or {}).items():
         if isinstance(v, int | float) and not isinstance(v, bool) and "loss" in k:

@@ -95,7 +95,7 @@ def cross_check(recipe: RecipeBase) -> list[str]:
                 if key not in known:
                     problems.append(f"{where}.{key}: not a corpus source or language ({hint})")
     pre = getattr(recipe, "pretrain", None)
-    if pre is not None:
+    if pre is not None and pre.init_from is None:  # init_from: the context is the base model's (checked at build)
         from kamado.model.presets import PRESETS  # light: no torch/transformers import
 
         ctx_len = pre.model.overrides.get("max_position_embeddings",
@@ -103,6 +103,7 @@ def cross_check(recipe: RecipeBase) -> list[str]:
         if pre.train.seq_len > ctx_len:
             problems.append(f"pretrain.train.seq_len: {pre.train.seq_len} exceeds the model's context {ctx_len} "
                             "(set pretrain.model.overrides.max_position_embeddings)")
+    if pre is not None:
         if pre.train.batch_size % (pre.train.grad_accum * pre.train.nproc):
             problems.append(f"pretrain.train.batch_size: {pre.train.batch_size} is not a multiple of grad_accum × "
                             f"nproc ({pre.train.grad_accum} × {pre.train.nproc})")
@@ -192,5 +193,14 @@ def check_inputs(recipe: RecipeBase, recipe_dir: Path | None, data_root: Path | 
     if recipe.tune:
         for j, name in enumerate(recipe.tune.data):
             _check(f"tune.data[{j}]", name)
+    tok = getattr(recipe, "tokenizer", None)
+    if tok is not None and tok.extend is not None:
+        _check("tokenizer.extend.base", tok.extend.base)  # the base tokenizer an extended one starts from
+    pre = getattr(recipe, "pretrain", None)
+    if pre is not None and pre.init_from:
+        n = len(problems)
+        _check("pretrain.init_from", pre.init_from)
+        if len(problems) > n:
+            problems[-1] += " (a Hugging Face LLaMA model folder: train one first, e.g. `make demo` writes runs/tiny/pretrain/hf)"
     if problems:
         raise ConfigError("recipe inputs missing:\n" + "\n".join(problems))

@@ -58,6 +58,14 @@ def _corpus_external(cfg: Any) -> list[str]:
     return names
 
 
+def _tokenizer_external(cfg: Any) -> list[str]:
+    return [cfg.extend.base] if cfg.extend is not None else []  # the base of an extended tokenizer
+
+
+def _pretrain_external(cfg: Any) -> list[str]:
+    return [cfg.init_from] if cfg.init_from else []  # the model continued pretraining starts from
+
+
 def _tune_external(cfg: Any) -> list[str]:
     return list(cfg.data)
 
@@ -67,11 +75,12 @@ STAGES: tuple[StageSpec, ...] = (
               "kamado.corpus.artifacts:CorpusArtifact", "clean and deduplicate raw text",
               external=_corpus_external),
     StageSpec("tokenizer", ("corpus",), "kamado.tokenizer.config:TokenizerConfig", "kamado.tokenizer.stage:run",
-              "kamado.tokenizer.artifacts:TokenizerArtifact", "train a SentencePiece tokenizer"),
+              "kamado.tokenizer.artifacts:TokenizerArtifact", "train a SentencePiece tokenizer",
+              external=_tokenizer_external),
     StageSpec("data", ("corpus", "tokenizer"), "kamado.data.config:PackConfig", "kamado.data.stage:run",
               "kamado.data.artifacts:PackArtifact", "pack token shards per source"),
     StageSpec("pretrain", ("data", "tokenizer"), "kamado.train.config:PretrainConfig", "kamado.train.pretrain:run",
-              "kamado.train.artifacts:TrainArtifact", "pretrain a LLaMA model"),
+              "kamado.train.artifacts:TrainArtifact", "pretrain a LLaMA model", external=_pretrain_external),
     StageSpec("tune", ("pretrain", "tokenizer"), "kamado.tune.config:TuneConfig", "kamado.tune.stage:run",
               "kamado.tune.artifacts:TuneArtifact", "instruction-tune (full and LoRA)",
               external=_tune_external),

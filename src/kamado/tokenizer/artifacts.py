@@ -18,8 +18,8 @@ from kamado.stage import artifact_dir
 
 INFO = "kamado_tokenizer.json"
 _SCALARS = ("vocab_size", "train_s", "model_type", "normal_form", "sample_chars", "sample_lines", "read_errors",
-            "sample_s", "stats_s", "sp_model")
-_PER_LANG = ("chars_per_token", "byte_fallback_rate", "unk_rate", "heldout_chars")
+            "sample_s", "stats_s", "sp_model", "base_vocab_size", "added_pieces")
+_PER_LANG = ("chars_per_token", "byte_fallback_rate", "unk_rate", "heldout_chars", "base_chars_per_token")
 
 
 @dataclass
@@ -41,6 +41,10 @@ class TokenizerCounts:
     unk_rate: dict[str, float] = field(default_factory=dict)
     heldout_chars: dict[str, int] = field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # lang, weight, sample/available chars
+    # an extended tokenizer (tokenizer.extend): the base's size, the pieces appended, the base's chars/token
+    base_vocab_size: int | None = None
+    added_pieces: int | None = None
+    base_chars_per_token: dict[str, float] = field(default_factory=dict)
 
     def to_counts(self) -> dict[str, Any]:
         """The flat manifest form (``chars_per_token_ja``, ...)."""
@@ -53,7 +57,11 @@ class TokenizerCounts:
             out |= {f"byte_fallback_rate_{lg}": self.byte_fallback_rate[lg], f"unk_rate_{lg}": self.unk_rate.get(lg),
                     f"heldout_chars_{lg}": self.heldout_chars.get(lg)}
         out |= {"read_errors": self.read_errors, "sample_s": self.sample_s, "stats_s": self.stats_s,
-                "sp_model": self.sp_model, "sources": self.sources}
+                "sp_model": self.sp_model}
+        if self.base_vocab_size is not None:
+            out |= {"base_vocab_size": self.base_vocab_size, "added_pieces": self.added_pieces}
+            out |= {f"base_chars_per_token_{lg}": v for lg, v in self.base_chars_per_token.items()}
+        out["sources"] = self.sources
         return out
 
     @classmethod

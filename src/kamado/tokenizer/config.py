@@ -9,6 +9,15 @@ from pydantic import Field, field_validator
 from kamado.config import StrictModel
 
 
+class ExtendConfig(StrictModel):
+    """Extend an existing SentencePiece tokenizer instead of training one (kamado.tokenizer.extend)."""
+
+    base: str  # the base tokenizer: a folder holding tokenizer.model, or a .model file (relative: to the recipe)
+    add: int = Field(ge=0, le=1 << 20)  # exactly this many new pieces, learnt on the tokenizer text (0: the base as is)
+    # the language whose lines of the tokenizer text the new pieces are learnt on (null: all of it)
+    lang: str | None = "ja"
+
+
 class TokenizerConfig(StrictModel):
     """SentencePiece training on a mixture-weighted sample of the clean corpus."""
 
@@ -28,6 +37,9 @@ class TokenizerConfig(StrictModel):
     # the normalisation the tokenizer applies (kamado.tokenizer.normal): auto = the corpus chains' normal form
     # (identity for inputs that are not a corpus stage's output)
     normal_form: Literal["auto", "identity", "nfkc", "nfkc_ja"] = "auto"
+    # append `add` pieces to `base` (its ids, scores, specials and normaliser kept); vocab_size, model_type and
+    # normal_form then come from the base
+    extend: ExtendConfig | None = None
 
     @field_validator("weights")
     @classmethod

@@ -23,4 +23,16 @@ def train_on(specs: list[Any], cfg: TokenizerConfig, ctx: StageContext) -> dict[
     from kamado.ui import console
 
     log = None if ctx.quiet else (lambda m: console.print(f"  {m}"))
+    if cfg.extend is not None:
+        from kamado.tokenizer.extend import base_model_path, before_after_rows, extend_tokenizer
+        from kamado.ui import table
+
+        base = base_model_path(cfg.extend.base, ctx.recipe_dir)
+        counts = TokenizerCounts.from_counts(extend_tokenizer(specs, cfg, ctx.out, base, seed=ctx.seed,
+                                                              log=log)).to_counts()
+        if not ctx.quiet:
+            console.print(table(f"tokenizer extended: {counts['base_vocab_size']:,} + {counts['added_pieces']:,} "
+                                "pieces (held-out text)", ["lang", "chars/token before", "after", "change"],
+                                before_after_rows(counts)))
+        return counts
     return TokenizerCounts.from_counts(train_tokenizer(specs, cfg, ctx.out, seed=ctx.seed, log=log)).to_counts()

@@ -43,6 +43,7 @@ class Sample:
     langs: dict[str, str]  # source -> language
     heldout: dict[str, list[str]] = field(default_factory=dict)  # lang -> held-out documents
     errors: int = 0
+    line_langs: list[str] = field(default_factory=list)  # the language of each of ``lines``
 
 
 def _held_out(source: str, i: int, every: int) -> bool:
@@ -123,6 +124,7 @@ def collect_sample(specs: list[InputSpec], cfg: TokenizerConfig, seed: int = 123
     prob = {s: min(1.0, target[s] / max(1, sizes[s])) for s in sizes}
     rng = random.Random(seed)
     lines: list[str] = []
+    line_langs: list[str] = []
     got: dict[str, int] = defaultdict(int)
     held: dict[str, list[str]] = defaultdict(list)
     held_chars: dict[str, int] = defaultdict(int)
@@ -146,11 +148,12 @@ def collect_sample(specs: list[InputSpec], cfg: TokenizerConfig, seed: int = 123
                 for k in range(0, len(line), MAX_PIECE_CHARS):
                     piece = line[k:k + MAX_PIECE_CHARS]
                     lines.append(piece)
+                    line_langs.append(lang)
                     got[d.source] += len(piece)
     if not lines:
         raise KamadoError("the tokenizer sample is empty (inputs hold no text, or every weight is 0)")
     return Sample(lines=lines, chars=dict(got), available=sizes, weights=w, langs=langs, heldout=dict(held),
-                  errors=len(errors))
+                  errors=len(errors), line_langs=line_langs)
 
 
 def fit_characters(lines: list[str], cfg: TokenizerConfig) -> tuple[list[str], int]:

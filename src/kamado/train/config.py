@@ -68,3 +68,9 @@ class PretrainConfig(StrictModel):
     mixture: MixtureConfig = MixtureConfig()
     guard: GuardConfig = GuardConfig()  # spike/NaN/hang detection, rollback, drills (kamado.monitor.guard)
     alerts: AlertsConfig = AlertsConfig()  # e-mail, webhook, W&B alerts (kamado.monitor.alerts)
+    # continued pretraining (kamado.train.continued): start from this Hugging Face LLaMA folder (relative: to the
+    # recipe); its config.json is the architecture (model.preset / model.overrides must agree with it)
+    init_from: str | None = None
+    # rows for pieces the model lacks (a tokenizer extended past its vocabulary): the mean of every base row, or
+    # of the base pieces each new piece decomposes into under the base tokenizer
+    new_rows: Literal["mean", "decompose"] = "mean"

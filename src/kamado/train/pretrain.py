@@ -40,15 +40,23 @@ def build(cfg: PretrainConfig, ctx: StageContext, rank: int = 0, world_size: int
     check_pack_tokenizer(pack_dir, pack, _tokenizer_dir(ctx))  # a pack made with another tokenizer is refused
     ids = tokenizer_ids(_tokenizer_dir(ctx))
     vocab = max(int(ids["vocab_size"]), int(pack.get("vocab_size", 0)))
-    mconf = llama_config(cfg.model.preset, vocab_size=vocab, overrides=cfg.model.overrides,
-                         bos_token_id=ids["bos_token_id"] if ids["bos_token_id"] is not None else pack.get("bos_id"),
-                         eos_token_id=ids["eos_token_id"] if ids["eos_token_id"] is not None else pack.get("eos_id"),
-                         pad_token_id=ids["pad_token_id"])
-    if tcfg.seq_len > mconf.max_position_embeddings:
-        raise KamadoError(f"pretrain.train.seq_len {tcfg.seq_len} exceeds the preset's context "
-                          f"{mconf.max_position_embeddings} (set model.overrides.max_position_embeddings)")
     seed = int(tcfg.seed if tcfg.seed is not None else ctx.seed)
-    model = build_model(mconf, seed=seed)
+    model = None
+    if cfg.init_from:  # continued pretraining: the base model, its vocabulary grown to the tokenizer's
+        from kamado.train.continued import start_model
+
+        model = start_model(cfg, ctx.recipe_dir, _tokenizer_dir(ctx), vocab, ids, seed)
+        mconf = model.config
+    else:
+        mconf = llama_config(cfg.model.preset, vocab_size=vocab, overrides=cfg.model.overrides,
+                             bos_token_id=ids["bos_token_id"] if ids["bos_token_id"] is not None else pack.get("bos_id"),
+                             eos_token_id=ids["eos_token_id"] if ids["eos_token_id"] is not None else pack.get("eos_id"),
+                             pad_token_id=ids["pad_token_id"])
+    if tcfg.seq_len > mconf.max_position_embeddings:
+        raise KamadoError(f"pretrain.train.seq_len {tcfg.seq_len} exceeds the model's context "
+                          f"{mconf.max_position_embeddings} (set model.overrides.max_position_embeddings)")
+    if model is None:
+        model = build_model(mconf, seed=seed)
     micro = tcfg.batch_size // (world_size * tcfg.grad_accum)
     sampler = MixtureSampler(pack_dir, cfg.mixture, seq_len=tcfg.seq_len, micro_batch=micro,
                              total_steps=tcfg.steps, seed=seed, rank=rank, world_size=world_size,
@@ -89,7 +97,12 @@ def run_rank(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
     out = counts(res)
     if d.is_main:
         _save_floor(cfg, ctx)
-        write_json_atomic(ctx.out / RESULT, out | {"extra": res.get("extra", {}), "preset": cfg.model.preset})
+        base = {}
+        if cfg.init_from:  # the base model's folder and digest (kamado.train.continued)
+            from kamado.train.continued import info
+
+            base = {"init_from": info(cfg, ctx.recipe_dir)}
+        write_json_atomic(ctx.out / RESULT, out | {"extra": res.get("extra", {}), "preset": cfg.model.preset} | base)
     return out
 
 
@@ -152,6 +165,10 @@ def run(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
 
     nproc = cfg.train.nproc
     if nproc > 1 and not distributed.under_torchrun():
+        if cfg.init_from:  # the ranks do not know the recipe's folder
+            from kamado.train.continued import resolve
+
+            cfg = cfg.model_copy(update={"init_from": str(resolve(cfg.init_from, ctx.recipe_dir).resolve())})
         spec = write_spec(cfg, ctx, ctx.out / ".launch.json")
         (ctx.out / RESULT).unlink(missing_ok=True)
         rc = _launch_restarting(cfg, ctx, nproc, spec)
