@@ -18,7 +18,7 @@ def tune(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (full/, lora/, tune.json).")],
     data: list[str] | None = recipe_option(TuneConfig, "data", section="tune", note="Repeatable."),
     method: str | None = recipe_option(TuneConfig, "methods", "--method", section="tune",
-                                       help="Tuning methods: full, lora or both (full, then lora)."),
+                                       note="Here: full, lora or both."),
     steps: int | None = recipe_option(TuneConfig, "train.steps", section="tune", note="Per method."),
     max_examples: int | None = recipe_option(TuneConfig, "max_examples", section="tune"),
     seq_len: int | None = recipe_option(TuneConfig, "train.seq_len", section="tune"),
