@@ -57,7 +57,8 @@ def evaluate(
                                       note="0 on the command line: all."),
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write results.json, details and manifest.json "
                                              "here (default: a temporary folder).")] = None,
-    fewshot: list[str] | None = recipe_option(EvalConfig, "fewshot", section="eval", note="Repeatable."),
+    fewshot: list[str] | None = recipe_option(EvalConfig, "fewshot", section="eval",
+                                              note="Here: TASK=K, repeatable."),
     batch_size: int | None = recipe_option(EvalConfig, "batch_size", section="eval"),
     seed: Annotated[int, typer.Option(help="Seed of the subset and few-shot sampling.")] = DEFAULT_SEED,
     ppl_source: list[str] | None = recipe_option(EvalConfig, "ppl_sources", "--ppl-source", section="eval",

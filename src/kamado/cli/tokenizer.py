@@ -26,7 +26,7 @@ def train_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Tokenizer folder to write (HF format).")],
     vocab_size: int = option(TokenizerConfig, "vocab_size"),
     model_type: str = option(TokenizerConfig, "model_type"),
-    weights: str | None = option(TokenizerConfig, "weights"),
+    weights: str | None = option(TokenizerConfig, "weights", note="Here: ja=0.6,en=0.4."),
     sample_chars: int = option(TokenizerConfig, "sample_chars"),
     seed: Annotated[int, typer.Option(help="Sampling and training seed.")] = DEFAULT_SEED,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Data root for data-set names.")] = None,

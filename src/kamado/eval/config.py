@@ -27,9 +27,9 @@ class EvalConfig(StrictModel):
                               "(pretrain, tune/full, tune/lora; missing ones are skipped) or model folders (PATH or "
                               "LABEL=PATH, relative to the run folder).")
     batch_size: int = Field(16, ge=1, description="Questions per forward pass (1 or more).")
-    # per-task number of demonstrations (default: the task's own); 0 is zero-shot
-    fewshot: dict[str, Annotated[int, Field(ge=0)]] = Field({}, description="Demonstrations per task, TASK=K "
-                                                            "(0: zero-shot; unset: the task's own).")
+    fewshot: dict[str, Annotated[int, Field(ge=0)]] = Field({}, description="Demonstrations per task, e.g. "
+                                                            "jcommonsenseqa: 3 (0: zero-shot; a task not named: "
+                                                            "its own).")
     ppl_sources: list[str] = Field(["pack"], description="Perplexity text: pack (the data stage's validation split; "
                                    "without a data stage ja_wiki=jsquad-valid and en_wiki=wikitext2) and/or data-root "
                                    "text sets or files, as NAME or LABEL=NAME.")

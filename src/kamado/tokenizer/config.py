@@ -17,8 +17,8 @@ class TokenizerConfig(StrictModel):
     model_type: Literal["unigram", "bpe"] = Field("unigram", description="SentencePiece model: unigram or bpe.")
     sample_chars: int = Field(20_000_000, ge=1, description="Characters drawn from the corpus for training "
                               "(1 or more).")
-    weights: dict[str, float] | None = Field(None, description="Sampling weights per source or language, "
-                                             "e.g. ja=0.6,en=0.4 (0 or more, one positive); unset: by size.")
+    weights: dict[str, float] | None = Field(None, description="Sampling weights per source or language, e.g. "
+                                             "ja: 0.6, en: 0.4 (0 or more, one positive; unset: by size).")
     character_coverage: float = 0.9995
     byte_fallback: bool = True
     split_digits: bool = True
