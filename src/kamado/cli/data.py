@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from kamado.cli.options import option
+from kamado.data.config import PackConfig
+
 app = typer.Typer(no_args_is_help=True)
 
 
@@ -53,9 +56,9 @@ def pack_cmd(
     inputs: Annotated[list[str], typer.Argument(help="Corpus folders, shard files/folders, data-set names, NAME=PATH.")],
     tokenizer: Annotated[Path, typer.Option("--tokenizer", "-t", help="Tokenizer folder (kamado tokenizer train).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Pack folder to write.")],
-    workers: Annotated[int, typer.Option(help="Tokenizer processes.")] = 2,
-    valid_fraction: Annotated[float, typer.Option("--valid-fraction", help="Documents held out per source.")] = 0.01,
-    executor: Annotated[str, typer.Option(help="local (multiprocessing) or ray.")] = "local",
+    workers: int = option(PackConfig, "workers"),
+    valid_fraction: float = option(PackConfig, "valid_fraction"),
+    executor: str = option(PackConfig, "executor"),
     force: Annotated[bool, typer.Option("--force", help="Re-pack even when the input is unchanged.")] = False,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Data root for data-set names.")] = None,
 ) -> None:
@@ -71,7 +74,6 @@ def pack_cmd(
 
     from kamado.config import KamadoError
     from kamado.corpus.docs import resolve_inputs
-    from kamado.data.config import PackConfig
     from kamado.data.pack import pack
     from kamado.manifest import read_manifest, write_manifest
     from kamado.ui import console, progress, table

@@ -7,7 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
+from kamado.cli.options import recipe_option
 from kamado.config import KamadoError, parse_assignments
+from kamado.eval.config import EvalConfig
 from kamado.stage import DEFAULT_SEED
 
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Folder of the shared data sets "
@@ -49,34 +51,24 @@ def results_rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[list[Any
 
 def evaluate(
     models: Annotated[list[Path], typer.Argument(help="Hugging Face model folders (config.json + tokenizer).")],
-    tasks: Annotated[str | None, typer.Option("--tasks", "-t", help="Comma list of tasks or suites: jcommonsenseqa, "
-                                              "jnli, jsts, jsquad, aio, mgsm-ja, xwinograd-ja, arc-easy, "
-                                              "arc-challenge, hellaswag, truthfulqa-mc, perplexity; suites jglue, "
-                                              "ja-leaderboard, en, mc, quick, all (default: eval.tasks).")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="Examples per task (default: eval.limit; "
-                                              "0: all).")] = None,
+    tasks: str | None = recipe_option(EvalConfig, "tasks", "--tasks", "-t", section="eval",
+                                      note="A comma list on the command line."),
+    limit: int | None = recipe_option(EvalConfig, "limit", "--limit", "-n", section="eval",
+                                      note="0 on the command line: all."),
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write results.json, details and manifest.json "
                                              "here (default: a temporary folder).")] = None,
-    fewshot: Annotated[list[str] | None, typer.Option("--fewshot", help="TASK=K demonstrations, repeatable.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Questions per forward pass (default: eval.batch_size).")] = None,
+    fewshot: list[str] | None = recipe_option(EvalConfig, "fewshot", section="eval",
+                                              note="Here: TASK=K, repeatable."),
+    batch_size: int | None = recipe_option(EvalConfig, "batch_size", section="eval"),
     seed: Annotated[int, typer.Option(help="Seed of the subset and few-shot sampling.")] = DEFAULT_SEED,
-    ppl_source: Annotated[list[str] | None, typer.Option("--ppl-source", help="Perplexity text: a data-root "
-                          "name or file (LABEL=NAME to name it), or a pack folder (default: eval.ppl_sources).")] = None,
-    ppl_max_chars: Annotated[int | None, typer.Option(help="Perplexity characters per source (the same text "
-                                                      "for every model; default: eval.ppl_max_chars).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto (bfloat16 where the CPU has native bf16), float32 or "
-                                              "bfloat16.")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: 1 for models under 50M "
-                                                "parameters, else torch's choice).")] = None,
+    ppl_source: list[str] | None = recipe_option(EvalConfig, "ppl_sources", "--ppl-source", section="eval",
+                                                 note="Repeatable; a pack folder (with pack.json) is read as pack."),
+    ppl_max_chars: int | None = recipe_option(EvalConfig, "ppl_max_chars", section="eval"),
+    dtype: str | None = recipe_option(EvalConfig, "dtype", section="eval"),
+    threads: int | None = recipe_option(EvalConfig, "threads", section="eval"),
     tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer folder when the model folder has none.")] = None,
-    backend: Annotated[str | None, typer.Option(help="native (kamado's scorer) or lm-eval (lm-evaluation-harness on "
-                                                "the same prompts; arc-easy, arc-challenge, hellaswag, "
-                                                "truthfulqa-mc, jcommonsenseqa, mgsm-ja, xwinograd-ja; with "
-                                                "--prompts leaderboard also jnli, jsquad).")] = None,
-    prompts: Annotated[str | None, typer.Option("--prompts", help="kamado (kamado's Japanese prompts) or "
-                                                "leaderboard (lm-eval's japanese_leaderboard prompts for "
-                                                "jcommonsenseqa, jnli, jsquad, aio; mgsm-ja and xwinograd-ja "
-                                                "are the leaderboard's in both).")] = None,
+    backend: str | None = recipe_option(EvalConfig, "backend", section="eval"),
+    prompts: str | None = recipe_option(EvalConfig, "prompts", section="eval"),
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other eval setting: KEY=VALUE "
                                                    "(e.g. ppl_window=1024).")] = None,
     data_root: DataRoot = None,
@@ -103,7 +95,6 @@ def evaluate(
     from kamado import catalog
     from kamado.config import ConfigError, format_validation_error
     from kamado.eval.artifacts import EvalArtifact
-    from kamado.eval.config import EvalConfig
     from kamado.recipe import apply_override
     from kamado.stage import run_stage_alone
     from kamado.ui import console, table

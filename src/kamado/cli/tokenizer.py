@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
+from kamado.cli.options import option
 from kamado.config import KamadoError, parse_assignments
 from kamado.stage import DEFAULT_SEED
 from kamado.tokenizer.config import TokenizerConfig
 
 app = typer.Typer(no_args_is_help=True)
-_DEFAULTS = TokenizerConfig()  # flags default to the tokenizer section's own defaults
 
 
 def parse_weights(spec: str | None) -> dict[str, float] | None:
@@ -24,17 +24,15 @@ def parse_weights(spec: str | None) -> dict[str, float] | None:
 def train_cmd(
     inputs: Annotated[list[str], typer.Argument(help="Corpus folders, shard files/folders, data-set names, NAME=PATH.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Tokenizer folder to write (HF format).")],
-    vocab_size: Annotated[int, typer.Option("--vocab-size", help="Vocabulary size.")] = _DEFAULTS.vocab_size,
-    model_type: Annotated[str, typer.Option("--model-type", help="unigram or bpe.")] = "unigram",
-    weights: Annotated[str | None, typer.Option(help="Sampling weights per source or language: ja=0.6,en=0.4.")] = None,
-    sample_chars: Annotated[int, typer.Option("--sample-chars", help="Characters sampled for training.")] = _DEFAULTS.sample_chars,
+    vocab_size: int = option(TokenizerConfig, "vocab_size"),
+    model_type: str = option(TokenizerConfig, "model_type"),
+    weights: str | None = option(TokenizerConfig, "weights", note="Here: ja=0.6,en=0.4."),
+    sample_chars: int = option(TokenizerConfig, "sample_chars"),
     seed: Annotated[int, typer.Option(help="Sampling and training seed.")] = DEFAULT_SEED,
     data_root: Annotated[Path | None, typer.Option("--data-root", help="Data root for data-set names.")] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Encoding of JSONL/text input files: utf-8 "
                                                  "(default; a BOM and CRLF are handled), cp932 (Shift-JIS), euc_jp.")] = None,
-    normal_form: Annotated[str, typer.Option("--normal-form", help="Normalisation the tokenizer applies: auto (the "
-                                             "corpus chains' own; identity for other inputs), identity, nfkc, "
-                                             "nfkc_ja.")] = "auto",
+    normal_form: str = option(TokenizerConfig, "normal_form"),
 ) -> None:
     """Train SentencePiece (byte fallback, split digits, exact round-trip) on a weighted sample; export for HF.
 
@@ -47,7 +45,6 @@ def train_cmd(
 
     from kamado.corpus.docs import resolve_inputs
     from kamado.manifest import write_manifest
-    from kamado.tokenizer.config import TokenizerConfig
     from kamado.tokenizer.train import train_tokenizer
     from kamado.ui import console, table
 

@@ -7,27 +7,29 @@ from typing import Annotated
 
 import typer
 
+from kamado.cli.options import option, recipe_option
 from kamado.stage import DEFAULT_SEED
+from kamado.train.config import PretrainConfig, TrainConfig
 
 
 def pretrain(
     pack: Annotated[Path | None, typer.Option("--pack", help="Packed data folder (pack.json), e.g. runs/tiny/data.")] = None,
     tokenizer: Annotated[Path | None, typer.Option("--tokenizer", help="Tokenizer folder, e.g. runs/tiny/tokenizer.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: metrics.jsonl, checkpoints/, hf/.")] = Path("runs/pretrain"),
-    preset: Annotated[str | None, typer.Option("--preset", help="Model preset: tiny, small, 125m, 1b, 7b.")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps.")] = None,
-    nproc: Annotated[int | None, typer.Option("--nproc", help="Data-parallel ranks (torchrun + FSDP2).")] = None,
+    preset: str | None = recipe_option(PretrainConfig, "model.preset", section="pretrain"),
+    steps: int | None = recipe_option(PretrainConfig, "train.steps", section="pretrain"),
+    nproc: int | None = recipe_option(PretrainConfig, "train.nproc", section="pretrain"),
     recipe: Annotated[Path | None, typer.Option("--recipe", help="Take the settings from this recipe's "
                                                 "pretrain section.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a pretrain setting, e.g. "
                                                    "train.batch_size=16, model.overrides.num_hidden_layers=2.")] = None,
-    precision: Annotated[str | None, typer.Option("--precision", help="fp32, bf16, bf16-autocast, bf16-pure.")] = None,
-    compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the latest complete "
-                                         "checkpoint in --out (default) or start over.")] = True,
+    precision: str | None = recipe_option(PretrainConfig, "train.precision", section="pretrain"),
+    compile_: bool = option(TrainConfig, "compile", note="--no-compile leaves a recipe's compile: true as it is."),
+    resume: bool = option(TrainConfig, "resume", note="--resume leaves a recipe's resume: false as it is."),
     export: Annotated[bool, typer.Option("--export", help="Only export the latest checkpoint in --out to "
                                          "--out/hf (Hugging Face format) and stop.")] = False,
-    seed: Annotated[int | None, typer.Option("--seed", help=f"Seed (default: the recipe's, else {DEFAULT_SEED}).")] = None,
+    seed: int | None = recipe_option(PretrainConfig, "train.seed", section="pretrain",
+                                     note=f"Without a recipe: {DEFAULT_SEED}."),
     write_spec: Annotated[bool, typer.Option("--write-spec", help="Only write OUT/launch.json for "
                                              "`torchrun -m kamado.train.launch` (Slurm: scripts/slurm/).")] = False,
 ) -> None:
@@ -53,7 +55,6 @@ def pretrain(
     from kamado.recipe import apply_override, load_recipe
     from kamado.stage import StageContext, run_stage_alone
     from kamado.train.artifacts import TrainArtifact
-    from kamado.train.config import PretrainConfig
     from kamado.ui import console, table
 
     if export:

@@ -7,27 +7,28 @@ from typing import Annotated
 
 import typer
 
+from kamado.cli.options import recipe_option
 from kamado.stage import DEFAULT_SEED
+from kamado.tune.config import TuneConfig
 
 
 def tune(
     base: Annotated[Path, typer.Option("--base", help="HF LLaMA folder to tune (with tokenizer files), "
                                        "e.g. runs/tiny/pretrain/hf.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (full/, lora/, tune.json).")],
-    data: Annotated[list[str] | None, typer.Option("--data", help="Instruction data: a registry name "
-                                                   "(dolly-ja) or a JSONL file; repeatable (default: tune.data).")] = None,
-    method: Annotated[str | None, typer.Option("--method", help="full, lora or both (default: tune.methods).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps per method (tune.train.steps).")] = None,
-    max_examples: Annotated[int | None, typer.Option("--max-examples", help="Read at most N records per source.")] = None,
-    seq_len: Annotated[int | None, typer.Option("--seq-len", help="Tokens per row (tune.train.seq_len).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per optimizer step.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate of full fine-tuning "
-                                             "(tune.train.optimizer.lr).")] = None,
-    min_lr: Annotated[float | None, typer.Option("--min-lr", help="Final learning rate of the schedule "
-                                                 "(tune.train.optimizer.min_lr).")] = None,
-    lora_lr: Annotated[float | None, typer.Option("--lora-lr", help="Learning rate of LoRA (tune.lora_lr).")] = None,
-    lora_r: Annotated[int | None, typer.Option("--lora-r", help="LoRA rank (tune.lora.r).")] = None,
-    precision: Annotated[str | None, typer.Option("--precision", help="fp32, bf16, bf16-autocast or bf16-pure.")] = None,
+    data: list[str] | None = recipe_option(TuneConfig, "data", section="tune", note="Repeatable."),
+    method: str | None = recipe_option(TuneConfig, "methods", "--method", section="tune",
+                                       note="Here: full, lora or both."),
+    steps: int | None = recipe_option(TuneConfig, "train.steps", section="tune", note="Per method."),
+    max_examples: int | None = recipe_option(TuneConfig, "max_examples", section="tune"),
+    seq_len: int | None = recipe_option(TuneConfig, "train.seq_len", section="tune"),
+    batch_size: int | None = recipe_option(TuneConfig, "train.batch_size", section="tune"),
+    lr: float | None = recipe_option(TuneConfig, "train.optimizer.lr", section="tune",
+                                     note="Of full fine-tuning (LoRA: --lora-lr)."),
+    min_lr: float | None = recipe_option(TuneConfig, "train.optimizer.min_lr", section="tune"),
+    lora_lr: float | None = recipe_option(TuneConfig, "lora_lr", section="tune"),
+    lora_r: int | None = recipe_option(TuneConfig, "lora.r", "--lora-r", section="tune"),
+    precision: str | None = recipe_option(TuneConfig, "train.precision", section="tune"),
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any other tune setting: KEY.PATH=VALUE "
                                                    "(e.g. train.eval_every=10, lora.alpha=32).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split, the order and the init.")] = DEFAULT_SEED,
@@ -52,7 +53,6 @@ def tune(
     from kamado.recipe import apply_override
     from kamado.stage import run_stage_alone
     from kamado.tune.artifacts import TuneArtifact
-    from kamado.tune.config import TuneConfig
     from kamado.tune.stage import SUMMARY_COLUMNS, summary_rows
     from kamado.ui import console, table
 

@@ -12,12 +12,15 @@ from kamado.config import StrictModel
 class PackConfig(StrictModel):
     """Tokenize clean shards into memory-mapped token files, one set per source."""
 
-    workers: int = Field(2, ge=1)
-    append_eos: bool = True
-    valid_fraction: float = Field(0.01, ge=0.0, lt=1.0)  # documents held out per source for validation loss
-    prepend_bos: bool = False  # also start every document with BOS
-    executor: Literal["local", "ray"] = "local"  # local: multiprocessing; ray: a Ray pool (cluster)
-    batch_chars: int = 1_000_000  # characters per tokenization job sent to a worker
+    workers: int = Field(2, ge=1, description="Tokenizer processes (local) or Ray tasks (ray) working at once "
+                         "(1 or more; the pack is the same for any number).")
+    append_eos: bool = Field(True, description="End every document with the EOS token.")
+    valid_fraction: float = Field(0.01, ge=0.0, lt=1.0, description="Share of each source's documents held out "
+                                  "for the validation loss (0 to below 1; 0.01 = 1%).")
+    prepend_bos: bool = Field(False, description="Also start every document with the BOS token.")
+    executor: Literal["local", "ray"] = Field("local", description="local (a process pool on this machine) or ray "
+                                              "(a Ray pool, e.g. on a cluster).")
+    batch_chars: int = Field(1_000_000, description="Characters per tokenization job sent to a worker.")
 
 
 class MixtureStage(StrictModel):

@@ -19,29 +19,42 @@ class EvalConfig(StrictModel):
     and ``en_wiki=wikitext2``) and/or data-root text sets or files, as ``NAME`` or ``LABEL=NAME``.
     """
 
-    tasks: list[str] = ["perplexity", "jcommonsenseqa"]
-    limit: int | None = 200  # examples per task (None: all)
-    models: list[str] = ["pretrain", "tune/full", "tune/lora"]
-    batch_size: int = Field(16, ge=1)
-    # per-task number of demonstrations (default: the task's own); 0 is zero-shot
-    fewshot: dict[str, Annotated[int, Field(ge=0)]] = {}
-    ppl_sources: list[str] = ["pack"]
-    # characters per source (whole documents in a seeded order, the last one cut): the same text for every
-    # model and tokenizer; the default covers all of JSQuAD validation's passages and WikiText-2's articles
-    ppl_max_chars: int = Field(500_000, ge=1)
-    ppl_window: int = Field(512, ge=2)
-    max_new_tokens: int = Field(32, ge=1)  # generation tasks (JSQuAD, aio); mgsm-ja keeps lm-eval's 256
-    # auto: bfloat16 on CPUs with native bf16 (AMX/AVX512-BF16; about 2x faster here, same accuracy on the
-    # tiny recipe) and on GPUs, else float32
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    threads: int | None = Field(None, ge=1)  # torch CPU threads (None: 1 for models under 50M parameters, else torch's)
-    # native: kamado's scorer; lm-eval: lm-evaluation-harness on the same prompts (arc-easy, arc-challenge,
-    # hellaswag, truthfulqa-mc, jcommonsenseqa, mgsm-ja, xwinograd-ja; leaderboard: also jnli, jsquad)
-    backend: Literal["native", "lm-eval"] = "native"
-    # kamado: kamado's Japanese prompts; leaderboard: JCommonsenseQA, JNLI, JSQuAD exactly as lm-eval's
-    # japanese_leaderboard tasks (Alpaca-style prompt, 3/3/2 shots, its sampler), aio in that style; English
-    # tasks, mgsm-ja and xwinograd-ja are lm-eval's in both
-    prompts: Literal["kamado", "leaderboard"] = "kamado"
+    tasks: list[str] = Field(["perplexity", "jcommonsenseqa"], description="Tasks or suites: jcommonsenseqa, jnli, "
+                             "jsts, jsquad, aio, mgsm-ja, xwinograd-ja, arc-easy, arc-challenge, hellaswag, "
+                             "truthfulqa-mc, dolly-ja-heldout, perplexity; suites jglue, ja-leaderboard, en, mc, quick, all.")
+    limit: int | None = Field(200, description="Examples per task (1 or more; unset: all).")
+    models: list[str] = Field(["pretrain", "tune/full", "tune/lora"], description="The run's models to evaluate "
+                              "(pretrain, tune/full, tune/lora; missing ones are skipped) or model folders (PATH or "
+                              "LABEL=PATH, relative to the run folder).")
+    batch_size: int = Field(16, ge=1, description="Questions per forward pass (1 or more).")
+    fewshot: dict[str, Annotated[int, Field(ge=0)]] = Field({}, description="Demonstrations per task, e.g. "
+                                                            "jcommonsenseqa: 3 (0: zero-shot; a task not named: "
+                                                            "its own).")
+    ppl_sources: list[str] = Field(["pack"], description="Perplexity text: pack (the data stage's validation split; "
+                                   "without a data stage ja_wiki=jsquad-valid and en_wiki=wikitext2) and/or data-root "
+                                   "text sets or files, as NAME or LABEL=NAME.")
+    # the default covers all of JSQuAD validation's passages and WikiText-2's articles
+    ppl_max_chars: int = Field(500_000, ge=1, description="Perplexity characters per source, whole documents in a "
+                               "seeded order, the last one cut: the same text for every model and tokenizer (1 or "
+                               "more).")
+    ppl_window: int = Field(512, ge=2, description="Tokens per perplexity window (2 or more).")
+    max_new_tokens: int = Field(32, ge=1, description="Tokens generated per answer in generation tasks (JSQuAD, "
+                                "aio; mgsm-ja keeps lm-eval's 256).")
+    # bfloat16 where native: about 2x faster here, same accuracy on the tiny recipe
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto (bfloat16 on GPUs and on CPUs "
+                                                          "with native bf16, AMX/AVX512-BF16; else float32), float32 "
+                                                          "or bfloat16.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (1 or more; unset: 1 for models under "
+                                "50M parameters, else torch's choice).")
+    backend: Literal["native", "lm-eval"] = Field("native", description="native (kamado's scorer) or lm-eval "
+                                                  "(lm-evaluation-harness on the same prompts; arc-easy, "
+                                                  "arc-challenge, hellaswag, truthfulqa-mc, jcommonsenseqa, mgsm-ja, "
+                                                  "xwinograd-ja; with prompts: leaderboard also jnli, jsquad).")
+    prompts: Literal["kamado", "leaderboard"] = Field("kamado", description="kamado (kamado's Japanese prompts) or "
+                                                      "leaderboard (lm-eval's japanese_leaderboard prompts, 3/3/2 "
+                                                      "shots and sampler for jcommonsenseqa, jnli, jsquad; aio in "
+                                                      "that style; mgsm-ja, xwinograd-ja and English tasks are "
+                                                      "lm-eval's in both).")
 
     @field_validator("tasks")
     @classmethod

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from kamado.config import StrictModel
+from kamado.model.presets import PRESETS
 
 # LlamaConfig's constructor arguments (transformers 4.5x); an override outside this list is checked against
 # the installed transformers, so a newer field still works and a typo is an error before any stage starts
@@ -36,14 +37,12 @@ class ModelConfig(StrictModel):
     Override keys must be LlamaConfig fields (a misspelt key is an error, like anywhere else in a recipe).
     """
 
-    preset: str = "tiny"
+    preset: str = Field("tiny", description=f"Model shape: {', '.join(PRESETS)} (kamado.model.presets).")
     overrides: dict[str, Any] = {}
 
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, v: str) -> str:
-        from kamado.model.presets import PRESETS  # light: no torch/transformers import
-
         if v not in PRESETS:
             raise ValueError(f"unknown preset {v!r} (choose from {', '.join(PRESETS)})")
         return v

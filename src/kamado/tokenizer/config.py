@@ -21,10 +21,13 @@ class ExtendConfig(StrictModel):
 class TokenizerConfig(StrictModel):
     """SentencePiece training on a mixture-weighted sample of the clean corpus."""
 
-    vocab_size: int = Field(8000, ge=256, le=1 << 20)  # 256+: byte fallback needs a piece per byte
-    model_type: Literal["unigram", "bpe"] = "unigram"
-    sample_chars: int = Field(20_000_000, ge=1)  # characters drawn from the corpus for training
-    weights: dict[str, float] | None = None  # per-source (or per-language) sampling weights; None = by size
+    vocab_size: int = Field(8000, ge=256, le=1 << 20, description="Vocabulary size in pieces (256 to 1048576: "
+                            "byte fallback needs a piece per byte).")
+    model_type: Literal["unigram", "bpe"] = Field("unigram", description="SentencePiece model: unigram or bpe.")
+    sample_chars: int = Field(20_000_000, ge=1, description="Characters drawn from the corpus for training "
+                              "(1 or more).")
+    weights: dict[str, float] | None = Field(None, description="Sampling weights per source or language, e.g. "
+                                             "ja: 0.6, en: 0.4 (0 or more, one positive; unset: by size).")
     character_coverage: float = 0.9995
     byte_fallback: bool = True
     split_digits: bool = True
@@ -34,9 +37,10 @@ class TokenizerConfig(StrictModel):
     seed_pieces: int = 1_000_000  # SentencePiece seed_sentencepiece_size
     sub_iterations: int = 1  # SentencePiece num_sub_iterations (its default 2 doubles the time, same chars/token)
     num_threads: int = 0  # 0: all cores (at most 16)
-    # the normalisation the tokenizer applies (kamado.tokenizer.normal): auto = the corpus chains' normal form
-    # (identity for inputs that are not a corpus stage's output)
-    normal_form: Literal["auto", "identity", "nfkc", "nfkc_ja"] = "auto"
+    # the normalisation the tokenizer applies (kamado.tokenizer.normal)
+    normal_form: Literal["auto", "identity", "nfkc", "nfkc_ja"] = Field(
+        "auto", description="Normalisation the tokenizer applies: auto (the corpus chains' own; identity for "
+        "inputs that are not a corpus stage's output), identity, nfkc, nfkc_ja.")
     # append `add` pieces to `base` (its ids, scores, specials and normaliser kept); vocab_size, model_type and
     # normal_form then come from the base
     extend: ExtendConfig | None = None

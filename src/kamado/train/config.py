@@ -16,8 +16,8 @@ from kamado.monitor.guard import GuardConfig
 class OptimizerConfig(StrictModel):
     """AdamW with decoupled weight decay (no decay on norms and biases)."""
 
-    lr: float = Field(3e-3, gt=0)
-    min_lr: float = Field(3e-4, ge=0)
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate, reached after the warmup (above 0).")
+    min_lr: float = Field(3e-4, ge=0, description="Learning rate at the end of the schedule (0 or more).")
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
@@ -27,19 +27,22 @@ class OptimizerConfig(StrictModel):
 class TrainConfig(StrictModel):
     """One training run: batch, schedule, precision, checkpoints."""
 
-    steps: int = Field(200, ge=1)
-    batch_size: int = Field(8, ge=1)  # sequences per optimizer step, all ranks together
+    steps: int = Field(200, ge=1, description="Optimizer steps (1 or more).")
+    batch_size: int = Field(8, ge=1, description="Sequences (rows of seq_len tokens) per optimizer step, all ranks "
+                            "together (1 or more).")
     grad_accum: int = Field(1, ge=1)
-    seq_len: int = Field(256, ge=2)
+    seq_len: int = Field(256, ge=2, description="Tokens per sequence (2 or more; at most the model's context).")
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     warmup_steps: int = Field(20, ge=0)
     decay_fraction: float = 0.2  # WSD: last fraction of steps decays
     grad_clip: float = 1.0
-    precision: Literal["fp32", "bf16", "bf16-autocast", "bf16-pure", "fp8"] = "bf16"  # see kamado.train.precision
+    precision: Literal["fp32", "bf16", "bf16-autocast", "bf16-pure", "fp8"] = Field(  # see kamado.train.precision
+        "bf16", description="fp32; bf16 (bf16 compute, fp32 master weights); bf16-autocast (fp32 weights, bf16 "
+        "matmuls); bf16-pure (bf16 weights and optimizer state); fp8 (as bf16, FP8 linear layers; extra fp8).")
     z_loss: float = 0.0
     activation_checkpointing: bool = False
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile the model.")
     fused_ce: bool = True  # lm_head + cross-entropy in token chunks (plain LLaMA, no autocast/PEFT; FSDP too)
     log_every: int = 1
     eval_every: int = 50
@@ -49,9 +52,12 @@ class TrainConfig(StrictModel):
     keep_every: int = 0  # also keep every M-th checkpoint (0: none)
     # auto: sharded (torch.distributed.checkpoint, one shard per rank, no full gather) under FSDP, else full
     checkpoint_format: Literal["auto", "full", "sharded"] = "auto"
-    nproc: int = Field(1, ge=1)  # >1 launches torchrun with FSDP2
-    seed: int | None = None  # default: the recipe's seed
-    resume: bool = True  # continue from the latest complete checkpoint in the output folder
+    nproc: int = Field(1, ge=1, description="Data-parallel ranks on this machine (more than 1: torchrun + "
+                       "FSDP2).")
+    seed: int | None = Field(None, description="Seed of the model init and the data order (unset: the recipe's "
+                             "seed).")
+    resume: bool = Field(True, description="Continue from the latest complete checkpoint in the output folder "
+                         "(false: start over).")
     # preemption (Slurm's SIGTERM, or the time-limit warning of `--signal=USR1@T`): every rank finishes its step,
     # a complete checkpoint of that step is saved and the process exits with 75 (kamado.config.EXIT_PREEMPTED)
     preempt_signals: list[Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGHUP"]] = ["SIGTERM", "SIGUSR1"]

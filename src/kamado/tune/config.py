@@ -15,10 +15,12 @@ from kamado.train.config import OptimizerConfig, TrainConfig
 class LoraSettings(StrictModel):
     """PEFT LoRA on the attention and MLP projections."""
 
-    r: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = 0.0  # PEFT's dropout copies each adapted input: ~1.7x slower steps on CPU at tiny sizes
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    r: int = Field(8, ge=1, description="LoRA rank (1 or more).")
+    alpha: int = Field(16, ge=1, description="LoRA scaling numerator: the update is scaled by alpha / r.")
+    # PEFT's dropout copies each adapted input: ~1.7x slower steps on CPU at tiny sizes
+    dropout: float = Field(0.0, description="Dropout on the adapted inputs (0: none).")
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                                      description="Projections that get an adapter.")
 
 
 _TUNE_TRAIN = TrainConfig(steps=100, warmup_steps=5, eval_every=50, ckpt_every=50,
@@ -35,17 +37,24 @@ def _merge(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
 class TuneConfig(StrictModel):
     """Full fine-tuning and/or LoRA on instruction data, compared side by side."""
 
-    data: list[str] = ["dolly-ja"]
-    methods: list[Literal["full", "lora"]] = ["full", "lora"]
-    max_examples: int | None = Field(None, ge=1)
-    valid_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    data: list[str] = Field(["dolly-ja"], description="Instruction data: data-set names (dolly-ja) or JSONL files.")
+    methods: list[Literal["full", "lora"]] = Field(["full", "lora"], description="Tuning methods, in this order: "
+                                                   "full and/or lora.")
+    max_examples: int | None = Field(None, ge=1, description="Read at most this many records per source (1 or "
+                                     "more; unset: all).")
+    valid_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="Share of the examples held out for the "
+                                  "validation loss (0 to below 1).")
     train: TrainConfig = _TUNE_TRAIN
     lora: LoraSettings = LoraSettings()
-    lora_lr: float = Field(1e-3, gt=0)
-    packing: bool = True  # concatenate short examples into rows of up to train.seq_len tokens
-    max_valid_examples: int = 200  # held-out examples used for the before/after validation loss
-    keep_checkpoints: bool = False  # training checkpoints are deleted once the models are exported
-    base: str | None = None  # HF model folder to tune instead of the pretrain stage's hf/ (CLI --base)
+    lora_lr: float = Field(1e-3, gt=0, description="Peak learning rate of LoRA (above 0; full fine-tuning uses "
+                           "train.optimizer.lr).")
+    packing: bool = Field(True, description="Concatenate short examples into rows of up to train.seq_len tokens.")
+    max_valid_examples: int = Field(200, description="Held-out examples used for the before/after validation "
+                                    "loss.")
+    keep_checkpoints: bool = Field(False, description="Keep the training checkpoints (false: deleted once the "
+                                   "models are exported).")
+    base: str | None = Field(None, description="HF model folder to tune instead of the pretrain stage's hf/ "
+                             "(the CLI's --base).")
 
     @field_validator("train", mode="before")
     @classmethod
