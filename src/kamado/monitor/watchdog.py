@@ -56,7 +56,6 @@ def watch(spec: dict[str, Any], poll_s: float | None = None) -> str:
                       on_failure=lambda d: events.log(None, "alert_failed", d))
     hang_s = float(spec.get("hang_timeout_s", 1800))
     start_s = float(spec.get("startup_timeout_s", 1800))
-    grace = float(spec.get("term_grace_s", 15))
     poll = poll_s if poll_s is not None else max(0.2, min(2.0, hang_s / 20))
     t0 = time.time()
     while True:
@@ -77,32 +76,37 @@ def watch(spec: dict[str, Any], poll_s: float | None = None) -> str:
                          action="nothing to do: resume with the same command (the last checkpoint is kept)",
                          checkpoint=hb.get("checkpoint"), metrics=hb.get("metrics"))
             return "crashed"
-        last = float(hb.get("time", t0))
         limit = start_s if state == "starting" else hang_s
-        idle = time.time() - last
+        idle = time.time() - float(hb.get("time", t0))
         if idle > limit:
-            step = hb.get("step")
-            if state == "starting":
-                msg = (f"no training step finished {idle:.0f} s after the start (building the model and data, setup, "
-                       f"first step; guard.startup_timeout_s={limit:g}); stopping the trainer (pid {pid})")
-            else:
-                msg = (f"no training step finished for {idle:.0f} s after step {step} (guard.hang_timeout_s="
-                       f"{limit:g}); stopping the trainer (pid {pid})")
-            _say(msg)
-            events.log(step, "hang", {"pid": pid, "idle_s": round(idle, 1), "timeout_s": limit,
-                                      "metrics": hb.get("metrics", {})})
-            alerter.send("hang", step, f"hang: {msg}", action="SIGTERM to the trainer, SIGKILL after "
-                         f"{grace:g} s; resume from the last checkpoint", checkpoint=hb.get("checkpoint"),
-                         metrics=hb.get("metrics"))
-            try:
-                (hb_path.parent / ".watchdog-stop").write_text(msg, encoding="utf-8")
-            except OSError:
-                pass
-            restarting = _stop(pid, grace, hb_path)
-            events.log(step, "stopped", {"pid": pid, "by": "watchdog", "alive": pid_alive(pid)}
-                       | ({"restarting": True} if restarting else {}))
+            _hang(pid, hb, hb_path, idle, limit, float(spec.get("term_grace_s", 15)), events, alerter)
             return "hang"
         time.sleep(poll)
+
+
+def _hang(pid: int, hb: dict[str, Any], hb_path: Path, idle: float, limit: float, grace: float, events: Any,
+          alerter: Any) -> None:
+    """A hang: event, alert, the reason for the trainer (``.watchdog-stop``), SIGTERM, SIGKILL after ``grace``."""
+    step = hb.get("step")
+    if hb.get("state", "starting") == "starting":
+        msg = (f"no training step finished {idle:.0f} s after the start (building the model and data, setup, "
+               f"first step; guard.startup_timeout_s={limit:g}); stopping the trainer (pid {pid})")
+    else:
+        msg = (f"no training step finished for {idle:.0f} s after step {step} (guard.hang_timeout_s="
+               f"{limit:g}); stopping the trainer (pid {pid})")
+    _say(msg)
+    events.log(step, "hang", {"pid": pid, "idle_s": round(idle, 1), "timeout_s": limit,
+                              "metrics": hb.get("metrics", {})})
+    alerter.send("hang", step, f"hang: {msg}", action="SIGTERM to the trainer, SIGKILL after "
+                 f"{grace:g} s; resume from the last checkpoint", checkpoint=hb.get("checkpoint"),
+                 metrics=hb.get("metrics"))
+    try:
+        (hb_path.parent / ".watchdog-stop").write_text(msg, encoding="utf-8")
+    except OSError:
+        pass
+    restarting = _stop(pid, grace, hb_path)
+    events.log(step, "stopped", {"pid": pid, "by": "watchdog", "alive": pid_alive(pid)}
+               | ({"restarting": True} if restarting else {}))
 
 
 def _stop(pid: int, grace: float, hb_path: Path | None = None) -> bool:
