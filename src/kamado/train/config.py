@@ -66,5 +66,5 @@ class PretrainConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     mixture: MixtureConfig = MixtureConfig()
-    guard: GuardConfig = GuardConfig()  # spike/NaN/hang detection, rollback, drills (kamado.monitor.guard)
+    guard: GuardConfig = GuardConfig()  # spike/NaN/hang detection, rollback, drills (kamado.train.guard)
     alerts: AlertsConfig = AlertsConfig()  # e-mail, webhook, W&B alerts (kamado.monitor.alerts)

@@ -343,7 +343,7 @@ class Trainer:
 
     # --- one step ---
     def step(self) -> dict[str, Any] | None:
-        """One optimizer step; returns its metrics record (None: a hook rolled back, nothing was done)."""
+        """One optimizer step; returns its metrics record (None: a callback rolled back, nothing was done)."""
         import torch
 
         d, step = self.dist, self.step_no
