@@ -55,6 +55,7 @@ def losses(out: Path) -> list[tuple[int, float]]:
 
 def main(spec: dict) -> None:
     from kamado.model.presets import build_model, llama_config
+    from kamado.train.callbacks import Callback
     from kamado.train.config import TrainConfig
     from kamado.train.sources import TokenWindows, byte_tokens
     from kamado.train.trainer import Trainer
@@ -82,12 +83,13 @@ def main(spec: dict) -> None:
         src.next_batch = slow  # type: ignore[method-assign]
     rolled: list = []
 
-    def rollback(tr, stats) -> None:  # noqa: ANN001  (like the run guard: once, from inside a step)
-        if spec.get("rollback_at") == stats.step and not rolled:
-            rolled.append(tr.resume(spec["rollback_to"]))
+    class Rollback(Callback):  # like the run guard: once, from inside a step
+        def pre_optim_step(self, tr, stats) -> None:  # noqa: ANN001
+            if spec.get("rollback_at") == stats.step and not rolled:
+                rolled.append(tr.resume(spec["rollback_to"]))
 
     res = Trainer(model, src, cfg, out, valid=valid, hf_export=out / "hf" if spec.get("hf") else None,
-                  hooks=[rollback] if spec.get("rollback_at") else []).fit()
+                  callbacks=[Rollback()] if spec.get("rollback_at") else []).fit()
     if rank == 0:
         (out / "result.json").write_text(json.dumps(res.to_dict() | {"rolled": rolled}))
 

@@ -1,5 +1,6 @@
-"""The run guard's parts with real receivers: detectors and policies, alerts to a real SMTP server (aiosmtpd)
-and HTTP webhook on 127.0.0.1, and the watchdog process against real (hanging, SIGKILLed) processes."""
+"""The run guard's parts with real receivers: detectors and policies (the Guard callback of kamado.train.guard
+used without a trainer), alerts to a real SMTP server (aiosmtpd) and HTTP webhook on 127.0.0.1, and the watchdog
+process against real (hanging, SIGKILLed) processes."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from kamado.monitor.alerts import Alerter, AlertsConfig, EmailConfig, WebhookConfig
-from kamado.monitor.guard import Detector, GuardConfig, GuardStop, RunGuard, read_events, robust_z
+from kamado.monitor.guard import Detector, GuardConfig, GuardStop, InjectConfig, read_events, robust_z
+from kamado.train.guard import Guard
 
 
 def _free_port() -> int:
@@ -105,9 +107,16 @@ def test_robust_z_and_detector():
     assert d.flags(3.0, float("inf"))[0][0] == 1.0
 
 
+def _begun(g: Guard, step: int = 0) -> Guard:
+    """A guard past pre_build and a fresh pre_train at ``step``, without a trainer."""
+    g.pre_build()
+    g.last_step = step
+    g.events.log(step, "started", {})
+    return g
+
+
 def test_policy_skip_then_rollback_then_stop(tmp_path):
-    g = RunGuard(GuardConfig(warmup=8, patience=3, max_rollbacks=1, watchdog=False), None, tmp_path)
-    g.start(0)
+    g = _begun(Guard(GuardConfig(warmup=8, patience=3, max_rollbacks=1, watchdog=False), None, tmp_path))
     for s in range(1, 21):
         assert g.check(s, 3.0 + 0.01 * (s % 4), 1.0) == "ok"
     assert g.check(21, float("nan"), 1.0) == "skip"  # an isolated bad step: update skipped
@@ -122,21 +131,25 @@ def test_policy_skip_then_rollback_then_stop(tmp_path):
     assert all({"step", "kind", "detail"} <= set(e) for e in ev)
     rb = ev[-1]
     assert rb["step"] == 25 and rb["detail"]["from_step"] == 20 and rb["detail"]["steps_lost"] == 5
-    assert json.loads((tmp_path / "guard_state.json").read_text())["rollbacks"] == 1
+    assert g.state_dict()["rollbacks"] == 1 and g.state_dict()["skipped_windows"][0]["from_step"] == 20
     assert [g.check(s, 12.0, 1.0) for s in (21, 22, 23)][-1] == "rollback"
     with pytest.raises(GuardStop, match="max_rollbacks"):
         g.rollback_target(cks)
 
 
-def test_drills_fire_once(tmp_path):
-    from kamado.monitor.guard import InjectConfig
+def test_drills_fire_once_and_step_0_is_only_for_a_hang(tmp_path):
+    from pydantic import ValidationError
 
-    g = RunGuard(GuardConfig(inject=InjectConfig(step=5, kind="lr_spike", factor=100), watchdog=False), None, tmp_path)
-    g.start(0)
-    assert [g.lr_factor(s) for s in (4, 5, 5, 6)] == [1.0, 100.0, 1.0, 1.0]
-    g2 = RunGuard(GuardConfig(inject=InjectConfig(step=5, kind="lr_spike"), watchdog=False), None, tmp_path)
-    g2.start(3, resumed=True)  # a resume does not repeat a drill that already fired
-    assert g2.lr_factor(5) == 1.0
+    g = _begun(Guard(GuardConfig(inject=InjectConfig(step=5, kind="lr_spike", factor=100), watchdog=False), None,
+                     tmp_path))
+    assert [g.lr_factor(None, s) for s in (4, 5, 5, 6)] == [1.0, 100.0, 1.0, 1.0]
+    g2 = Guard(GuardConfig(inject=InjectConfig(step=5, kind="lr_spike"), watchdog=False), None, tmp_path)
+    g2.load_state_dict(g.state_dict())  # a resume (the state in a checkpoint) does not repeat a fired drill
+    assert g2.lr_factor(None, 5) == 1.0
+    assert InjectConfig(step=0, kind="hang").step == 0
+    for kind in ("lr_spike", "nan"):
+        with pytest.raises(ValidationError, match="step 0 is only for kind hang"):
+            InjectConfig(step=0, kind=kind)
 
 
 # ---------------------------------------------------------------- alerts
@@ -193,11 +206,13 @@ def test_failing_receivers_never_raise_and_are_counted():
 _FAKE_TRAINER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from kamado.monitor.guard import GuardConfig, RunGuard
+    from kamado.monitor.guard import GuardConfig
     from kamado.monitor.alerts import AlertsConfig
+    from kamado.train.guard import Guard
     out, mode, alerts = Path(sys.argv[1]), sys.argv[2], AlertsConfig.model_validate_json(sys.argv[3])
-    g = RunGuard(GuardConfig(hang_timeout_s=2, term_grace_s=2), alerts, out, run="fake")
-    g.start(0, total_steps=100)
+    g = Guard(GuardConfig(hang_timeout_s=2, term_grace_s=2), alerts, out, run="fake")
+    g.pre_build()
+    g._training = True
     for s in range(1, 100):
         g.check(s, 3.0, 1.0)
         g.step_done(s, {"loss": 3.0})
@@ -246,9 +261,10 @@ def test_watchdog_crash_alert_after_sigkill(tmp_path, receivers):
 
 
 def test_watchdog_quiet_on_clean_end(tmp_path, receivers):
-    g = RunGuard(GuardConfig(hang_timeout_s=1), receivers.alerts("json").model_copy(update={"email": None}),
-                 tmp_path, run="clean")
-    g.start(0)
+    g = Guard(GuardConfig(hang_timeout_s=1), receivers.alerts("json").model_copy(update={"email": None}),
+              tmp_path, run="clean")
+    g.pre_build()
+    g.alerter.send("started", 0, "training started")
     g.step_done(1, {"loss": 2.0})
     g.finish(1, {"loss": 2.0})
     time.sleep(1.5)
@@ -262,9 +278,11 @@ def test_watchdog_quiet_on_clean_end(tmp_path, receivers):
 def _rank(rank: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
+    from kamado.train.distributed import Dist
+
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
-    g = RunGuard(GuardConfig(warmup=4, patience=2, watchdog=False), None, Path(out) / str(rank), is_main=rank == 0)
-    g.start(0)
+    g = _begun(Guard(GuardConfig(warmup=4, patience=2, watchdog=False), None, Path(out) / str(rank),
+                     dist=Dist(rank=rank, world_size=2)))
     verdicts = [g.check(s, 3.0, 1.0) for s in range(1, 6)]
     # only rank 1 sees a bad value (a NaN in its local loss, a spike in its grad norm): both must skip together
     verdicts.append(g.check(6, float("nan") if rank == 1 else 3.0, 1.0))

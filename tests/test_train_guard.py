@@ -1,6 +1,7 @@
-"""The run guard in real (tiny) training runs through the Trainer's seams: an LR-spike drill is detected,
-rolled back and its data window skipped; a NaN drill costs one skipped update; a hanging trainer is
-stopped by the watchdog; a SIGKILLed trainer is reported as crashed; two gloo ranks decide together."""
+"""The run guard (the Guard callback) in real (tiny) training runs: an LR-spike drill is detected, rolled back and
+its data window skipped, the LR after the rollback logged as applied; a NaN drill costs one skipped update; a
+hanging trainer is stopped by the watchdog, also during setup (before the first forward pass); a SIGKILLed trainer
+is reported as crashed."""
 
 from __future__ import annotations
 
@@ -16,9 +17,7 @@ from pathlib import Path
 import pytest
 from test_monitor_guard import Receivers
 
-from kamado.monitor.guard import GuardConfig, InjectConfig, RunGuard, guarded_run, read_events
-
-pytest.importorskip("kamado.train.trainer", reason="needs the Trainer (kamado.train.trainer) and its update hooks")
+from kamado.monitor.guard import GuardConfig, InjectConfig, read_events
 
 
 @pytest.fixture
@@ -65,10 +64,11 @@ exec(_COMMON)  # noqa: S102  (the same definitions for in-process runs and the s
 
 
 def _run(out: Path, guard: GuardConfig, steps: int = 60):
-    from kamado.train.trainer import train
+    from kamado.train.guard import run_guarded
+    from kamado.train.trainer import Trainer
 
-    g = RunGuard(guard, None, out, run="test")
-    res = guarded_run(g, lambda **kw: train(model(), Stream(), tcfg(steps), out, quiet=True, **kw))  # noqa: F821
+    res = run_guarded(lambda cbs: Trainer(model(), Stream(), tcfg(steps), out, quiet=True, callbacks=cbs),  # noqa: F821
+                      guard, None, out, run="test")
     recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     return res, [r for r in recs if "loss" in r], read_events(out / "events.jsonl")
 
@@ -96,12 +96,39 @@ def test_lr_spike_rolled_back_and_window_skipped(tmp_path, clean, one_thread):
     # the weights went back to step 30, the data did not: steps 31.. read batches never seen before
     assert res.steps == 60 and recs[-1]["step"] == 60
     state = json.loads((tmp_path / "checkpoints" / "step_00000030" / "state.json").read_text())
-    assert state["sampler"] == d["sampler_to"] and state["guard"]["rollbacks"] == 1
+    assert state["sampler"] == d["sampler_to"] and state["callbacks"]["guard"]["rollbacks"] == 1
     final_ck = json.loads((tmp_path / "checkpoints" / "step_00000060" / "state.json").read_text())
     assert final_ck["sampler"][0]["pos"] == 60 + rb["step"] - 30
     spiked = max(r["loss"] for r in recs if r["step"] > 35)
     assert spiked > 2 * clean[34]["loss"]  # the drill really blew the loss up
     assert _tail(recs) < _tail(clean) * 1.10, (_tail(recs), _tail(clean))
+    assert next(r["lr"] for r in recs if r["step"] == 35) == pytest.approx(clean[34]["lr"] * 1000, rel=1e-9)
+
+
+def test_lr_after_a_rollback_is_logged_as_applied(tmp_path, one_thread):
+    """rollback_lr_factor 0.5: the steps taken again after the rollback log 0.5 × the clean run's LR."""
+    _, recs, ev = _run(tmp_path, GuardConfig(warmup=8, watchdog=False, rollback_lr_factor=0.5, rollback_lr_steps=20,
+                                             inject=InjectConfig(step=35, kind="lr_spike")), steps=45)
+    from kamado.train.optim import lr_at
+
+    rb = next(e for e in ev if e["kind"] == "rollback")
+    assert rb["detail"]["lr_low_until"] == rb["step"] + 20
+    c = tcfg(45)  # noqa: F821
+    want = {s: lr_at(s - 1, lr=c.optimizer.lr, min_lr=c.optimizer.min_lr, total=45, warmup=c.warmup_steps,
+                     schedule=c.schedule, decay_fraction=c.decay_fraction) for s in range(1, 46)}
+    first = recs[:next(i for i, r in enumerate(recs) if i and r["step"] <= recs[i - 1]["step"])]
+    assert all(r["lr"] == pytest.approx(want[r["step"]], rel=1e-9) for r in first if r["step"] != 35)
+    seen: dict[int, float] = {}
+    redone = {}
+    for r in recs:
+        if r["step"] in seen:
+            redone[r["step"]] = r["lr"]
+        seen[r["step"]] = r["lr"]
+    assert sorted(redone) == list(range(31, rb["step"]))
+    for s, lr in redone.items():
+        assert lr == pytest.approx(0.5 * want[s], rel=1e-9), s
+    after = [r for r in recs if r["step"] > rb["step"]]  # new steps still inside the low-LR window
+    assert after and all(r["lr"] == pytest.approx(0.5 * want[r["step"]], rel=1e-9) for r in after)
 
 
 def test_nan_step_is_skipped_without_rollback(tmp_path, clean, one_thread):
@@ -122,12 +149,13 @@ _TRAINER = _COMMON + textwrap.dedent('''
     import sys
     from pathlib import Path
     from kamado.monitor.alerts import AlertsConfig
-    from kamado.monitor.guard import GuardConfig, RunGuard, guarded_run
-    from kamado.train.trainer import train
+    from kamado.monitor.guard import GuardConfig
+    from kamado.train.guard import run_guarded
+    from kamado.train.trainer import Trainer
     torch.set_num_threads(1)
     out, guard, alerts = Path(sys.argv[1]), GuardConfig.model_validate_json(sys.argv[2]), AlertsConfig.model_validate_json(sys.argv[3])
-    g = RunGuard(guard, alerts, out, run="proc")
-    guarded_run(g, lambda **kw: train(model(), Stream(), tcfg(int(sys.argv[4])), out, quiet=True, **kw))
+    run_guarded(lambda cbs: Trainer(model(), Stream(), tcfg(int(sys.argv[4])), out, quiet=True, callbacks=cbs),
+                guard, alerts, out, run="proc")
 ''')
 
 
@@ -157,6 +185,27 @@ def test_hang_drill_in_real_training_stopped_by_watchdog(tmp_path, receivers):
     assert "hang" in kinds and "stopped" in kinds  # the watchdog's events and the trainer's own `stopped`
 
 
+def test_hang_during_setup_stopped_by_the_startup_timeout(tmp_path, receivers):
+    """inject step 0, kind hang: the process hangs after building the model, before the first forward pass; the
+    watchdog (started before the build) stops it after guard.startup_timeout_s, not hang_timeout_s."""
+    alerts = receivers.alerts("json").model_copy(update={"email": None})
+    t0 = time.time()
+    p = _proc(tmp_path, GuardConfig(startup_timeout_s=3, hang_timeout_s=600, term_grace_s=3,
+                                    inject=InjectConfig(step=0, kind="hang")), alerts, 1000)
+    rc = p.wait(timeout=60)
+    err = p.stderr.read()
+    assert rc != 0 and "startup_timeout_s=3" in err and "after the start" in err, err[-2000:]
+    assert time.time() - t0 < 40
+    out = tmp_path / "run"
+    assert not (out / "metrics.jsonl").exists()  # no step was taken
+    ev = read_events(out / "events.jsonl")
+    kinds = [e["kind"] for e in ev]
+    assert kinds[:2] == ["inject", "hang"] and "stopped" in kinds and "started" not in kinds, kinds
+    assert ev[0]["step"] == 0 and ev[1]["detail"]["timeout_s"] == 3
+    assert json.loads((out / "heartbeat.json").read_text())["state"] == "failed"
+    assert any(json.loads(x["body"])["kind"] == "hang" for x in receivers.posts)
+
+
 @pytest.mark.slow  # 24 s: a real training process, SIGKILL (test-fast run on a loaded box)
 def test_sigkill_of_real_trainer_gives_crashed_alert(tmp_path, receivers):
     p = _proc(tmp_path, GuardConfig(hang_timeout_s=60), receivers.alerts("slack"), 100000)
@@ -177,23 +226,15 @@ def test_sigkill_of_real_trainer_gives_crashed_alert(tmp_path, receivers):
     assert any(e["kind"] == "crashed" and abs(e["step"] - last) <= 1 for e in ev)  # the heartbeat is per update
 
 
-_RESTARTING = _TRAINER.replace(
-    "guarded_run(g, lambda **kw: train(model(), Stream(), tcfg(int(sys.argv[4])), out, quiet=True, **kw))",
-    "from kamado.monitor.guard import run_restarting\n"
-    "run_restarting(lambda: RunGuard(guard, alerts, out, run='proc'),\n"
-    "               lambda **kw: train(model(), Stream(), tcfg(int(sys.argv[4])), out, quiet=True, **kw))")
-
-
 @pytest.mark.slow  # 31 s: a real training process hangs and is restarted (test-fast run on a loaded box)
 def test_restart_on_hang_resumes_from_the_last_checkpoint(tmp_path, receivers):
     """A real hang (drill at step 15) in a tiny run: the watchdog stops the step, the trainer resumes from the
     checkpoint of step 10 in the same process and finishes all 30 steps; the drill does not fire again."""
-    assert _RESTARTING != _TRAINER
     alerts = receivers.alerts("json").model_copy(update={"email": None})
     guard = GuardConfig(hang_timeout_s=3, term_grace_s=20, restart_on_hang=True, max_hang_restarts=1,
                         inject=InjectConfig(step=15, kind="hang"))
     script = tmp_path / "trainer.py"
-    script.write_text(_RESTARTING)
+    script.write_text(_TRAINER)
     p = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), guard.model_dump_json(),
                         alerts.model_dump_json(), "30"], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, OMP_NUM_THREADS="1"))

@@ -1,8 +1,11 @@
-"""The watchdog: a separate process started with the training (``python -m kamado.monitor.watchdog SPEC``).
+"""The watchdog: a separate process started before the model is built (``python -m kamado.monitor.watchdog SPEC``).
 
-It polls the trainer's heartbeat file (written after every finished step by :class:`~kamado.monitor.guard.RunGuard`):
+The trainer side (:class:`Watchdog`, driven by the :class:`kamado.train.guard.Guard` callback) writes a heartbeat
+file: ``starting`` when the run begins (before the model and data are built), then after every finished step.
+The watchdog polls it:
 
-- no finished step for ``hang_timeout_s`` (``startup_timeout_s`` before the first one): a ``hang`` event and
+- no finished step for ``hang_timeout_s`` (``startup_timeout_s`` before the first one, so model and data loading
+  and the first compile are covered): a ``hang`` event and
   alert, then SIGTERM to the trainer (which ends with a clear error) and SIGKILL after ``term_grace_s``
   (unless it answers with a ``restarting`` heartbeat: ``guard.restart_on_hang``, it resumes by itself);
 - the trainer process gone without a clean end (``finished``/``failed``/``preempted`` heartbeat): a ``crashed`` event and
@@ -18,12 +21,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from kamado.folders import pid_alive
+from kamado.manifest import write_json_atomic
 
 CLEAN_END = ("finished", "failed", "preempted")  # heartbeat states of a trainer that ended by itself
 
@@ -51,7 +56,6 @@ def watch(spec: dict[str, Any], poll_s: float | None = None) -> str:
                       on_failure=lambda d: events.log(None, "alert_failed", d))
     hang_s = float(spec.get("hang_timeout_s", 1800))
     start_s = float(spec.get("startup_timeout_s", 1800))
-    grace = float(spec.get("term_grace_s", 15))
     poll = poll_s if poll_s is not None else max(0.2, min(2.0, hang_s / 20))
     t0 = time.time()
     while True:
@@ -72,28 +76,37 @@ def watch(spec: dict[str, Any], poll_s: float | None = None) -> str:
                          action="nothing to do: resume with the same command (the last checkpoint is kept)",
                          checkpoint=hb.get("checkpoint"), metrics=hb.get("metrics"))
             return "crashed"
-        last = float(hb.get("time", t0))
         limit = start_s if state == "starting" else hang_s
-        idle = time.time() - last
+        idle = time.time() - float(hb.get("time", t0))
         if idle > limit:
-            step = hb.get("step")
-            msg = (f"no training step finished for {idle:.0f} s after step {step} (guard.hang_timeout_s="
-                   f"{limit:g}); stopping the trainer (pid {pid})")
-            _say(msg)
-            events.log(step, "hang", {"pid": pid, "idle_s": round(idle, 1), "timeout_s": limit,
-                                      "metrics": hb.get("metrics", {})})
-            alerter.send("hang", step, f"hang: {msg}", action="SIGTERM to the trainer, SIGKILL after "
-                         f"{grace:g} s; resume from the last checkpoint", checkpoint=hb.get("checkpoint"),
-                         metrics=hb.get("metrics"))
-            try:
-                (hb_path.parent / ".watchdog-stop").write_text(msg, encoding="utf-8")
-            except OSError:
-                pass
-            restarting = _stop(pid, grace, hb_path)
-            events.log(step, "stopped", {"pid": pid, "by": "watchdog", "alive": pid_alive(pid)}
-                       | ({"restarting": True} if restarting else {}))
+            _hang(pid, hb, hb_path, idle, limit, float(spec.get("term_grace_s", 15)), events, alerter)
             return "hang"
         time.sleep(poll)
+
+
+def _hang(pid: int, hb: dict[str, Any], hb_path: Path, idle: float, limit: float, grace: float, events: Any,
+          alerter: Any) -> None:
+    """A hang: event, alert, the reason for the trainer (``.watchdog-stop``), SIGTERM, SIGKILL after ``grace``."""
+    step = hb.get("step")
+    if hb.get("state", "starting") == "starting":
+        msg = (f"no training step finished {idle:.0f} s after the start (building the model and data, setup, "
+               f"first step; guard.startup_timeout_s={limit:g}); stopping the trainer (pid {pid})")
+    else:
+        msg = (f"no training step finished for {idle:.0f} s after step {step} (guard.hang_timeout_s="
+               f"{limit:g}); stopping the trainer (pid {pid})")
+    _say(msg)
+    events.log(step, "hang", {"pid": pid, "idle_s": round(idle, 1), "timeout_s": limit,
+                              "metrics": hb.get("metrics", {})})
+    alerter.send("hang", step, f"hang: {msg}", action="SIGTERM to the trainer, SIGKILL after "
+                 f"{grace:g} s; resume from the last checkpoint", checkpoint=hb.get("checkpoint"),
+                 metrics=hb.get("metrics"))
+    try:
+        (hb_path.parent / ".watchdog-stop").write_text(msg, encoding="utf-8")
+    except OSError:
+        pass
+    restarting = _stop(pid, grace, hb_path)
+    events.log(step, "stopped", {"pid": pid, "by": "watchdog", "alive": pid_alive(pid)}
+               | ({"restarting": True} if restarting else {}))
 
 
 def _stop(pid: int, grace: float, hb_path: Path | None = None) -> bool:
@@ -112,6 +125,45 @@ def _stop(pid: int, grace: float, hb_path: Path | None = None) -> bool:
                 return True
             time.sleep(0.2)
     return False
+
+
+class Watchdog:
+    """The trainer's side: the heartbeat file and the watchdog process (rank 0 only; elsewhere a no-op)."""
+
+    def __init__(self, out_dir: Path, *, enabled: bool = True) -> None:
+        self.out_dir, self.enabled = Path(out_dir), enabled
+        self.heartbeat = self.out_dir / "heartbeat.json"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def beat(self, state: str, step: int | None, **extra: Any) -> None:
+        """Write the heartbeat: ``state`` (starting, running, finished, failed, preempted, restarting) at ``step``."""
+        if self.enabled:
+            from kamado.monitor.alerts import clean
+
+            write_json_atomic(self.heartbeat, clean({"pid": os.getpid(), "state": state, "step": step,
+                                                     "time": time.time(), **extra}))
+
+    def start(self, *, events: Path, hang_timeout_s: float, startup_timeout_s: float, term_grace_s: float,
+              run: str, alerts: dict[str, Any]) -> None:
+        """Start the watchdog process for this process (after a ``starting`` heartbeat)."""
+        if not self.enabled:
+            return
+        spec = {"pid": os.getpid(), "heartbeat": str(self.heartbeat), "events": str(events),
+                "hang_timeout_s": hang_timeout_s, "startup_timeout_s": startup_timeout_s,
+                "term_grace_s": term_grace_s, "run": run, "alerts": alerts}
+        path = self.out_dir / ".watchdog.json"
+        write_json_atomic(path, spec)
+        self._proc = subprocess.Popen([sys.executable, "-m", "kamado.monitor.watchdog", str(path)],
+                                      start_new_session=True, stdin=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        """Wait for the watchdog to exit (it does by itself after a clean-end heartbeat), else terminate it."""
+        p, self._proc = self._proc, None
+        if p is not None:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.terminate()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,16 +34,23 @@ def step_dir(root: Path, step: int) -> Path:
     return Path(root) / f"step_{step:08d}"
 
 
+def is_complete(path: Path) -> bool:
+    """The one rule for a complete checkpoint folder (resume, rollback, export): ``state.json`` and the weights,
+    ``model.safetensors`` or a sharded ``dcp/.metadata``. (:func:`latest` also checks their integrity.)"""
+    p = Path(path)
+    return p.is_dir() and (p / "state.json").is_file() and ((p / "model.safetensors").is_file()
+                                                            or (p / "dcp" / ".metadata").is_file())
+
+
 def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints under ``root`` as (step, path), oldest first."""
+    """Complete checkpoints (:func:`is_complete`) under ``root`` as (step, path), oldest first."""
     root = Path(root)
     if not root.is_dir():
         return []
     out = []
     for p in root.iterdir():
         m = STEP_RE.match(p.name)
-        if m and p.is_dir() and (p / "state.json").is_file() and ((p / "model.safetensors").is_file()
-                                                                   or (p / "dcp" / ".metadata").is_file()):
+        if m and is_complete(p):
             out.append((int(m.group(1)), p))
     return sorted(out)
 
@@ -180,16 +187,29 @@ def _publish(tmp: Path, final: Path, state: dict[str, Any], *, keep_last: int, k
     """The last step of a save, once the tensor files in ``tmp`` are on disk: write ``state.json`` (the record
     that makes a checkpoint complete), fsync it and the folder, rename ``tmp`` to ``final`` atomically, then
     prune old checkpoints."""
-    with (tmp / "state.json").open("w") as f:
-        json.dump(state, f)
-        f.flush()
-        os.fsync(f.fileno())
+    _write_state(tmp / "state.json", state)
     _fsync_dir(tmp)
     folders.remove(final)
     os.rename(tmp, final)
     _fsync_dir(final.parent)
     prune(final.parent, keep_last=keep_last, keep_every=keep_every)
     return final
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    """``state.json`` written in full and fsynced under a temporary name, then renamed over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        json.dump(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def update_state(path: Path, updates: dict[str, Any]) -> None:
+    """Replace keys of checkpoint ``path``'s ``state.json`` atomically (after a rollback: the data position past the
+    skipped window and the callbacks' state, so a resume from this checkpoint never replays that window)."""
+    _write_state(Path(path) / "state.json", read_state(path) | updates)
 
 
 def prune(root: Path, *, keep_last: int, keep_every: int) -> None:

@@ -72,7 +72,7 @@ class PretrainConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     mixture: MixtureConfig = MixtureConfig()
-    guard: GuardConfig = GuardConfig()  # spike/NaN/hang detection, rollback, drills (kamado.monitor.guard)
+    guard: GuardConfig = GuardConfig()  # spike/NaN/hang detection, rollback, drills (kamado.train.guard)
     alerts: AlertsConfig = AlertsConfig()  # e-mail, webhook, W&B alerts (kamado.monitor.alerts)
     # continued pretraining (kamado.train.continued): start from this Hugging Face LLaMA folder (relative: to the
     # recipe); its config.json is the architecture (model.preset / model.overrides must agree with it)

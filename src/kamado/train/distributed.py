@@ -93,6 +93,26 @@ def all_reduce_sum(values: list[float], d: Dist) -> list[float]:
     return t.tolist()
 
 
+def all_reduce_max(values: list[float], d: Dist) -> list[float]:
+    """Element-wise MAX of scalars over ranks, a NaN/inf counting as 1 (flags; a no-op on one process)."""
+    if not d.enabled:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    t = torch.nan_to_num(torch.tensor(values, dtype=torch.float32, device=d.device), nan=1.0, posinf=1.0, neginf=1.0)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def barrier(d: Dist) -> None:
+    """Wait for every rank (a no-op on one process)."""
+    if d.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def gather_objects(obj: Any, d: Dist) -> list[Any]:
     """Every rank's ``obj`` (small JSON-able values) on every rank."""
     if not d.enabled:

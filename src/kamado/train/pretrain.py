@@ -76,9 +76,9 @@ def counts(res: dict[str, Any]) -> dict[str, Any]:
 def run_rank(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
     """Train in this process (one rank of torchrun, or the only one); rank 0 writes ``pretrain.json``."""
     from kamado.manifest import write_json_atomic
-    from kamado.monitor.guard import RunGuard, run_restarting
     from kamado.train import distributed
-    from kamado.train.trainer import train
+    from kamado.train.guard import run_guarded
+    from kamado.train.trainer import Trainer
 
     d = distributed.setup()
     tcfg = cfg.train
@@ -86,14 +86,14 @@ def run_rank(cfg: PretrainConfig, ctx: StageContext) -> dict[str, Any]:
         tcfg = tcfg.model_copy(update={"seed": ctx.seed})
         cfg = cfg.model_copy(update={"train": tcfg})
 
-    def attempt(**kw: Any) -> Any:  # a fresh model and sampler each time; the trainer resumes from a checkpoint
+    def make_trainer(callbacks: list[Any]) -> Trainer:  # under the guard: a fresh model and sampler each attempt
         model, sampler, valid = build(cfg, ctx, d.rank, d.world_size)
-        return train(model, sampler, tcfg, ctx.out, valid=valid, hf_export=ctx.out / "hf",
-                     tokenizer=_tokenizer_dir(ctx), description="pretrain", quiet=ctx.quiet or None, **kw)
+        return Trainer(model, sampler, tcfg, ctx.out, valid=valid, hf_export=ctx.out / "hf",
+                       tokenizer=_tokenizer_dir(ctx), description="pretrain", quiet=ctx.quiet or None,
+                       callbacks=callbacks)
 
-    res = run_restarting(lambda: RunGuard(cfg.guard, cfg.alerts, ctx.out, is_main=d.is_main, device=d.device,
-                                          run=f"{ctx.run_dir.name if ctx.run_dir else ''}/{ctx.name}"),
-                         attempt, can_restart=d.world_size == 1).to_dict()
+    res = run_guarded(make_trainer, cfg.guard, cfg.alerts, ctx.out, dist=d, can_restart=d.world_size == 1,
+                      run=f"{ctx.run_dir.name if ctx.run_dir else ''}/{ctx.name}").to_dict()
     out = counts(res)
     if d.is_main:
         _save_floor(cfg, ctx)
@@ -117,34 +117,28 @@ def _save_floor(cfg: PretrainConfig, ctx: StageContext) -> None:
 
 
 def _launch_restarting(cfg: PretrainConfig, ctx: StageContext, nproc: int, spec: Path) -> int:
-    """torchrun; with ``guard.restart_on_hang`` launched again (resuming) after the watchdog stopped a hang.
-    Raises :class:`~kamado.config.Preempted` when the ranks stopped on a preemption signal."""
-    import sys
-
+    """torchrun under :func:`kamado.train.guard.restarting`: with ``guard.restart_on_hang`` launched again
+    (resuming) after the watchdog stopped a hang. Raises :class:`~kamado.config.Preempted` when the ranks stopped
+    on a preemption signal."""
     from kamado.config import Preempted
-    from kamado.monitor.guard import EVENTS, EventLog, read_events
+    from kamado.monitor.guard import EVENTS, read_events
     from kamado.train import distributed
+    from kamado.train.guard import restarting
 
-    g = cfg.guard
-    for restart in range(g.max_hang_restarts + 1):
+    def launch(restarts: int, will_restart: bool) -> int:
         seen = len(read_events(ctx.out / EVENTS))
         rc = distributed.launch(nproc, [str(spec)], log_dir=(ctx.cache_dir or ctx.out) / "torchrun")
-        new = read_events(ctx.out / EVENTS)[seen:]
-        stop = [e for e in new if e.get("kind") == "preempted"]
+        stop = [e for e in read_events(ctx.out / EVENTS)[seen:] if e.get("kind") == "preempted"]
         if rc != 0 and stop:
             d = stop[-1].get("detail") or {}
             raise Preempted(f"preempted by {d.get('signal')} after step {stop[-1].get('step')}: saved the complete "
                             f"checkpoint {d.get('checkpoint')}; run the same command again to resume from it",
                             step=int(stop[-1].get("step") or 0), checkpoint=d.get("checkpoint"),
                             signal=str(d.get("signal")))
-        hung = any(e.get("kind") == "hang" for e in new)
-        if rc == 0 or not (hung and g.enabled and g.restart_on_hang) or restart == g.max_hang_restarts:
-            return rc
-        EventLog(ctx.out / EVENTS).log(None, "restart", {"restarts": restart + 1, "max": g.max_hang_restarts,
-                                                         "reason": "hang", "ranks": nproc})
-        print(f"kamado: torchrun stopped after a hang; launching again from the last checkpoint "
-              f"(restart {restart + 1} of at most {g.max_hang_restarts})", file=sys.stderr, flush=True)
-    return rc
+        return rc
+
+    return restarting(launch, cfg.guard, ctx.out, detail={"ranks": nproc},
+                      hung=lambda rc, new: rc != 0 and any(e.get("kind") == "hang" for e in new))
 
 
 def write_spec(cfg: PretrainConfig, ctx: StageContext, path: Path) -> Path:

@@ -7,31 +7,30 @@ checkpointing and ``torch.compile``; logs every step to ``out_dir/metrics.jsonl`
 under ``out_dir/checkpoints/`` and resumes from the latest complete one, continuing on the exact next
 batch. Run it under ``torchrun`` and it shards the model with FSDP2 over the data-parallel ranks.
 
-The loop, in :meth:`Trainer.fit`::
+The loop, in :meth:`Trainer.fit` (the callback phases of :mod:`kamado.train.callbacks` in brackets)::
 
-    setup()                          seed, place/shard the model, precision, loss, optimizer
-    resume(checkpoint)               latest complete checkpoint (or a named one), else a fresh start
+    setup()                          [pre_setup] seed, place/shard the model, precision, loss, optimizer
+    resume(checkpoint)               latest complete checkpoint (or a named one), else a fresh start; callbacks'
+                                     state restored from it
+    [pre_train]                      metric sinks opened, progress line, the run guard's `started`
     while step < cfg.steps:
-        step()                       micro-batches → loss, grad norm → before_update() → optimizer update
-        log / evaluate() / save()    on their schedules
+        step()                       [pre_step] lr = lr_at(step) × [lr_factor] → micro-batches → loss, grad norm
+                                     → [pre_optim_step] (False: no update) → optimizer update
+        log, evaluate()              on their schedules ([log] to every callback: the metric sinks write it)
+        [post_step]                  progress line, the guard's heartbeat; last the checkpointer saves on its
+                                     schedule ([post_checkpoint_saved]) with every callback's state
         preemption signal on a rank? save(), raise Preempted (exit 75: resume with the same command)
-    save(), export_hf()              final checkpoint and Hugging Face folder
+    save(), export_hf()              final checkpoint and Hugging Face folder, then [post_train] ([on_error])
 
-Seams for a run guard (not implemented here):
-
-* :meth:`Trainer.before_update` sees each step's :class:`StepStats` (loss, pre-clip gradient norm, lr)
-  after the backward and *before* the optimizer update; returning False skips the update (gradients are
-  dropped, weights and optimizer state stay as they were). By default it asks the ``hooks`` given to the
-  trainer, ``hook(trainer, stats) -> bool | None``; any False vetoes. Loss and norm are global (the same on
-  every rank), so a deterministic hook decides the same everywhere, as FSDP needs.
-* :meth:`Trainer.resume` takes a checkpoint folder or step and may also be called from a hook or between
-  steps to roll back: the step in progress is abandoned and the loop continues from the restored step
-  (the records already logged after that step stay in ``metrics.jsonl``).
+The LR of a step is computed once (schedule × the callbacks' factors), set on every param group and logged as
+``lr``: the value the optimizer applied. Loss and norm in :class:`StepStats` are global (the same on every rank),
+so a deterministic callback decides the same everywhere, as FSDP needs. :meth:`Trainer.rollback` (from
+``pre_optim_step``) restores a checkpoint's weights but keeps the data position: the step in progress is
+abandoned and the loop continues from the restored step (records logged after it stay in ``metrics.jsonl``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import resource
 import time
@@ -44,6 +43,7 @@ from kamado.config import KamadoError, Preempted
 from kamado.stage import DEFAULT_SEED
 from kamado.train import checkpoint as ckpt
 from kamado.train import distributed
+from kamado.train.callbacks import Callback, Callbacks, Checkpointer, MetricSinks, ProgressLine
 from kamado.train.config import TrainConfig
 from kamado.train.export import export_hf, hf_config, is_peft
 from kamado.train.loss import CausalLMLoss, fused_ce_applies
@@ -89,15 +89,14 @@ class TrainResult:
 
 @dataclass
 class StepStats:
-    """One step as the update hooks see it, after the backward and before the optimizer update."""
+    """One step as ``pre_optim_step`` sees it, after the backward and before the optimizer update."""
 
     step: int  # 1-based number of the step being taken
     loss: float  # mean cross-entropy per target token (all micro-batches and ranks)
     grad_norm: float  # total gradient norm before clipping
-    lr: float
+    lr: float  # the LR this step's update applies (schedule × callbacks' factors)
 
 
-UpdateHook = Callable[["Trainer", StepStats], "bool | None"]  # False: skip this step's update
 Valid = list[dict[str, Any]] | Callable[[], Iterable[dict[str, Any]]]
 
 
@@ -137,16 +136,19 @@ class Trainer:
     by default every parameter with ``requires_grad``. Labels of -100 are ignored by the loss, which is
     the mean over all non-ignored tokens of the optimizer step (all micro-batches and ranks together).
     ``hf_export``: folder for a Hugging Face export at the end (``tokenizer``: a tokenizer dir to copy
-    in, or an object with ``save_pretrained``). ``hooks``: see :meth:`before_update`.
+    in, or an object with ``save_pretrained``). ``callbacks``: see :mod:`kamado.train.callbacks`; they run after the
+    trainer's metric sinks and progress line and before its checkpointer.
     """
 
     def __init__(self, model: Any, batches: BatchSource, cfg: TrainConfig, out_dir: Path, *,
                  valid: Valid | None = None, trainable: Callable[[str], bool] | Iterable[str] | None = None,
                  hf_export: Path | None = None, tokenizer: Any = None, description: str = "train",
-                 quiet: bool | None = None, hooks: Sequence[UpdateHook] = ()) -> None:
+                 quiet: bool | None = None, callbacks: Sequence[Callback] = ()) -> None:
         self.model, self.batches, self.cfg, self.out_dir = model, batches, cfg, Path(out_dir)
         self.valid, self.trainable, self.hf_export, self.tokenizer = valid, trainable, hf_export, tokenizer
-        self.description, self.quiet, self.hooks = description, quiet, list(hooks)
+        self.description, self.quiet = description, quiet
+        self.sinks = MetricSinks()
+        self.callbacks = Callbacks([self.sinks, ProgressLine(), *callbacks, Checkpointer()])
         self.seed = DEFAULT_SEED if cfg.seed is None else int(cfg.seed)
         self.ck_root = self.out_dir / "checkpoints"
         self.step_no = 0  # optimizer steps done
@@ -157,6 +159,7 @@ class Trainer:
         self.first_val_loss: float | None = None
         self._ready = False
         self._restores = 0  # resume() calls; a change during a step abandons that step (rollback)
+        self.last_saved: int | None = None  # step of the last checkpoint this trainer saved or resumed from
         self._tok_s: list[float] = []
         self._tflops: list[float] = []
         self._preempt_signal: str | None = None  # set by a signal handler: stop after the step in flight
@@ -170,6 +173,7 @@ class Trainer:
 
         self.t_start = time.perf_counter()
         d = self.dist = distributed.setup()
+        self.callbacks.call("pre_setup", self)
         self._seed_everything(self.seed + d.rank)
         if d.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -231,12 +235,13 @@ class Trainer:
             (self.out_dir / "model_config.json").write_text(mcfg.to_json_string())  # for export_checkpoint
 
     # --- checkpoints ---
-    def resume(self, checkpoint: Path | str | int | None = None) -> int | None:
-        """Restore model, optimizer, batch source and RNG from a checkpoint; returns its step.
+    def resume(self, checkpoint: Path | str | int | None = None, *, callbacks: bool = True) -> int | None:
+        """Restore model, optimizer, batch source, RNG and (``callbacks``) the callbacks' state from a checkpoint;
+        returns its step.
 
         ``checkpoint``: a checkpoint folder, a step number under ``out_dir/checkpoints``, or None for the
-        latest complete one (None is returned when there is none). Also a rollback: called between steps,
-        or from a hook during one (that step is then abandoned), training continues from the restored step.
+        latest complete one (None is returned when there is none). Called during a step (from a callback), that
+        step is abandoned and training continues from the restored step: see :meth:`rollback`.
         """
         self.setup()
         path = self._checkpoint_path(checkpoint)
@@ -260,10 +265,32 @@ class Trainer:
         if state.get("sampler") is not None:
             self.batches.load_state_dict(state["sampler"][self.dist.rank])
         ckpt.set_rng_state(state["rng"][self.dist.rank])
-        self.step_no = self.resumed_from = int(state["step"])
+        if callbacks:
+            self.callbacks.load_state_dict(state.get("callbacks"))
+        self.step_no = self.resumed_from = self.last_saved = int(state["step"])
         self.tokens_done = self.step_no * self.cfg.batch_size * self.cfg.seq_len
         self._restores += 1
         return self.step_no
+
+    def rollback(self, checkpoint: Path) -> dict[str, Any]:
+        """Go back to ``checkpoint``'s weights, optimizer and RNG but keep the data where it is (the batches since
+        that checkpoint are skipped) and the callbacks' state as it is; called from ``pre_optim_step``, the step in
+        progress is abandoned. The checkpoint's ``state.json`` then records the data position past the skipped
+        window and the callbacks' state, so a later resume from it never replays that window. Returns
+        ``{"sampler_from": [...], "sampler_to": [...]}`` (every rank's batch-source state then and now)."""
+        here = self.batches.state_dict()
+        sampler_to = distributed.gather_objects(here, self.dist)
+        sampler_from = ckpt.read_state(checkpoint).get("sampler")
+        self.resume(checkpoint, callbacks=False)
+        self.batches.load_state_dict(here)
+        return {"sampler_from": sampler_from, "sampler_to": sampler_to}
+
+    def record_rollback(self, checkpoint: Path, sampler_to: list[Any]) -> None:
+        """After :meth:`rollback` and the callbacks' bookkeeping: rewrite ``checkpoint``'s data position and
+        callback state (rank 0), then wait for every rank."""
+        if self.dist.is_main:
+            ckpt.update_state(checkpoint, {"sampler": sampler_to, "callbacks": self.callbacks.state_dict()})
+        distributed.barrier(self.dist)
 
     def _checkpoint_path(self, checkpoint: Path | str | int | None) -> Path | None:
         if checkpoint is None:
@@ -273,8 +300,9 @@ class Trainer:
             if checkpoint not in found:
                 raise KamadoError(f"{self.ck_root}: no complete checkpoint at step {checkpoint} (have {sorted(found)})")
             return found[checkpoint]
-        if not (Path(checkpoint) / "state.json").is_file():
-            raise KamadoError(f"{checkpoint}: not a complete checkpoint (no state.json)")
+        if not ckpt.is_complete(Path(checkpoint)):
+            raise KamadoError(f"{checkpoint}: not a complete checkpoint (needs state.json and model.safetensors "
+                              "or dcp/.metadata)")
         return Path(checkpoint)
 
     @property
@@ -296,42 +324,42 @@ class Trainer:
         samplers = distributed.gather_objects(self.batches.state_dict(), d)
         rngs = distributed.gather_objects(ckpt.rng_state(), d)
         meta = {"world_size": d.world_size, "sampler": samplers, "rng": rngs, "seed": self.seed,
-                "config": self.cfg.model_dump(mode="json")}
+                "config": self.cfg.model_dump(mode="json"), "callbacks": self.callbacks.state_dict()}
         if self.sharded_checkpoints:  # every rank writes its own shard: no full gather
             msd, osd = self.precision.sharded_state(self.opt)
-            return ckpt.save_sharded(self.ck_root, s, msd, osd, meta, rank=d.rank, world_size=d.world_size,
+            path = ckpt.save_sharded(self.ck_root, s, msd, osd, meta, rank=d.rank, world_size=d.world_size,
                                      keep_last=self.cfg.keep_last, keep_every=self.cfg.keep_every)
-        msd = self.precision.model_state()
-        osd = self.precision.optim_state(self.opt)
-        path = None
-        if d.is_main:
-            path = ckpt.save(self.ck_root, s, msd, osd, meta, keep_last=self.cfg.keep_last,
-                             keep_every=self.cfg.keep_every)
-        if d.enabled:
-            import torch.distributed as tdist
-
-            tdist.barrier()
+        else:
+            msd = self.precision.model_state()
+            osd = self.precision.optim_state(self.opt)
+            path = None
+            if d.is_main:
+                path = ckpt.save(self.ck_root, s, msd, osd, meta, keep_last=self.cfg.keep_last,
+                                 keep_every=self.cfg.keep_every)
+            distributed.barrier(d)
+        self.last_saved = s
+        self.callbacks.call("post_checkpoint_saved", self, s, path)
         return path
 
     # --- one step ---
     def step(self) -> dict[str, Any] | None:
-        """One optimizer step; returns its metrics record (None: a hook rolled back, nothing was done)."""
+        """One optimizer step; returns its metrics record (None: a callback rolled back, nothing was done)."""
         import torch
 
-        cfg, d, step = self.cfg, self.dist, self.step_no
+        d, step = self.dist, self.step_no
         t0 = time.perf_counter()
+        self.callbacks.call("pre_step", self, step + 1)
         if hasattr(self.batches, "set_step"):
             self.batches.set_step(step)
-        lr = lr_at(step, lr=cfg.optimizer.lr, min_lr=cfg.optimizer.min_lr, total=cfg.steps,
-                   warmup=cfg.warmup_steps, schedule=cfg.schedule, decay_fraction=cfg.decay_fraction)
+        lr = self.lr_for(step)
         for g in self.opt.param_groups:
             g["lr"] = lr
         micro = self._next_micro_batches()
         loss = self._forward_backward(micro)
         gn = self._clip_grads()
         restores = self._restores
-        update = self.before_update(StepStats(step + 1, loss, gn, lr))
-        if self._restores != restores:  # a hook rolled back to a checkpoint: abandon this step
+        update = self.callbacks.pre_optim_step(self, StepStats(step + 1, loss, gn, lr))
+        if self._restores != restores:  # a callback rolled back to a checkpoint: abandon this step
             self.opt.zero_grad(set_to_none=True)
             return None
         if update:
@@ -364,9 +392,13 @@ class Trainer:
                 torch.nn.utils.clip_grads_with_norm_(params, self.cfg.grad_clip, norm)
         return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
-    def before_update(self, stats: StepStats) -> bool:
-        """The guard seam: False skips this step's optimizer update. Default: no hook says False."""
-        return all(hook(self, stats) is not False for hook in self.hooks)
+    def lr_for(self, step: int) -> float:
+        """The LR of 0-based ``step``: the schedule (:func:`~kamado.train.optim.lr_at`) × the callbacks' factors."""
+        cfg = self.cfg
+        lr = lr_at(step, lr=cfg.optimizer.lr, min_lr=cfg.optimizer.min_lr, total=cfg.steps,
+                   warmup=cfg.warmup_steps, schedule=cfg.schedule, decay_fraction=cfg.decay_fraction)
+        f = self.callbacks.lr_factor(self, step + 1)
+        return lr if f == 1.0 else lr * f
 
     def _to_device(self, b: dict[str, Any]) -> tuple[Any, Any, Any]:
         dev = self.dist.device
@@ -451,50 +483,48 @@ class Trainer:
         A signal of ``cfg.preempt_signals`` only sets a flag; the loop ends after the step in flight (all ranks
         agree at each step boundary), saves that step and raises :class:`~kamado.config.Preempted`. A collective
         that lost another rank (its node died) raises a :class:`KamadoError` naming the checkpoint to resume from.
+        The callbacks hear ``post_train`` at the end, or ``on_error`` with what was raised.
         """
-        cfg = self.cfg
-        self.setup()
         try:
-            with distributed.on_signals(cfg.preempt_signals, self._on_preempt_signal):
-                return self._fit(resume_from)
-        except RuntimeError as e:
-            if self.dist.enabled and distributed.lost_peer(e):
-                raise KamadoError(self._lost_rank_message(e)) from e
+            self.setup()
+            try:
+                with distributed.on_signals(self.cfg.preempt_signals, self._on_preempt_signal):
+                    res = self._fit(resume_from)
+            except RuntimeError as e:
+                if self.dist.enabled and distributed.lost_peer(e):
+                    raise KamadoError(self._lost_rank_message(e)) from e
+                raise
+        except BaseException as e:
+            self.callbacks.call("on_error", self, e)
             raise
+        self.callbacks.call("post_train", self, res)
+        return res
 
     def _fit(self, resume_from: Path | str | int | None) -> TrainResult:
-        from kamado import ui
-
         cfg = self.cfg
         if (resume_from is None and not cfg.resume) or self.resume(resume_from) is None:
             if self.dist.is_main and self.ck_root.exists():
                 ckpt.prune(self.ck_root, keep_last=cfg.keep_last, keep_every=cfg.keep_every)
         self._start_logging()
-        last_saved = self.resumed_from
-        show = self.dist.is_main and not (ui.quiet() if self.quiet is None else self.quiet)
-        bar = ui.progress(self.description, total=cfg.steps) if show else contextlib.nullcontext(lambda n=1, **kw: None)
-        with bar as advance:
-            if self.step_no:
-                advance(self.step_no)
-            while self.step_no < cfg.steps:
-                rec = self.step()
-                if rec is None:
-                    continue
-                if self._due(cfg.log_every):
-                    self.sinks.log(rec)
-                if self.valid is not None and cfg.eval_every > 0 and self._due(cfg.eval_every):
-                    self.val_loss = self.evaluate()
-                    self.sinks.log({"step": self.step_no, "val_loss": self.val_loss, "tokens": self.tokens_done})
-                if cfg.ckpt_every > 0 and self._due(cfg.ckpt_every):
-                    self.save()
-                    last_saved = self.step_no
-                advance(1, loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:,.0f}")
-                if self.step_no < cfg.steps and self._preempt_agreed():
-                    self._stop_preempted(saved=last_saved == self.step_no)
-        if last_saved != cfg.steps and cfg.steps > self._first_step:
+        while self.step_no < cfg.steps:
+            rec = self.step()
+            if rec is None:
+                continue
+            if self.due(cfg.log_every):
+                self.log(rec)
+            if self.valid is not None and cfg.eval_every > 0 and self.due(cfg.eval_every):
+                self.val_loss = self.evaluate()
+                self.log({"step": self.step_no, "val_loss": self.val_loss, "tokens": self.tokens_done})
+            self.callbacks.call("post_step", self, rec)
+            if self.step_no < cfg.steps and self._preempt_agreed():
+                self._stop_preempted(saved=self.last_saved == self.step_no)
+        if self.last_saved != cfg.steps and cfg.steps > self._first_step:
             self.save(cfg.steps)
-        self.sinks.close()
         return self._result()
+
+    def log(self, record: dict[str, Any]) -> None:
+        """A record for the metric log: every callback's ``log`` (the metric sinks write it on rank 0)."""
+        self.callbacks.call("log", self, record)
 
     # --- preemption and lost ranks ---
     def _on_preempt_signal(self, signum: int, frame: Any) -> None:
@@ -513,7 +543,6 @@ class Trainer:
         """Save the step just finished (every rank: sharded where FSDP shards) and raise Preempted."""
         if not saved:
             self.save()
-        self.sinks.close()
         path = ckpt.step_dir(self.ck_root, self.step_no)
         sig = self._preempt_signal or "a preemption signal to another rank"
         raise Preempted(f"preempted by {sig} after step {self.step_no} of {self.cfg.steps}: saved the complete "
@@ -528,14 +557,13 @@ class Trainer:
                 f"node died, or the network failed): {first}. {last}; launch all {self.dist.world_size} ranks again "
                 "with the same command to resume from it")
 
-    def _due(self, every: int) -> bool:
+    def due(self, every: int) -> bool:
         """Whether a thing done every ``every`` steps (and at the last) is due after this step."""
         return self.step_no % max(1, every) == 0 or self.step_no == self.cfg.steps
 
     def _start_logging(self) -> None:
-        """FLOPs per token and device peak, the metric sinks, and the validation loss before training."""
+        """FLOPs per token and device peak, the callbacks' ``pre_train``, and the validation loss before training."""
         from kamado.model.flops import device_peak, model_flops
-        from kamado.monitor.sinks import make_sinks
 
         cfg = self.cfg
         self._first_step = self.step_no
@@ -548,11 +576,10 @@ class Trainer:
         else:
             self.flops_per_token = 6.0 * self.n_params
         self.peak, self.peak_how = device_peak(cfg.precision, self.dist.device)  # one user-wide cache
-        self.sinks = make_sinks(self.out_dir, resume_step=self.resumed_from, tensorboard=cfg.tensorboard,
-                                wandb=cfg.wandb, mlflow=cfg.mlflow, config=cfg.model_dump(mode="json"), enabled=self.dist.is_main)
+        self.callbacks.call("pre_train", self)
         if self.step_no == 0 and self.valid is not None and cfg.eval_every > 0:
             self.first_val_loss = self.val_loss = self.evaluate()
-            self.sinks.log({"step": 0, "val_loss": self.val_loss, "tokens": 0})
+            self.log({"step": 0, "val_loss": self.val_loss, "tokens": 0})
 
     def _result(self) -> TrainResult:
         """Export to Hugging Face (if asked) and sum the run up."""

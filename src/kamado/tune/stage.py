@@ -106,9 +106,9 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
 
     import torch
 
-    from kamado.monitor.guard import RunGuard, run_restarting
     from kamado.train.export import export_hf
-    from kamado.train.trainer import train
+    from kamado.train.guard import run_guarded
+    from kamado.train.trainer import Trainer
     from kamado.tune import lora as lora_mod
     from kamado.tune.sft import SFTBatches, evaluate_loss, pack, valid_batches
 
@@ -137,16 +137,16 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
                   f"({100 * trainable / total:.2f}%), {len(rows):,} rows, lr {tcfg.optimizer.lr:g}")
     attempts = [0]
 
-    def attempt(**kw: Any) -> Any:  # after a hang restart: a fresh model and batch source, resumed by the trainer
+    def make_trainer(callbacks: list[Any]) -> Trainer:  # after a hang restart: a fresh model and batch source
         m, b = (model, batches) if not attempts[0] else (_fresh_model(method, cfg, base),
                                                           SFTBatches(rows, micro, pad_id, seed))
         attempts[0] += 1
-        return train(m, b, tcfg, mdir, valid=valid or None,
-                     trainable=lora_mod.trainable_names(m) if method == "lora" else None,
-                     description=f"tune/{method}", quiet=ctx.quiet or None, **kw)
+        return Trainer(m, b, tcfg, mdir, valid=valid or None,
+                       trainable=lora_mod.trainable_names(m) if method == "lora" else None,
+                       description=f"tune/{method}", quiet=ctx.quiet or None, callbacks=callbacks)
 
-    result = run_restarting(lambda: RunGuard(cfg.guard, cfg.alerts, mdir,
-                                             run=f"{ctx.run_dir.name if ctx.run_dir else ''}/tune/{method}"), attempt)
+    result = run_guarded(make_trainer, cfg.guard, cfg.alerts, mdir,
+                         run=f"{ctx.run_dir.name if ctx.run_dir else ''}/tune/{method}")
     del model
     model = restore_fp32(method, cfg, base, mdir / "checkpoints").eval()
     val_after = evaluate_loss(model, valid) if valid else None
