@@ -92,13 +92,18 @@ def git_commit(cwd: Path | None = None) -> str | None:
         return None
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str, *, fsync: bool = False) -> None:
     """Write ``text`` (UTF-8) to a temporary name beside ``path`` and rename it into place: a reader sees the old
-    file or the whole new one, never a part (temporary names are per process and thread)."""
+    file or the whole new one, never a part (temporary names are per process and thread). ``fsync``: the data
+    reaches the disk before the rename (a checkpoint's ``state.json`` must survive a power cut)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}-{threading.get_ident()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -75,11 +75,6 @@ class AlertsConfig(StrictModel):
     kinds: list[str] = list(KINDS)  # which kinds are sent
 
 
-def clean(v: Any) -> Any:
-    """``to_json_safe(v, nonfinite="string")``, the alerts' and guard events' rule (kept for the guard's import)."""
-    return to_json_safe(v, nonfinite="string")
-
-
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if math.isfinite(v) else str(v)

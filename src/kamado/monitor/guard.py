@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from kamado.config import KamadoError, StrictModel
-from kamado.monitor.alerts import clean
+from kamado.jsonl import to_json_safe
 
 EVENTS = "events.jsonl"
 HEARTBEAT = "heartbeat.json"
@@ -136,7 +136,8 @@ class EventLog:
         self._lock = threading.Lock()
 
     def log(self, step: int | None, kind: str, detail: Any = None) -> dict[str, Any]:
-        rec = clean({"step": step, "kind": kind, "detail": detail if detail is not None else {}, "time": time.time()})
+        rec = to_json_safe({"step": step, "kind": kind, "detail": detail if detail is not None else {},
+                            "time": time.time()}, nonfinite="string")
         if self.enabled:
             with self._lock, self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")

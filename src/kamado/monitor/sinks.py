@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
 from pathlib import Path
 from typing import Any
 
-from kamado.jsonl import read_jsonl
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return v
+from kamado.jsonl import read_jsonl, to_json_safe
+from kamado.manifest import write_text_atomic
 
 
 class JsonlSink:
@@ -27,15 +21,13 @@ class JsonlSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if truncate_after_step is not None and self.path.exists():
             keep = [ln for ln in read_jsonl(self.path, skip_bad=True) if int(ln.get("step", 0)) <= truncate_after_step]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
         elif truncate_after_step is None and self.path.exists():
             self.path.unlink()
         self._f = self.path.open("a", encoding="utf-8")
 
     def log(self, record: dict[str, Any]) -> None:
-        self._f.write(json.dumps({k: _clean(v) for k, v in record.items()}, ensure_ascii=False) + "\n")
+        self._f.write(json.dumps(to_json_safe(record, nonfinite="string"), ensure_ascii=False) + "\n")
         self._f.flush()
 
     def close(self) -> None:

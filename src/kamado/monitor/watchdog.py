@@ -138,10 +138,10 @@ class Watchdog:
     def beat(self, state: str, step: int | None, **extra: Any) -> None:
         """Write the heartbeat: ``state`` (starting, running, finished, failed, preempted, restarting) at ``step``."""
         if self.enabled:
-            from kamado.monitor.alerts import clean
+            from kamado.jsonl import to_json_safe
 
-            write_json_atomic(self.heartbeat, clean({"pid": os.getpid(), "state": state, "step": step,
-                                                     "time": time.time(), **extra}))
+            write_json_atomic(self.heartbeat, to_json_safe({"pid": os.getpid(), "state": state, "step": step,
+                                                     "time": time.time(), **extra}, nonfinite="string"))
 
     def start(self, *, events: Path, hang_timeout_s: float, startup_timeout_s: float, term_grace_s: float,
               run: str, alerts: dict[str, Any]) -> None:

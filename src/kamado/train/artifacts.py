@@ -60,22 +60,6 @@ class TrainCounts:
         return cls(**{k: v for k, v in counts.items() if k in known})
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSON Lines file; unreadable lines (a run killed mid-write) are skipped."""
-    out: list[dict[str, Any]] = []
-    if not path.is_file():
-        return out
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-    return out
-
-
 @dataclass
 class TrainArtifact:
     """A pretrain stage folder (finished, or still training: ``metrics.jsonl`` alone is readable)."""
@@ -111,7 +95,9 @@ class TrainArtifact:
 
     def metrics(self) -> list[dict[str, Any]]:
         """Every record of ``metrics.jsonl`` (step records and validation records)."""
-        return read_jsonl(self.metrics_path)
+        from kamado.jsonl import read_records
+
+        return read_records(self.metrics_path)
 
     def tokens_seen(self, records: list[dict[str, Any]] | None = None) -> int | None:
         """Tokens trained on: the result's count, else the last logged ``tokens``."""

@@ -198,12 +198,9 @@ def _publish(tmp: Path, final: Path, state: dict[str, Any], *, keep_last: int, k
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
     """``state.json`` written in full and fsynced under a temporary name, then renamed over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        json.dump(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from kamado.manifest import write_text_atomic
+
+    write_text_atomic(path, json.dumps(state), fsync=True)
 
 
 def update_state(path: Path, updates: dict[str, Any]) -> None:

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kamado.config import Preempted
-from kamado.monitor.alerts import Alerter, AlertsConfig, clean
+from kamado.jsonl import to_json_safe
+from kamado.monitor.alerts import Alerter, AlertsConfig
 from kamado.monitor.guard import EVENTS, STOP, Detector, EventLog, GuardConfig, GuardStop, read_events
 from kamado.monitor.watchdog import Watchdog
 from kamado.train import checkpoint as ckpt
@@ -226,7 +227,7 @@ class Guard(Callback):
     def finish(self, step: int, record: dict[str, Any] | None = None) -> None:
         if self.is_main and not self._ended:
             self.events.log(step, "finished", {"rollbacks": self.rollbacks, "skipped_updates": self.skipped,
-                                               "alert_failures": self.alerter.failures, **clean(record or {})})
+                                               "alert_failures": self.alerter.failures, **to_json_safe(record or {}, nonfinite="string")})
             self.alerter.send("finished", step, "training finished", action=self._summary(),
                               checkpoint=self.last_good_ckpt, metrics=record or self.last)
             self._beat("finished", step)
