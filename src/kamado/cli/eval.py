@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 import typer
 
-from kamado.cli.options import recipe_option
+from kamado.cli.options import field_default, option, recipe_option
 from kamado.config import KamadoError, parse_assignments
 from kamado.eval.config import EvalConfig
+from kamado.eval.judge import JudgeSettings
 from kamado.stage import DEFAULT_SEED
 
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Folder of the shared data sets "
@@ -144,41 +145,28 @@ def evaluate(
 def judge(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for answers.jsonl, judgments.jsonl, scores.json "
                                       "(requests.jsonl with --dry-run).")],
-    model_url: Annotated[str | None, typer.Option("--model-url", help="OpenAI-compatible base URL of the model "
-                                                  "under test, e.g. http://127.0.0.1:8000/v1 (not with "
-                                                  "--answers).")] = None,
-    judge_url: Annotated[str, typer.Option("--judge-url", help="OpenAI-compatible base URL of the judge.")
-                         ] = "https://api.openai.com/v1",
-    judge_model: Annotated[str, typer.Option("--judge-model", help="Judge model name (FastChat's default: "
-                                             "gpt-4).")] = "gpt-4",
-    model: Annotated[str | None, typer.Option("--model", help="Model name at --model-url (default: the "
-                                              "first of its /v1/models; with --answers: its model_id).")] = None,
-    answers: Annotated[Path | None, typer.Option("--answers", help="Judge the answers of a FastChat model_answer "
-                                                 "JSONL instead of asking a model.")] = None,
-    questions: Annotated[str, typer.Option("--questions", "--question-set", help="mt-bench-ja (60), "
-                                           "mt-bench-ja-full (80), mt-bench-en, or a JSONL file.")] = "mt-bench-ja",
-    judge_prompts: Annotated[str, typer.Option("--judge-prompts", help="fastchat (the data root's templates) or "
-                                               "fastchat-2023-08 (without the language-match sentence, as "
-                                               "FastChat's GPT-4 judgments of August 2023).")] = "fastchat",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write OUT/requests.jsonl (question_id, turn, "
-                                          "system_prompt, user_prompt, request) and send nothing.")] = False,
-    samples: Annotated[int, typer.Option("--samples", "-k", help="Judge replies per judgment: the score is "
-                                         "their median, spread = max - min.")] = 1,
-    judge_temperature: Annotated[float, typer.Option(help="Judge sampling temperature (FastChat: 0).")] = 0.0,
+    model_url: str | None = option(JudgeSettings, "model_url"),
+    judge_url: str = option(JudgeSettings, "judge_url"),
+    judge_model: str = option(JudgeSettings, "judge_model"),
+    model: str | None = option(JudgeSettings, "model"),
+    answers: Path | None = option(JudgeSettings, "answers_file", "--answers"),
+    questions: str = option(JudgeSettings, "questions", "--questions", "--question-set"),
+    judge_prompts: str = option(JudgeSettings, "judge_prompts"),
+    dry_run: bool = option(JudgeSettings, "dry_run", "--dry-run"),
+    samples: int = option(JudgeSettings, "samples", "--samples", "-k"),
+    judge_temperature: float = option(JudgeSettings, "judge_temperature"),
     cache: Annotated[Path | None, typer.Option("--cache", help="Folder of cached judge replies, keyed on the "
                                                "whole request (default: $KAMADO_CACHE/judge, i.e. "
                                                "~/.cache/kamado/judge).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write cached replies.")] = False,
-    api_key_env: Annotated[str, typer.Option("--api-key-env", help="Environment variable holding the judge's "
-                                             "API key.")] = "OPENAI_API_KEY",
-    model_api_key_env: Annotated[str | None, typer.Option(help="Environment variable with the model "
-                                                          "endpoint's key, if it needs one.")] = None,
-    turns: Annotated[str, typer.Option(help="Turns to judge: 1, 2 or 1,2.")] = "1,2",
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="First N questions only.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Answer length limit (tokens).")] = 1024,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 4,
-    retries: Annotated[int, typer.Option(help="Retries per request (exponential backoff).")] = 5,
-    timeout: Annotated[float, typer.Option(help="Seconds per HTTP request.")] = 300.0,
+    api_key_env: str = option(JudgeSettings, "api_key_env"),
+    model_api_key_env: str | None = option(JudgeSettings, "model_api_key_env"),
+    turns: str = option(JudgeSettings, "turns", default=",".join(map(str, field_default(JudgeSettings, "turns")))),
+    limit: int | None = option(JudgeSettings, "limit", "--limit", "-n"),
+    max_tokens: int = option(JudgeSettings, "max_tokens"),
+    concurrency: int = option(JudgeSettings, "concurrency"),
+    retries: int = option(JudgeSettings, "retries"),
+    timeout: float = option(JudgeSettings, "timeout"),
     data_root: DataRoot = None,
 ) -> None:
     """MT-Bench-style evaluation: answer two-turn questions with a model, grade each turn with a judge LLM.
@@ -200,7 +188,7 @@ def judge(
     from rich.markup import escape
 
     from kamado import catalog
-    from kamado.eval.judge import JudgeSettings, run_judge, score_table
+    from kamado.eval.judge import run_judge, score_table
     from kamado.ui import console, table
 
     try:

@@ -39,11 +39,12 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kamado.config import KamadoError
+from pydantic import Field
+
+from kamado.config import KamadoError, StrictModel
 from kamado.jsonl import read_jsonl, read_records
 from kamado.manifest import write_json_atomic
 
@@ -168,31 +169,39 @@ class OpenAIClient:
         return content
 
 
-@dataclass
-class JudgeSettings:
-    """Options of ``kamado judge``."""
+class JudgeSettings(StrictModel):
+    """Options of ``kamado judge`` (the command's defaults and help are these fields')."""
 
-    questions: str = "mt-bench-ja"
-    model_url: str | None = "http://127.0.0.1:8000/v1"
-    model: str | None = None
-    judge_url: str = "https://api.openai.com/v1"
-    judge_model: str = "gpt-4o"
-    api_key_env: str = "OPENAI_API_KEY"
-    model_api_key_env: str | None = None
-    turns: list[int] = field(default_factory=lambda: [1, 2])
-    limit: int | None = None
-    max_tokens: int = 1024
-    judge_max_tokens: int = 2048  # FastChat's
-    judge_temperature: float = 0.0  # FastChat's
-    concurrency: int = 4
-    retries: int = 5
-    timeout: float = 300.0
-    backoff: float = 1.0
-    answers_file: Path | None = None  # FastChat model_answer JSONL: judge these answers, ask no model
-    judge_prompts: str = "fastchat"  # or fastchat-2023-08 (see the module doc)
-    samples: int = 1  # judge replies per judgment (median score, spread)
-    cache_dir: Path | None = None  # judge replies by request digest; None: no cache
-    dry_run: bool = False  # write requests.jsonl, send nothing
+    questions: str = Field("mt-bench-ja", description="mt-bench-ja (60), mt-bench-ja-full (80), mt-bench-en, "
+                           "or a JSONL file.")
+    model_url: str | None = Field(None, description="OpenAI-compatible base URL of the model under test, e.g. "
+                                  "http://127.0.0.1:8000/v1 (not with --answers).")
+    model: str | None = Field(None, description="Model name at --model-url (default: the first of its "
+                              "/v1/models; with --answers: its model_id).")
+    judge_url: str = Field("https://api.openai.com/v1", description="OpenAI-compatible base URL of the judge.")
+    judge_model: str = Field("gpt-4", description="Judge model name (FastChat's default: gpt-4).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the judge's API key.")
+    model_api_key_env: str | None = Field(None, description="Environment variable with the model endpoint's key, "
+                                          "if it needs one.")
+    turns: list[int] = Field([1, 2], description="Turns to judge: 1, 2 or 1,2.")
+    limit: int | None = Field(None, description="First N questions only.")
+    max_tokens: int = Field(1024, description="Answer length limit (tokens).")
+    judge_max_tokens: int = Field(2048, description="Judge reply length limit (tokens; FastChat's 2,048).")
+    judge_temperature: float = Field(0.0, description="Judge sampling temperature (FastChat: 0).")
+    concurrency: int = Field(4, description="Requests in flight at once.")
+    retries: int = Field(5, description="Retries per request (exponential backoff).")
+    timeout: float = Field(300.0, description="Seconds per HTTP request.")
+    backoff: float = Field(1.0, description="Base of the exponential backoff between retries (seconds).")
+    answers_file: Path | None = Field(None, description="Judge the answers of a FastChat model_answer JSONL "
+                                      "instead of asking a model.")
+    judge_prompts: str = Field("fastchat", description="fastchat (the data root's templates) or fastchat-2023-08 "
+                               "(without the language-match sentence, as FastChat's GPT-4 judgments of August "
+                               "2023).")
+    samples: int = Field(1, description="Judge replies per judgment: the score is their median, spread = max - "
+                         "min.")
+    cache_dir: Path | None = Field(None, description="Folder of judge replies by request digest; None: no cache.")
+    dry_run: bool = Field(False, description="Write OUT/requests.jsonl (question_id, turn, system_prompt, "
+                          "user_prompt, request) and send nothing.")
 
 
 def load_question_set(name: str, root: Path | None, judge_prompts: str = "fastchat"
