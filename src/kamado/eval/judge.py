@@ -386,97 +386,128 @@ def _median_score(scores: list[float]) -> float:
     return int(m) if float(m).is_integer() else m
 
 
+_Request = tuple[dict, int, dict]  # (question, turn, judge_request(...))
+
+
 def run_judge(s: JudgeSettings, out: Path, root: Path | None, *, show_progress: bool = False) -> dict[str, Any]:
     """Answer, judge, aggregate; returns the ``scores.json`` summary (``dry_run``: the requests summary)."""
-    from kamado.corpus.docs import ja_share
-    from kamado.manifest import write_json_atomic
-
     if s.samples < 1:
         raise KamadoError(f"samples {s.samples}: expected at least 1")
     questions, prompts, refs, lang = load_question_set(s.questions, root, s.judge_prompts)
     if s.limit is not None:
         questions = questions[: s.limit]
     out.mkdir(parents=True, exist_ok=True)
-    need = max(s.turns)
-    answers: dict[str, list[str]] = {}
     ids = {str(q["question_id"]): q["question_id"] for q in questions}
-    errors: list[str] = []
+    model, answers, errors = _collect_answers(s, questions, ids, out, show_progress)
+    cache = ReplyCache(s.cache_dir)
+    reqs = _judge_requests(s, questions, answers, prompts, refs)
+    if s.dry_run:
+        return _write_requests(s, reqs, cache, out, model=model, ids=ids, questions=len(questions))
+    return _judge_and_summarize(s, reqs, cache, out, questions=questions, ids=ids, model=model, answers=answers,
+                                lang=lang, errors=errors, show_progress=show_progress)
 
-    # 1. answers: from a FastChat answer file, or asked from the model (resumable: kept in answers.jsonl)
+
+def _collect_answers(s: JudgeSettings, questions: list[dict], ids: dict[str, Any], out: Path, show_progress: bool
+                     ) -> tuple[str, dict[str, list[str]], list[str]]:
+    """Phase 1, the answers: (model, answer turns by question id, error messages). From a FastChat answer file
+    (``ids`` then take its question ids), else from ``answers.jsonl`` (resumable) and the model for the rest."""
     if s.answers_file is not None:
         model, answers, file_ids = load_answers(s.answers_file)
-        model = s.model or model
         ids |= {k: v for k, v in file_ids.items() if k in ids}  # records keep the answer file's question ids
-    else:
-        ans_path = out / "answers.jsonl"
-        model = s.model or ""
-        if not model and not s.dry_run:
-            if not s.model_url:
-                raise KamadoError("no model to judge: pass --model-url (and --model) or --answers FILE")
-            m_key = os.environ.get(s.model_api_key_env) if s.model_api_key_env else None
-            ids_at = OpenAIClient(s.model_url, m_key, timeout=s.timeout, retries=s.retries, backoff=s.backoff).models()
-            if not ids_at:
-                raise KamadoError(f"{s.model_url}: /models lists no model; pass --model")
-            model = ids_at[0]
-        for r in read_records(ans_path):
-            if not model:
-                model = str(r.get("model_id"))
-            if r.get("model_id") == model:
-                t = r["choices"][0]["turns"]
-                if len(t) >= len(answers.get(str(r["question_id"]), [])):
-                    answers[str(r["question_id"])] = t
-        todo = [q for q in questions if len(answers.get(str(q["question_id"]), [])) < min(need, len(q["turns"]))]
-        if todo and s.dry_run:
-            raise KamadoError(f"--dry-run: {len(todo)} question(s) have no answer in {ans_path}; pass --answers FILE "
-                              "(FastChat model_answer JSONL) or answer them first")
-        if todo:
-            if not s.model_url:
-                raise KamadoError("no model to answer the questions: pass --model-url or --answers FILE")
-            m_key = os.environ.get(s.model_api_key_env) if s.model_api_key_env else None
-            mc = OpenAIClient(s.model_url, m_key, timeout=s.timeout, retries=s.retries, backoff=s.backoff)
-            ans_w = _Appender(ans_path)
+        return s.model or model, answers, []
+    ans_path = out / "answers.jsonl"
+    model = s.model or ""
+    if not model and not s.dry_run:
+        if not s.model_url:
+            raise KamadoError("no model to judge: pass --model-url (and --model) or --answers FILE")
+        m_key = os.environ.get(s.model_api_key_env) if s.model_api_key_env else None
+        ids_at = OpenAIClient(s.model_url, m_key, timeout=s.timeout, retries=s.retries, backoff=s.backoff).models()
+        if not ids_at:
+            raise KamadoError(f"{s.model_url}: /models lists no model; pass --model")
+        model = ids_at[0]
+    answers: dict[str, list[str]] = {}
+    for r in read_records(ans_path):
+        if not model:
+            model = str(r.get("model_id"))
+        if r.get("model_id") == model:
+            t = r["choices"][0]["turns"]
+            if len(t) >= len(answers.get(str(r["question_id"]), [])):
+                answers[str(r["question_id"])] = t
+    need = max(s.turns)
+    todo = [q for q in questions if len(answers.get(str(q["question_id"]), [])) < min(need, len(q["turns"]))]
+    if todo and s.dry_run:
+        raise KamadoError(f"--dry-run: {len(todo)} question(s) have no answer in {ans_path}; pass --answers FILE "
+                          "(FastChat model_answer JSONL) or answer them first")
+    if not todo:
+        return model, answers, []
+    if not s.model_url:
+        raise KamadoError("no model to answer the questions: pass --model-url or --answers FILE")
+    return model, answers, _ask_model(s, todo, answers, model, ans_path, show_progress)
 
-            def answer(q: dict) -> None:
-                temp = TEMPERATURE.get(q.get("category", ""), 0.7)
-                conv: list[dict] = []
-                turns_out: list[str] = []
-                for i, user in enumerate(q["turns"][:need]):
-                    conv.append({"role": "user", "content": user})
-                    prev = answers.get(str(q["question_id"]), [])
-                    reply = prev[i] if i < len(prev) else mc.chat(model, conv, temperature=temp,
-                                                                   max_tokens=s.max_tokens)
-                    conv.append({"role": "assistant", "content": reply})
-                    turns_out.append(reply)
-                answers[str(q["question_id"])] = turns_out
-                ans_w.write({"question_id": q["question_id"], "answer_id": uuid.uuid4().hex, "model_id": model,
-                             "category": q.get("category"), "choices": [{"index": 0, "turns": turns_out}],
-                             "tstamp": time.time()})
 
-            errors += _pool(todo, answer, s.concurrency, f"answers ({model})", show_progress)
+def _ask_model(s: JudgeSettings, todo: list[dict], answers: dict[str, list[str]], model: str, ans_path: Path,
+               show_progress: bool) -> list[str]:
+    """Ask ``model`` at ``s.model_url`` the first ``max(s.turns)`` turns of each ``todo`` question (turns already
+    in ``answers`` are kept), at FastChat's temperature for its category; each answered question goes to
+    ``answers`` and a line of ``ans_path``. Returns the error messages."""
+    need = max(s.turns)
+    m_key = os.environ.get(s.model_api_key_env) if s.model_api_key_env else None
+    mc = OpenAIClient(s.model_url or "", m_key, timeout=s.timeout, retries=s.retries, backoff=s.backoff)
+    ans_w = _Appender(ans_path)
 
-    # 2. the judge requests, FastChat's
-    cache = ReplyCache(s.cache_dir)
-    reqs: list[tuple[dict, int, dict]] = []
+    def answer(q: dict) -> None:
+        temp = TEMPERATURE.get(q.get("category", ""), 0.7)
+        conv: list[dict] = []
+        turns_out: list[str] = []
+        for i, user in enumerate(q["turns"][:need]):
+            conv.append({"role": "user", "content": user})
+            prev = answers.get(str(q["question_id"]), [])
+            reply = prev[i] if i < len(prev) else mc.chat(model, conv, temperature=temp, max_tokens=s.max_tokens)
+            conv.append({"role": "assistant", "content": reply})
+            turns_out.append(reply)
+        answers[str(q["question_id"])] = turns_out
+        ans_w.write({"question_id": q["question_id"], "answer_id": uuid.uuid4().hex, "model_id": model,
+                     "category": q.get("category"), "choices": [{"index": 0, "turns": turns_out}],
+                     "tstamp": time.time()})
+
+    return _pool(todo, answer, s.concurrency, f"answers ({model})", show_progress)
+
+
+def _judge_requests(s: JudgeSettings, questions: list[dict], answers: dict[str, list[str]],
+                    prompts: dict[str, dict], refs: dict[str, list[str]]) -> list[_Request]:
+    """Phase 2, FastChat's judge requests: one per question and turn of ``s.turns`` that has an answer."""
+    reqs: list[_Request] = []
     for q in questions:
         got = answers.get(str(q["question_id"]), [])
         for t in s.turns:
             if t <= len(q["turns"]) and len(got) >= t:
                 reqs.append((q, t, judge_request(q, got, t, prompts, refs, judge_model=s.judge_model,
                                                  temperature=s.judge_temperature, max_tokens=s.judge_max_tokens)))
-    if s.dry_run:
-        with open(out / "requests.jsonl", "w", encoding="utf-8") as f:
-            cached = 0
-            for q, t, r in reqs:
-                hit = all(cache.has(cache.key(base_url(s.judge_url), r["body"], i)) for i in range(s.samples))
-                cached += hit
-                f.write(json.dumps({"question_id": ids[str(q["question_id"])], "turn": t, "model": model,
-                                    "judge": [s.judge_model, r["prompt"]], "category": q.get("category"),
-                                    "system_prompt": r["system_prompt"], "user_prompt": r["user_prompt"],
-                                    "request": r["body"], "cached": hit}, ensure_ascii=False) + "\n")
-        return {"model": model, "judge": s.judge_model, "requests": len(reqs), "cached": cached,
-                "to_send": (len(reqs) - cached) * s.samples, "questions": len(questions), "turns": s.turns}
+    return reqs
 
-    # 3. judgments (resumable: a judgment of the same request is kept unless it failed)
+
+def _write_requests(s: JudgeSettings, reqs: list[_Request], cache: ReplyCache, out: Path, *, model: str,
+                    ids: dict[str, Any], questions: int) -> dict[str, Any]:
+    """The dry run: ``requests.jsonl`` (each request, and whether all its samples are cached) and its summary."""
+    with open(out / "requests.jsonl", "w", encoding="utf-8") as f:
+        cached = 0
+        for q, t, r in reqs:
+            hit = all(cache.has(cache.key(base_url(s.judge_url), r["body"], i)) for i in range(s.samples))
+            cached += hit
+            f.write(json.dumps({"question_id": ids[str(q["question_id"])], "turn": t, "model": model,
+                                "judge": [s.judge_model, r["prompt"]], "category": q.get("category"),
+                                "system_prompt": r["system_prompt"], "user_prompt": r["user_prompt"],
+                                "request": r["body"], "cached": hit}, ensure_ascii=False) + "\n")
+    return {"model": model, "judge": s.judge_model, "requests": len(reqs), "cached": cached,
+            "to_send": (len(reqs) - cached) * s.samples, "questions": questions, "turns": s.turns}
+
+
+def _judge_and_summarize(s: JudgeSettings, reqs: list[_Request], cache: ReplyCache, out: Path, *,
+                         questions: list[dict], ids: dict[str, Any], model: str, answers: dict[str, list[str]],
+                         lang: str, errors: list[str], show_progress: bool) -> dict[str, Any]:
+    """Phase 3, the judgments (resumable: one already in ``judgments.jsonl`` for the same request is kept unless
+    it failed) and ``scores.json``, written whatever happened; a failed request (here or in ``errors``, those of
+    the answers) is a :class:`KamadoError` after it."""
     jpath = out / "judgments.jsonl"
     done: dict[tuple[str, int], dict] = {}
     for r in read_records(jpath):
@@ -486,39 +517,13 @@ def run_judge(s: JudgeSettings, out: Path, root: Path | None, *, show_progress: 
     jc = OpenAIClient(s.judge_url, os.environ.get(s.api_key_env) if s.api_key_env else None, timeout=s.timeout,
                       retries=s.retries, backoff=s.backoff)
 
-    def grade(item: tuple[dict, int, dict]) -> None:
-        q, turn, r = item
-        texts: list[str] = []
-        scores: list[float] = []
-        problems: list[str] = []
-        lost: APIError | None = None
-        for i in range(s.samples):
-            key = cache.key(jc.url, r["body"], i)
-            text = cache.get(key)
-            if text is None:
-                try:
-                    text = jc.complete(r["body"])
-                except APIError as e:
-                    problems.append(str(e))
-                    lost = lost or (None if e.reply else e)
-                    continue
-                cache.put(key, r["body"], text)
-            texts.append(text)
-            scores.append(parse_rating(text))
-        ans = answers[str(q["question_id"])][turn - 1]
-        rec = {"question_id": ids[str(q["question_id"])], "model": model, "judge": [s.judge_model, r["prompt"]],
-               "category": q.get("category"), "user_prompt": r["user_prompt"],
-               "judgment": texts[0] if texts else "", "score": _median_score(scores), "turn": turn,
-               "tstamp": time.time(), "answer_ja_share": ja_share(ans)}
-        if s.samples > 1:
-            valid = [x for x in scores if x != -1]
-            rec |= {"samples": s.samples, "scores": scores, "judgments": texts,
-                    "spread": (max(valid) - min(valid)) if valid else None}
-        if not texts:  # no usable reply at all: a failed judgment (asked again by the next run)
-            rec["error"] = problems[0]
+    def grade(item: _Request) -> None:
+        q, turn = item[0], item[1]
+        rec, lost = _grade(s, jc, cache, item, model=model, answer=answers[str(q["question_id"])][turn - 1],
+                           qid=ids[str(q["question_id"])])
         done[(str(q["question_id"]), turn)] = rec
         j_w.write(rec)
-        if lost is not None and not texts:
+        if lost is not None:
             raise lost
 
     items = []
@@ -528,7 +533,7 @@ def run_judge(s: JudgeSettings, out: Path, root: Path | None, *, show_progress: 
                 or prev.get("samples", 1) != s.samples:
             items.append((q, t, r))
     try:
-        errors += _pool(items, grade, s.concurrency, f"judge ({s.judge_model})", show_progress)
+        errors = errors + _pool(items, grade, s.concurrency, f"judge ({s.judge_model})", show_progress)
     finally:  # scores.json whatever happened (an interrupted run writes what it has)
         summary = summarize(questions, done, s.turns, model=model, judge=s.judge_model, lang=lang,
                             answers=answers)
@@ -539,6 +544,42 @@ def run_judge(s: JudgeSettings, out: Path, root: Path | None, *, show_progress: 
         raise KamadoError(f"{len(errors)} request(s) failed (first: {errors[0]}); rerun the same command to "
                           f"resume — finished answers and judgments are kept in {out}")
     return summary
+
+
+def _grade(s: JudgeSettings, jc: OpenAIClient, cache: ReplyCache, item: _Request, *, model: str, answer: str,
+           qid: Any) -> tuple[dict[str, Any], APIError | None]:
+    """One judgment: ``s.samples`` judge replies (from the cache, else asked), its ``judgments.jsonl`` record and
+    the connection error to raise after writing it when no reply came (an unusable reply is no such error)."""
+    from kamado.corpus.docs import ja_share
+
+    q, turn, r = item
+    texts: list[str] = []
+    scores: list[float] = []
+    problems: list[str] = []
+    lost: APIError | None = None
+    for i in range(s.samples):
+        key = cache.key(jc.url, r["body"], i)
+        text = cache.get(key)
+        if text is None:
+            try:
+                text = jc.complete(r["body"])
+            except APIError as e:
+                problems.append(str(e))
+                lost = lost or (None if e.reply else e)
+                continue
+            cache.put(key, r["body"], text)
+        texts.append(text)
+        scores.append(parse_rating(text))
+    rec = {"question_id": qid, "model": model, "judge": [s.judge_model, r["prompt"]], "category": q.get("category"),
+           "user_prompt": r["user_prompt"], "judgment": texts[0] if texts else "", "score": _median_score(scores),
+           "turn": turn, "tstamp": time.time(), "answer_ja_share": ja_share(answer)}
+    if s.samples > 1:
+        valid = [x for x in scores if x != -1]
+        rec |= {"samples": s.samples, "scores": scores, "judgments": texts,
+                "spread": (max(valid) - min(valid)) if valid else None}
+    if not texts:  # no usable reply at all: a failed judgment (asked again by the next run)
+        rec["error"] = problems[0]
+    return rec, (lost if not texts else None)
 
 
 def summarize(questions: list[dict], judgments: dict[tuple[str, int], dict], turns: list[int], *, model: str,
