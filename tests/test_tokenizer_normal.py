@@ -89,3 +89,18 @@ def test_chain_normal_forms() -> None:
 
     assert default_chain("default").normal_form() == "nfkc_ja"
     assert default_chain("hojichar-compat").normal_form() == "nfkc"
+
+
+def test_same_training_same_bytes_in_another_folder(nfkc_tok: Path, tmp_path: Path, data_root: Path) -> None:
+    """The rule file is a temporary file: its path is not kept in the model, so a tokenizer trained again (another
+    run folder) is byte-identical and the stages after it keep their fingerprints."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    cfg = TokenizerConfig(vocab_size=1500, sample_chars=150_000, character_coverage=0.995, heldout_chars=5_000,
+                          normal_form="nfkc_ja")
+    train_tokenizer(resolve_inputs(["ja-wikipedia", "wikitext2"], data_root), cfg, tmp_path / "again", seed=5)
+    a, b = (nfkc_tok / "tokenizer.model").read_bytes(), (tmp_path / "again" / "tokenizer.model").read_bytes()
+    m = pb.ModelProto()
+    m.ParseFromString(a)
+    assert m.normalizer_spec.normalization_rule_tsv == "" and m.normalizer_spec.precompiled_charsmap
+    assert a == b

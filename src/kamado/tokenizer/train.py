@@ -212,7 +212,20 @@ def train_sentencepiece(lines: list[str], cfg: TokenizerConfig, seed: int = 1234
         rule: dict[str, str] = ({"normalization_rule_name": "identity"} if normal_form == "identity" else
                                 {"normalization_rule_tsv": str(write_rule_tsv(normal_form, Path(tmp) / "rule.tsv"))})
         _train_spm(spm, lines, buf, cfg, nthreads, rule)
-    return round_scores(buf.getvalue())
+    return round_scores(without_paths(buf.getvalue()))
+
+
+def without_paths(model: bytes) -> bytes:
+    """The model without the temporary rule file's path SentencePiece records in ``normalization_rule_tsv`` (the
+    rule itself is in ``precompiled_charsmap``): the same training gives the same bytes in any folder."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    m = pb.ModelProto()
+    m.ParseFromString(model)
+    if not m.normalizer_spec.normalization_rule_tsv:
+        return model
+    m.normalizer_spec.ClearField("normalization_rule_tsv")
+    return m.SerializeToString()
 
 
 def _train_spm(spm: Any, lines: list[str], buf: io.BytesIO, cfg: TokenizerConfig, nthreads: int,
