@@ -102,3 +102,19 @@ def test_perplexity_bar_counts_documents_not_windows():
         adv(1)
     assert sum(seen) == len(docs) and all(x > 0 for x in seen)
     assert _per_doc(None, model, docs, bos=1, window=16) is None
+
+
+def test_training_line_shows_the_logged_step_after_a_rollback(plain):
+    """The trainer's progress callback follows the logged step: a rollback from step 6 to 3 moves the line back,
+    so a run of 8 steps ends at 8/8, not 11/8."""
+    from kamado.train.callbacks import ProgressLine
+
+    trainer = SimpleNamespace(quiet=False, dist=SimpleNamespace(is_main=True), description="pretrain",
+                              cfg=SimpleNamespace(steps=8), step_no=0)
+    cb = ProgressLine()
+    cb.pre_train(trainer)
+    for step in [1, 2, 3, 4, 5, 6, 4, 5, 6, 7, 8]:  # rolled back after step 6 to the checkpoint of step 3
+        cb.post_step(trainer, {"step": step, "loss": 2.0, "tokens_per_s": 100.0})
+    cb.post_train(trainer, None)
+    last = [x for x in plain.getvalue().splitlines() if "step" in x and "loss" in x][-1]
+    assert "step 8/8 (100%)" in last and last.endswith("done"), last

@@ -143,6 +143,7 @@ class ProgressLine(Callback):
     def __init__(self) -> None:
         self._stack = contextlib.ExitStack()
         self._advance: Any = None
+        self._shown = 0  # the step the line shows
 
     def pre_train(self, trainer: Trainer) -> None:
         from kamado import ui
@@ -152,10 +153,15 @@ class ProgressLine(Callback):
             self._advance = self._stack.enter_context(ui.progress(trainer.description, total=trainer.cfg.steps))
             if trainer.step_no:
                 self._advance(trainer.step_no)
+            self._shown = trainer.step_no
 
     def post_step(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """Show the step just logged (after a rollback that is an earlier step: the line goes back, not past
+        ``steps``)."""
         if self._advance is not None:
-            self._advance(1, loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
+            step = int(record["step"])
+            self._advance(step - self._shown, loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
+            self._shown = step
 
     def close(self) -> None:
         self._stack.close()
