@@ -119,9 +119,6 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
         return json.loads(done.read_text(encoding="utf-8"))
     mdir.mkdir(parents=True, exist_ok=True)
     seed = cfg.train.seed if cfg.train.seed is not None else ctx.seed
-    torch.manual_seed(seed)
-    model = _fresh_model(method, cfg, base)
-    trainable, total = lora_mod.param_counts(model)
     tcfg = _train_config(cfg, method)
     if tcfg.seed is None:
         tcfg = tcfg.model_copy(update={"seed": seed})
@@ -130,24 +127,26 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
     micro = max(1, tcfg.batch_size // max(1, tcfg.grad_accum))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     valid = valid_batches(data.valid[: cfg.max_valid_examples], micro, pad_id)
-    val_before = evaluate_loss(model, valid) if valid else None
     rows = pack(data.train, tcfg.seq_len, cfg.packing, seed)
-    batches = SFTBatches(rows, micro, pad_id, seed)
-    console.print(f"tune/{method}: {trainable:,} of {total:,} parameters trainable "
-                  f"({100 * trainable / total:.2f}%), {len(rows):,} rows, lr {tcfg.optimizer.lr:g}")
-    attempts = [0]
+    first: dict[str, Any] = {}  # the first attempt's parameter counts and validation loss before training
 
-    def make_trainer(callbacks: list[Any]) -> Trainer:  # after a hang restart: a fresh model and batch source
-        m, b = (model, batches) if not attempts[0] else (_fresh_model(method, cfg, base),
-                                                          SFTBatches(rows, micro, pad_id, seed))
-        attempts[0] += 1
-        return Trainer(m, b, tcfg, mdir, valid=valid or None,
+    def make_trainer(callbacks: list[Any]) -> Trainer:
+        """A fresh model and batch source (after a hang restart too; the trainer resumes), built under the guard
+        so that its startup timeout covers loading the base model."""
+        torch.manual_seed(seed)
+        m = _fresh_model(method, cfg, base)
+        if not first:
+            trainable, total = lora_mod.param_counts(m)
+            first.update(trainable=trainable, total=total, val_before=evaluate_loss(m, valid) if valid else None)
+            console.print(f"tune/{method}: {trainable:,} of {total:,} parameters trainable "
+                          f"({100 * trainable / total:.2f}%), {len(rows):,} rows, lr {tcfg.optimizer.lr:g}")
+        return Trainer(m, SFTBatches(rows, micro, pad_id, seed), tcfg, mdir, valid=valid or None,
                        trainable=lora_mod.trainable_names(m) if method == "lora" else None,
                        description=f"tune/{method}", quiet=ctx.quiet or None, callbacks=callbacks)
 
     result = run_guarded(make_trainer, cfg.guard, cfg.alerts, mdir,
                          run=f"{ctx.run_dir.name if ctx.run_dir else ''}/tune/{method}")
-    del model
+    trainable, total, val_before = first["trainable"], first["total"], first["val_before"]
     model = restore_fp32(method, cfg, base, mdir / "checkpoints").eval()
     val_after = evaluate_loss(model, valid) if valid else None
     out: dict[str, Any] = {"method": method, "trainable_params": trainable, "total_params": total,
