@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 from kamado.corpus.config import CorpusConfig
 from kamado.corpus.io.readers import read_documents, read_shard, shard_files
 from kamado.corpus.stage import run
 from kamado.stage import StageContext
+
+WORDS = "river stone cloud paper lamp window garden letter train music".split()
 
 
 def test_corpus_stage(tmp_path: Path, data_root: Path) -> None:
@@ -45,3 +48,27 @@ def test_corpus_stage(tmp_path: Path, data_root: Path) -> None:
     again = run(cfg, ctx)
     assert {k: v for k, v in again.items() if not k.endswith("seconds")} == \
         {k: v for k, v in counts.items() if not k.endswith("seconds")}
+
+
+def test_source_dedup_overrides_corpus(tmp_path: Path, data_root: Path) -> None:
+    """A source's own ``dedup`` wins over corpus.dedup: a file holding each document twice, read once
+    deduplicated and once as read."""
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(WORDS) + str(rng.randrange(1000)) for _ in range(80)) for _ in range(6)]
+    f = tmp_path / "twice.jsonl"
+    f.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts + texts), encoding="utf-8")
+    src = {"lang": "en", "inputs": [str(f)]}
+    cfg = CorpusConfig.model_validate({
+        "sources": [{"name": "deduped", **src}, {"name": "as_read", **src, "dedup": False}],
+        "chain": "recipes/experiments/chains/passthrough.yaml", "dedup": True, "workers": 1,
+    })
+    out = tmp_path / "corpus"
+    out.mkdir()
+    repo = Path(__file__).resolve().parents[1]
+    counts = run(cfg, StageContext(name="corpus", out=out, data_root=data_root, quiet=True, recipe_dir=repo))
+    listing = {s["name"]: s["kept"] for s in json.loads((out / "sources.json").read_text())}
+    assert listing == {"deduped": "deduped/dedup/kept", "as_read": "as_read/clean/kept"}
+    n = counts["as_read.input"]
+    assert counts["as_read.final_docs"] == n and counts["as_read.dedup_removed"] == 0
+    assert n == 12 and counts["deduped.input"] == n and counts["deduped.dedup_removed"] == 6  # the second copies
+    assert counts["deduped.final_docs"] == n - counts["deduped.dedup_removed"]

@@ -26,6 +26,8 @@ class SourceSpec(StrictModel):
     inputs: list[str]
     max_docs: int | None = Field(None, ge=1, description="Read at most this many input records (tiny recipes).")
     chain: str | None = None  # this source's filter chain (e.g. web-ja, curated-ja); default: the corpus chain
+    dedup: bool | None = Field(None, description="Deduplicate this source (true/false); unset: as corpus.dedup "
+                               "(the settings are always corpus.dedup's).")
     encoding: str | None = Field(None, description="Encoding of JSONL/text/WET inputs: utf-8 (default; a BOM and "
                                  "CRLF are handled), cp932 (Shift-JIS), euc_jp.")
 

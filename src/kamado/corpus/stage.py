@@ -91,7 +91,7 @@ def run(cfg: CorpusConfig, ctx: StageContext) -> dict:
         kept_rel = f"{src.name}/clean/kept"
         final = stats["kept"]
         dedup_removed = 0
-        if cfg.dedup.enabled and stats["kept"] > 0:
+        if (cfg.dedup.enabled if src.dedup is None else src.dedup) and stats["kept"] > 0:
             from kamado.corpus.dedup.run import run_dedup
 
             marker = sdir / ".dedup-done.json"
