@@ -119,3 +119,21 @@ def test_ppl_max_tokens_is_refused_with_its_replacement() -> None:
 
     with pytest.raises(ValueError, match="ppl_max_chars"):
         EvalConfig.model_validate({"ppl_max_tokens": 6000})
+
+
+def test_normal_form_folds_the_text_before_it_is_counted(tmp_path: Path) -> None:
+    """ppl_normal_form: every model is scored on the same folded characters (half-width kana composed,
+    full-width digits narrowed), counted after folding; identity leaves the text as written."""
+
+    class ByChar:
+        bos_token_id = None
+
+        def __call__(self, texts, **kw):
+            return {"input_ids": [[ord(c) % 1000 for c in t] for t in texts]}
+
+    f = tmp_path / "web.txt"
+    f.write_text("ﾃﾞｰﾀは１２３件。\n（注）カタカナ\n", encoding="utf-8")
+    raw = build_docs([str(f)], ByChar(), None, max_chars=10**6, seed=1)
+    folded = build_docs([str(f)], ByChar(), None, max_chars=10**6, seed=1, normal_form="nfkc_ja")
+    assert sum(d.chars for d in raw) == len(f.read_text(encoding="utf-8"))
+    assert sorted(d.chars for d in folded) == sorted([len("データは123件。\n"), len("(注)カタカナ\n")])

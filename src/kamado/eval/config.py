@@ -38,6 +38,10 @@ class EvalConfig(StrictModel):
                                "seeded order, the last one cut: the same text for every model and tokenizer (1 or "
                                "more).")
     ppl_window: int = Field(512, ge=2, description="Tokens per perplexity window (2 or more).")
+    ppl_normal_form: Literal["identity", "nfkc", "nfkc_ja"] = Field(
+        "identity", description="Fold the perplexity text into this normal form before it is chosen and scored "
+        "(identity: as stored; nfkc_ja: the corpus normalize step's form), so models trained on raw and on "
+        "normalised text are scored on the same characters.")
     max_new_tokens: int = Field(32, ge=1, description="Tokens generated per answer in generation tasks (JSQuAD, "
                                 "aio; mgsm-ja keeps lm-eval's 256).")
     # bfloat16 where native: about 2x faster here, same accuracy on the tiny recipe

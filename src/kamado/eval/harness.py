@@ -27,6 +27,7 @@ class EvalSettings:
     ppl_sources: list[str] = field(default_factory=lambda: ["pack"])
     ppl_max_chars: int = 500_000  # per source, chosen from the text alone (kamado.eval.perplexity.select)
     ppl_window: int = 512
+    ppl_normal_form: str = "identity"  # the perplexity text's normal form (kamado.tokenizer.normal.FORMS)
     max_new_tokens: int = 32
     pack_dir: Path | None = None  # resolves the "pack" perplexity source
     prompts: str = "kamado"  # prompt set: kamado | leaderboard (lm-eval's japanese_leaderboard tasks)
@@ -223,7 +224,7 @@ def evaluate_model(model: Any, tokenizer: Any, tasks: list[str], s: EvalSettings
         t0 = time.perf_counter()
         if task.kind == "perplexity":
             docs = build_docs(s.ppl_sources, tokenizer, root, max_chars=s.ppl_max_chars, seed=s.seed,
-                              pack_dir=s.pack_dir)
+                              pack_dir=s.pack_dir, normal_form=s.ppl_normal_form)
             with _bar(progress, name, len(docs)) as adv:
                 res, details = evaluate_perplexity(model, tokenizer, docs, window=s.ppl_window,
                                                    batch_size=max(1, s.batch_size // 2), progress=adv,

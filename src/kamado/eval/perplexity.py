@@ -136,9 +136,11 @@ def pack_texts(pack_dir: Path, tokenizer: Any) -> dict[str, tuple[str, list[str]
 
 
 def build_docs(sources: list[str], tokenizer: Any, root: Path | None, *, max_chars: int, seed: int,
-               pack_dir: Path | None = None) -> list[Doc]:
-    """The scored documents of every source: chosen from the text (see :func:`select`), then encoded."""
+               pack_dir: Path | None = None, normal_form: str = "identity") -> list[Doc]:
+    """The scored documents of every source: folded into ``normal_form`` (characters are counted after it),
+    chosen from the text (see :func:`select`), then encoded."""
     from kamado.catalog import resolve
+    from kamado.tokenizer import normal
     from kamado.tokenizer.text import encode_text
 
     sets: list[tuple[str, str, str | None, list[str]]] = []  # (label, selection key, language, texts)
@@ -158,6 +160,8 @@ def build_docs(sources: list[str], tokenizer: Any, root: Path | None, *, max_cha
         raise KamadoError(f"eval.ppl_sources: label(s) {', '.join(dup)} given twice; name them LABEL=NAME")
     docs: list[Doc] = []
     for label, key, lang, texts in sets:
+        if normal_form != "identity":
+            texts = [normal.apply(normal_form, t) for t in texts]
         chosen = select(texts, max_chars, f"{seed}:ppl:{key}")
         if not chosen:
             raise KamadoError(f"perplexity source {label!r} ({key}) holds no text")
