@@ -181,3 +181,56 @@ def test_comparisons_pair_documents_and_seeds(tmp_path: Path) -> None:
     assert "| base | better |" in md and "not resolved at this budget" in md
     with pytest.raises(ConfigError, match="no variant nope"):
         split_experiment(_data(variants={"a": {}, "b": {}}, comparisons=[["a", "nope"]]), "x.yaml")
+
+
+def _tuned_run(run: Path, method: str, loss: dict[str, float], tokens: list[int], rng: object) -> None:
+    """A run whose eval holds one tuned model's answer losses on two instruction tasks, per example."""
+    from kamado.eval.artifacts import EvalArtifact
+    from kamado.manifest import write_json_atomic
+
+    d = run / "eval" / "details" / method.replace("/", "_")
+    d.mkdir(parents=True)
+    results = {}
+    for task, per_token in loss.items():
+        rows = [{"id": str(i), "answer_nll": n * (per_token + rng.normal(0, 0.05)), "answer_tokens": n}
+                for i, n in enumerate(tokens)]
+        (d / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        results[task] = {"answer_loss": sum(r["answer_nll"] for r in rows) / sum(tokens)}
+    write_json_atomic(run / "eval" / "manifest.json", {"stage": "eval", "status": "complete", "counts": {}})
+    EvalArtifact(run / "eval", {method: results}, details={method: f"details/{method.replace('/', '_')}"}).write()
+
+
+def test_select_on_one_slice_and_compare_the_chosen_on_another(tmp_path: Path) -> None:
+    """Each group's variant is chosen by its mean loss on the select slice; the chosen full and LoRA runs
+    (whose models differ in name: renamed to one) are compared on the report slice, paired by example."""
+    import numpy as np
+
+    from kamado.experiment import ExperimentConfig, choose, compare, renamed, run_metrics, selection_markdown
+
+    exp = ExperimentConfig.model_validate({
+        "variants": {v: {} for v in ("full-a", "full-b", "lora-a", "lora-b")},
+        "rename": {"tune/full.": "tuned.", "tune/lora.": "tuned."},
+        "select": {"by": "tuned.dolly-ja-select.answer_loss", "groups": {"full": ["full-a", "full-b"],
+                   "lora": ["lora-a", "lora-b"]}, "compare": [["full", "lora"]], "metrics": ["dolly-ja-report"]}})
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(5, 40, 80).tolist()
+    loss = {"full-a": 2.0, "full-b": 1.8, "lora-a": 2.3, "lora-b": 2.1}
+    per: dict = {}
+    dirs: dict = {}
+    for v, x in loss.items():
+        for s in (1, 2, 3):
+            run = tmp_path / v / f"s{s}"
+            method = "tune/full" if v.startswith("full") else "tune/lora"
+            _tuned_run(run, method, {"dolly-ja-select": x, "dolly-ja-report": x + 0.1}, tokens, rng)
+            per.setdefault(v, {})[s] = renamed(run_metrics(run), exp.rename)
+            dirs[(v, s)] = run
+    assert "tuned.dolly-ja-report.answer_loss" in per["lora-a"][1]
+    sel = choose(exp.select, per)
+    assert {g: x["chosen"] for g, x in sel["groups"].items()} == {"full": "full-b", "lora": "lora-b"}
+    assert "| full | full-b |" in selection_markdown(sel)
+    (row,) = compare([("full-b", "lora-b")], per, dirs, ["dolly-ja-report"], exp.rename)
+    assert row["metric"] == "tuned.dolly-ja-report.answer_loss" and row["documents"] == 80
+    assert row["resolved"] and row["mean"] == pytest.approx(0.3, abs=0.03) and "examples" in row["interval"]
+    with pytest.raises(ValueError, match="no group nope"):
+        ExperimentConfig.model_validate({"variants": {"a": {}}, "select": {"by": "x", "groups": {"g": ["a"]},
+                                                                         "compare": [["g", "nope"]]}})

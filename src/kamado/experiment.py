@@ -32,6 +32,21 @@ from kamado.stage import STAGE_NAMES
 DEFAULT_METRICS = ("bpc_ja", "bpc_en", "val_loss", "final_loss")
 
 
+class Selection(StrictModel):
+    """``experiment.select``: choose one variant per group by a metric, then compare the chosen ones.
+
+    The choice is made on one metric (e.g. the answer loss on one slice of held-out data) and the chosen
+    variants are compared on others (the same loss on another slice), so the report is not measured on the
+    text the choice was made on.
+    """
+
+    by: str  # the exact metric name (after ``rename``) that chooses, averaged over seeds
+    maximize: bool = False  # higher ``by`` is better (default: lower, as a loss)
+    groups: dict[str, list[str]] = Field(min_length=1)  # group -> its candidate variants
+    compare: list[tuple[str, str]] = Field(default_factory=list)  # group pairs whose chosen variants are compared
+    metrics: list[str] | None = None  # substrings of the metrics compared (default: experiment.metrics)
+
+
 class ExperimentConfig(StrictModel):
     """The ``experiment:`` section of a recipe."""
 
@@ -42,6 +57,10 @@ class ExperimentConfig(StrictModel):
     models: list[str] | None = None  # eval models to tabulate (default: all)
     # pairs [baseline, variant] to compare (default: every variant against the first)
     comparisons: list[tuple[str, str]] | None = None
+    # metric-name prefixes renamed in every run, so that runs whose models differ in name compare (e.g.
+    # {tune/full.: tuned., tune/lora.: tuned.} when each variant tunes with one method)
+    rename: dict[str, str] = Field(default_factory=dict)
+    select: Selection | None = None
     description: str = ""
 
     @field_validator("seed_from")
@@ -68,6 +87,17 @@ class ExperimentConfig(StrictModel):
             if bad or a == b:
                 raise ValueError(f"comparisons: [{a}, {b}]: " + (f"no variant {', '.join(bad)} (variants: "
                                  f"{', '.join(self.variants)})" if bad else "a variant against itself"))
+        if self.select:
+            for g, vs in self.select.groups.items():
+                bad = [v for v in vs if v not in self.variants]
+                if bad or not vs:
+                    raise ValueError(f"select.groups.{g}: " + (f"no variant {', '.join(bad)} (variants: "
+                                     f"{', '.join(self.variants)})" if bad else "no candidate variants"))
+            for a, b in self.select.compare:
+                bad = [x for x in (a, b) if x not in self.select.groups]
+                if bad or a == b:
+                    raise ValueError(f"select.compare: [{a}, {b}]: " + (f"no group {', '.join(bad)} (groups: "
+                                     f"{', '.join(self.select.groups)})" if bad else "a group against itself"))
         return self
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -133,11 +163,24 @@ def stage_seeds(recipe: RecipeBase, seed: int, seed_from: str) -> dict[str, int]
             for s in STAGE_NAMES}
 
 
+def renamed(metrics: dict[str, float], rename: dict[str, str]) -> dict[str, float]:
+    """``metrics`` with each name that starts with a key of ``rename`` given that key's value instead."""
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        for old, new in rename.items():
+            if k.startswith(old):
+                k = new + k[len(old):]
+                break
+        out[k] = v
+    return out
+
+
 def run_metrics(run_dir: Path, models: list[str] | None = None) -> dict[str, float]:
-    """Flat metrics of one finished run: ``<model>.<task>.<metric>`` from eval, losses from training."""
+    """Flat metrics of one finished run: ``<model>.<task>.<metric>`` from eval, losses, parameters and tokens
+    from training."""
     out: dict[str, float] = {}
     pre = read_manifest(run_dir / "pretrain")
-    for k in ("final_loss", "val_loss", "tokens_per_s"):
+    for k in ("final_loss", "val_loss", "tokens_per_s", "params", "tokens"):
         v = (pre or {}).get("counts", {}).get(k)
         if isinstance(v, int | float):
             out[f"pretrain.{k}"] = float(v)
@@ -182,20 +225,34 @@ def summarise(per_run: dict[str, dict[int, dict[str, float]]], patterns: list[st
     return table
 
 
-def _perplexity_docs(run_dir: Path, model: str) -> dict[str, tuple[float, int, str, str]]:
-    """Per-document (nll, chars, source, language) of a run's perplexity evaluation of ``model``, by id."""
+def _items(run_dir: Path, model: str, task: str) -> dict[str, tuple[float, int, str, str]]:
+    """Per-item (nll, weight, source, language) of a run's evaluation of ``model`` on ``task``, by id: for
+    perplexity the documents' nll and characters, for instruction tasks the answers' nll and tokens."""
     from kamado.eval.artifacts import EvalArtifact, safe_name
     from kamado.jsonl import iter_jsonl
 
+    if read_manifest(run_dir / "eval") is None:
+        return {}
     art = EvalArtifact.open(run_dir / "eval")
-    f = run_dir / "eval" / art.details.get(model, f"details/{safe_name(model)}") / "perplexity.jsonl"
+    f = run_dir / "eval" / art.details.get(model, f"details/{safe_name(model)}") / f"{task}.jsonl"
     if not f.is_file():
         return {}
     out = {}
     for r in iter_jsonl(f):
-        if r.get("id") and r.get("tokens"):
+        if task == "perplexity" and r.get("id") and r.get("tokens"):
             out[r["id"]] = (float(r["nll"]), int(r["chars"]), r.get("source", ""), r.get("lang", ""))
+        elif r.get("id") is not None and r.get("answer_tokens"):
+            out[str(r["id"])] = (float(r["answer_nll"]), int(r["answer_tokens"]), task, "")
     return out
+
+
+def _real_model(alias: str, rename: dict[str, str], run_dir: Path, task: str) -> str:
+    """The run's own name of a (possibly renamed) model: the first original whose details exist."""
+    for old, new in rename.items():
+        if new.endswith(".") and new[:-1] == alias and old.endswith("."):
+            if _items(run_dir, old[:-1], task):
+                return old[:-1]
+    return alias
 
 
 def _doc_filter(name: str) -> Any:
@@ -210,16 +267,18 @@ def _doc_filter(name: str) -> Any:
 
 
 def compare(pairs: list[tuple[str, str]], per_run: dict[str, dict[int, dict[str, float]]],
-            dirs: dict[tuple[str, int], Path], patterns: list[str]) -> list[dict[str, Any]]:
+            dirs: dict[tuple[str, int], Path], patterns: list[str],
+            rename: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """For each (baseline, variant) pair and metric: per-seed paired differences (variant − baseline), their
-    mean, a 95% interval and ``resolved`` (the interval excludes 0). Bits per character are paired on the same
-    documents and resampled over documents and seeds; other metrics get a t interval over seeds."""
+    mean, a 95% interval and ``resolved`` (the interval excludes 0). Bits per character and answer losses are
+    paired on the same documents / examples and resampled over them and seeds; other metrics get a t interval
+    over seeds."""
     import numpy as np
 
     from kamado.eval.metrics import paired_bootstrap, t_interval
 
     out: list[dict[str, Any]] = []
-    docs_cache: dict[tuple[str, int, str], dict[str, tuple[float, int, str, str]]] = {}
+    docs_cache: dict[tuple[str, int, str, str], dict[str, tuple[float, int, str, str]]] = {}
     for base, var in pairs:
         seeds = sorted(set(per_run.get(base, {})) & set(per_run.get(var, {})))
         # the unigram floor is a property of the training text, not a result of the seed: shown, not compared
@@ -228,17 +287,22 @@ def compare(pairs: list[tuple[str, str]], per_run: dict[str, dict[int, dict[str,
         for m in metrics:
             diffs = [per_run[var][s][m] - per_run[base][s][m] for s in seeds]
             parts = m.split(".")
-            keep = _doc_filter(parts[-1]) if len(parts) >= 3 and parts[-2] == "perplexity" else None
+            task = parts[-2] if len(parts) >= 3 else ""
+            keep = _doc_filter(parts[-1]) if task == "perplexity" else None
+            per_item = keep is not None or parts[-1] == "answer_loss"
+            if keep is None:
+                keep = lambda src, lang: True  # noqa: E731 - every answer of the task
             row: dict[str, Any] = {"baseline": base, "variant": var, "metric": m, "seeds": seeds,
                                    "diffs": [round(d, 6) for d in diffs]}
-            if keep is not None:
+            if per_item:
                 model = ".".join(parts[:-2])
                 per = {}
                 for v in (base, var):
                     for s in seeds:
-                        key = (v, s, model)
+                        real = _real_model(model, rename or {}, dirs[(v, s)], task)
+                        key = (v, s, real, task)
                         if key not in docs_cache:
-                            docs_cache[key] = _perplexity_docs(dirs[(v, s)], model)
+                            docs_cache[key] = _items(dirs[(v, s)], real, task)
                         per[(v, s)] = {i: d for i, d in docs_cache[key].items() if keep(d[2], d[3])}
                 ids = sorted(set.intersection(*(set(x) for x in per.values()))) if per else []
                 if ids:
@@ -246,9 +310,10 @@ def compare(pairs: list[tuple[str, str]], per_run: dict[str, dict[int, dict[str,
                     b = np.array([[per[(var, s)][i][0] for i in ids] for s in seeds])
                     chars = np.array([per[(base, seeds[0])][i][1] for i in ids])
                     mean, lo, hi = paired_bootstrap(a, b, chars, seed=f"{base}:{var}:{m}")
-                    ln2 = math.log(2)
-                    row |= {"mean": mean / ln2, "ci95": [lo / ln2, hi / ln2], "documents": len(ids),
-                            "interval": "bootstrap over documents and seeds"}
+                    unit = math.log(2) if task == "perplexity" else 1.0  # bits per character; nats per token
+                    row |= {"mean": mean / unit, "ci95": [lo / unit, hi / unit], "documents": len(ids),
+                            "interval": "bootstrap over " + ("documents" if task == "perplexity" else "examples")
+                            + " and seeds"}
             if "ci95" not in row:
                 mean, lo, hi = t_interval(diffs)
                 if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -257,6 +322,34 @@ def compare(pairs: list[tuple[str, str]], per_run: dict[str, dict[int, dict[str,
             row["resolved"] = bool(row["ci95"][0] > 0 or row["ci95"][1] < 0)
             out.append(row)
     return out
+
+
+def choose(sel: Selection, per_run: dict[str, dict[int, dict[str, float]]]) -> dict[str, Any]:
+    """Per group: every candidate's mean of ``sel.by`` over its seeds and the best one (None when no candidate
+    has the metric)."""
+    groups: dict[str, Any] = {}
+    for g, variants in sel.groups.items():
+        scores = {}
+        for v in variants:
+            xs = [m[sel.by] for m in per_run.get(v, {}).values() if sel.by in m]
+            if xs:
+                scores[v] = statistics.fmean(xs)
+        pick = (max if sel.maximize else min)(scores, key=scores.__getitem__) if scores else None
+        groups[g] = {"chosen": pick, "scores": scores}
+    return {"by": sel.by, "maximize": sel.maximize, "groups": groups}
+
+
+def selection_markdown(selection: dict[str, Any] | None) -> str:
+    """Which variant each group chose, and the scores it chose by."""
+    if not selection:
+        return ""
+    word = "highest" if selection["maximize"] else "lowest"
+    lines = ["", f"## Selection: per group, the variant with the {word} mean `{selection['by']}` over seeds", "",
+             "| group | chosen | candidates (mean) |", "|---|---|---|"]
+    for g, sel in selection["groups"].items():
+        cands = ", ".join(f"{v} {x:.4f}" for v, x in sel["scores"].items())
+        lines.append(f"| {g} | {sel['chosen'] or '—'} | {cands} |")
+    return "\n".join(lines) + "\n"
 
 
 def comparisons_markdown(comps: list[dict[str, Any]]) -> str:
@@ -353,21 +446,30 @@ def _run_variants(data: dict[str, Any], exp: ExperimentConfig, out: Path, runs: 
                     counted.add(sd)
                     wall_s = ((read_manifest(rdir / o.stage) or {}).get("timings") or {}).get("wall_s")
                     walls[variant] += float(wall_s) if isinstance(wall_s, int | float) else o.seconds
-            per_run.setdefault(variant, {})[seed] = run_metrics(rdir, exp.models)
+            per_run.setdefault(variant, {})[seed] = renamed(run_metrics(rdir, exp.models), exp.rename)
             dirs.append(rdir)
             run_dirs[(variant, seed)] = rdir
     summary = summarise(per_run, exp.metrics)
-    comps = compare(exp.pairs(), per_run, run_dirs, exp.metrics)
+    comps = compare(exp.pairs(), per_run, run_dirs, exp.metrics, exp.rename)
+    selection = None
+    if exp.select:
+        selection = choose(exp.select, per_run)
+        chosen = {g: sel["chosen"] for g, sel in selection["groups"].items()}
+        pairs = [(chosen[a], chosen[b]) for a, b in exp.select.compare if chosen[a] and chosen[b]]
+        for row in compare(pairs, per_run, run_dirs, exp.select.metrics or exp.metrics, exp.rename):
+            ga = next(g for g, v in chosen.items() if v == row["baseline"])
+            gb = next(g for g, v in chosen.items() if v == row["variant"])
+            comps.append(row | {"groups": [ga, gb], "selected_by": exp.select.by})
     total_wall = time.perf_counter() - t_start
     title = f"experiment {data.get('name', out.name)}"
     doc = {"name": data.get("name"), "description": exp.description, "seeds": seeds,
            "variants": {k: v for k, v in exp.variants.items()}, "seed_from": exp.seed_from,
            "wall_s": round(sum(walls.values()), 1), "wall_s_by_variant": walls, "invocation_s": round(total_wall, 1),
-           "summary": summary, "comparisons": comps,
+           "summary": summary, "comparisons": comps, "selection": selection,
            "runs": [{"variant": v, "seed": s, "dir": str(run_dirs[(v, s)].relative_to(out)), "metrics": m}
                     for v, r in per_run.items() for s, m in r.items()]}
     write_json_atomic(out / "experiment.json", doc)
-    md = markdown(title, summary, seeds, walls, total_wall) + comparisons_markdown(comps)
+    md = markdown(title, summary, seeds, walls, total_wall) + selection_markdown(selection) + comparisons_markdown(comps)
     if exp.description:
         md = md.replace("\n\n", f"\n\n{exp.description.strip()}\n\n", 1)
     (out / "experiment.md").write_text(md, encoding="utf-8")
