@@ -109,5 +109,9 @@ def test_select_and_report_halves(dolly: list[dict], data_root: Path) -> None:
     assert (len(sel), len(rep)) == (180, 179)
     picked = instruct_items(get_task("dolly-ja-report"), data_root, limit=20, seed=7)
     assert len(picked) == 20 and set(map(repr, picked)) <= set(map(repr, rep))
+    from kamado.cli.eval import main_metric
+
+    shown = main_metric("dolly-ja-select", {"answer_loss": 5.0, "answer_loss_stderr": 0.1, "chrf": 1.0, "n": 3})
+    assert shown == [("answer_loss", 5.0, 0.1), ("chrf", 1.0, None)]  # the CLI's table shows the instruct metrics
     with pytest.raises(KamadoError, match=r"part \(2, 2\)"):
         heldout_chats(dolly, limit=None, seed=0, part=(2, 2))

@@ -332,9 +332,10 @@ _add(Task(
 _add(Task("perplexity", "multi", "perplexity"))
 # held-out dolly-ja instructions (its last records): the reference answers' loss, greedy answers scored by chrF /
 # ROUGE-L (kamado.eval.instruct); -select and -report are its two fixed halves (choose on one, report on the other)
-_add(Task("dolly-ja-heldout", "ja", "instruct", "dolly-ja"))
-_add(Task("dolly-ja-select", "ja", "instruct", "dolly-ja", part=(0, 2)))
-_add(Task("dolly-ja-report", "ja", "instruct", "dolly-ja", part=(1, 2)))
+INSTRUCT_METRICS = ("answer_loss", "chrf", "rouge_l")
+_add(Task("dolly-ja-heldout", "ja", "instruct", "dolly-ja", metrics=INSTRUCT_METRICS))
+_add(Task("dolly-ja-select", "ja", "instruct", "dolly-ja", metrics=INSTRUCT_METRICS, part=(0, 2)))
+_add(Task("dolly-ja-report", "ja", "instruct", "dolly-ja", metrics=INSTRUCT_METRICS, part=(1, 2)))
 
 # --- lm-eval 0.4.13 tasks/japanese_leaderboard (prompts: leaderboard) ----------------------------------
 
