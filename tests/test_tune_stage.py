@@ -10,6 +10,17 @@ from test_tune_sft import build_model, build_tokenizer
 pytestmark = pytest.mark.slow  # ~35 s of CPU: two short training runs and exports
 
 
+def save_floor(model_dir):
+    """A unigram floor beside a model, as the pretrain stage saves it (kamado.data.unigram)."""
+    import numpy as np
+
+    from kamado.data.unigram import save_unigram
+
+    vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
+    counts = np.random.default_rng(0).integers(0, 100, vocab) + 0.5
+    save_unigram(model_dir, counts / counts.sum(), {"shares": {"ja": 1.0}, "alpha": 0.5, "vocab": vocab})
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory, data_root):
     from kamado.stage import StageContext
@@ -19,6 +30,7 @@ def tuned(tmp_path_factory, data_root):
 
     d = tmp_path_factory.mktemp("tune")
     base = build_model(d / "base", build_tokenizer(d / "t", data_root), seed=2, hidden=32)
+    save_floor(base)
     cfg = TuneConfig(data=["dolly-ja"], max_examples=120, valid_fraction=0.1, base=str(base),
                      train=TrainConfig(steps=8, batch_size=4, seq_len=96, warmup_steps=1, eval_every=4,
                                        ckpt_every=4, precision="bf16",
@@ -85,6 +97,29 @@ def test_exports_load_with_chat_template_and_merge_is_exact(tuned):
     with torch.no_grad():
         out = full.generate(ids, max_new_tokens=4, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 4 or int(out[0, -1]) == tok.eos_token_id
+
+
+def test_tuned_models_inherit_the_unigram_floor(tuned, data_root, tmp_path):
+    """Both exports carry the base's kamado_unigram.npy/.json, so perplexity reports unigram_bpc for them too."""
+    import numpy as np
+
+    from kamado.eval.harness import EvalSettings, evaluate_model, load_model
+    from kamado.eval.perplexity import load_unigram
+    from kamado.tune.stage import inherit_unigram_floor
+
+    base, ctx, _, _ = tuned
+    for method in ("full", "lora"):
+        hf = ctx.out / method / "hf"
+        for f in ("kamado_unigram.npy", "kamado_unigram.json"):
+            assert (hf / f).read_bytes() == (base / f).read_bytes(), (method, f)
+    hf = ctx.out / "full" / "hf"
+    assert np.array_equal(load_unigram(hf), load_unigram(base))
+    model, tok = load_model(hf)
+    s = EvalSettings(ppl_sources=["ja_wiki=jsquad-valid"], ppl_max_chars=2000, batch_size=2)
+    res = evaluate_model(model, tok, ["perplexity"], s, root=data_root, model_dir=hf)["perplexity"]
+    assert res["unigram_bpc"] > 0 and res["bpc"] > 0 and "unigram_bpc@ja_wiki" in res
+    (tmp_path / "bare").mkdir()
+    assert inherit_unigram_floor(tmp_path / "bare", tmp_path) == []  # a base without a floor: nothing copied
 
 
 def test_rerun_resumes_without_training(tuned):

@@ -229,11 +229,11 @@ def evaluate_model(model: Any, tokenizer: Any, tasks: list[str], s: EvalSettings
                 res, details = evaluate_perplexity(model, tokenizer, docs, window=s.ppl_window,
                                                    batch_size=max(1, s.batch_size // 2), progress=adv,
                                                    unigram=load_unigram(model_dir), seed=s.seed)
-        elif task.kind == "instruct":  # answers to held-out instructions vs the references
+        elif task.kind == "instruct":  # the references' answer loss, greedy answers vs the references
             from kamado.eval.instruct import evaluate_instruct, instruct_items
 
             items = instruct_items(task, root, limit=s.limit, seed=s.seed)
-            with _bar(progress, name, len(items)) as adv:
+            with _bar(progress, name, 2 * len(items)) as adv:  # the answer loss, then generation
                 res, details = evaluate_instruct(model, tokenizer, items, max_new_tokens=s.max_new_tokens,
                                                  batch_size=s.batch_size, progress=adv)
         else:

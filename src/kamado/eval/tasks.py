@@ -106,6 +106,7 @@ class Task:
     score: Callable[[str, Any], dict[str, Any]] | None = None
     metrics: tuple[str, ...] = ()  # the metrics reported (empty: those of the task's kind)
     max_new_tokens: int | None = None  # generation length of the task's own definition (else eval.max_new_tokens)
+    part: tuple[int, int] = (0, 1)  # instruct: part i of k of the held-out records (contiguous, in file order)
 
 
 def _resolve(name: str, root: Path | None) -> Path:
@@ -329,8 +330,12 @@ _add(Task(
     answer=lambda d: "", metrics=("acc",),
 ))
 _add(Task("perplexity", "multi", "perplexity"))
-# answers to held-out dolly-ja instructions (its last records) scored by chrF / ROUGE-L: kamado.eval.instruct
-_add(Task("dolly-ja-heldout", "ja", "instruct", "dolly-ja"))
+# held-out dolly-ja instructions (its last records): the reference answers' loss, greedy answers scored by chrF /
+# ROUGE-L (kamado.eval.instruct); -select and -report are its two fixed halves (choose on one, report on the other)
+INSTRUCT_METRICS = ("answer_loss", "chrf", "rouge_l")
+_add(Task("dolly-ja-heldout", "ja", "instruct", "dolly-ja", metrics=INSTRUCT_METRICS))
+_add(Task("dolly-ja-select", "ja", "instruct", "dolly-ja", metrics=INSTRUCT_METRICS, part=(0, 2)))
+_add(Task("dolly-ja-report", "ja", "instruct", "dolly-ja", metrics=INSTRUCT_METRICS, part=(1, 2)))
 
 # --- lm-eval 0.4.13 tasks/japanese_leaderboard (prompts: leaderboard) ----------------------------------
 

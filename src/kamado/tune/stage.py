@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -101,6 +102,19 @@ def restore_fp32(method: str, cfg: TuneConfig, base: Path, ck_root: Path) -> Any
     return model
 
 
+def inherit_unigram_floor(base: Path, hf: Path) -> list[str]:
+    """Copy the base model's unigram floor (``kamado_unigram.npy`` and ``.json``, :mod:`kamado.data.unigram`) into
+    a tuned model's export, so perplexity reports ``unigram_bpc`` for it too: the floor is a property of the
+    pretraining text, which the tuned model inherits. Returns the names copied (none when the base has none)."""
+    from kamado.data.unigram import UNIGRAM
+
+    names = [UNIGRAM, UNIGRAM.removesuffix(".npy") + ".json"]
+    copied = [n for n in names if (base / n).is_file()]
+    for n in copied:
+        shutil.copyfile(base / n, hf / n)
+    return copied
+
+
 def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokenizer: Any, data: Any) -> dict:
     """Train one method into ``ctx.out/<method>`` (resuming), export it, and return its summary."""
 
@@ -171,9 +185,7 @@ def tune_one(method: str, cfg: TuneConfig, ctx: StageContext, base: Path, tokeni
     else:
         export_hf(model, mdir / "hf", tokenizer=tokenizer)
         out["hf"] = "full/hf"
-    for f in ("kamado_unigram.npy", "kamado_unigram.json"):  # the base's unigram floor (kamado.data.unigram)
-        if (base / f).is_file():
-            (mdir / "hf" / f).write_bytes((base / f).read_bytes())
+    inherit_unigram_floor(base, mdir / "hf")
     if not cfg.keep_checkpoints:
         folders.remove(mdir / "checkpoints")
     write_json_atomic(done, out)
