@@ -21,7 +21,8 @@ class EvalConfig(StrictModel):
 
     tasks: list[str] = Field(["perplexity", "jcommonsenseqa"], description="Tasks or suites: jcommonsenseqa, jnli, "
                              "jsts, jsquad, aio, mgsm-ja, xwinograd-ja, arc-easy, arc-challenge, hellaswag, "
-                             "truthfulqa-mc, dolly-ja-heldout, perplexity; suites jglue, ja-leaderboard, en, mc, quick, all.")
+                             "truthfulqa-mc, dolly-ja-heldout, dolly-ja-select, dolly-ja-report, perplexity; suites "
+                             "jglue, ja-leaderboard, en, mc, quick, all.")
     limit: int | None = Field(200, description="Examples per task (1 or more; unset: all).")
     models: list[str] = Field(["pretrain", "tune/full", "tune/lora"], description="The run's models to evaluate "
                               "(pretrain, tune/full, tune/lora; missing ones are skipped) or model folders (PATH or "
