@@ -234,3 +234,23 @@ def test_select_on_one_slice_and_compare_the_chosen_on_another(tmp_path: Path) -
     with pytest.raises(ValueError, match="no group nope"):
         ExperimentConfig.model_validate({"variants": {"a": {}}, "select": {"by": "x", "groups": {"g": ["a"]},
                                                                          "compare": [["g", "nope"]]}})
+
+
+def test_a_metric_of_a_shared_stage_is_not_compared(tmp_path: Path) -> None:
+    """Two tunings of one base: the base's scores are equal in both runs and come from one stage folder, so they
+    are not a comparison (an interval [0, 0] "not resolved" would only add noise rows)."""
+    from kamado.experiment import compare
+
+    shared = tmp_path / ".stages" / "pretrain-x"
+    shared.mkdir(parents=True)
+    dirs, per = {}, {}
+    for v, after in (("a", 2.0), ("b", 1.5)):
+        for s in (1, 2, 3):
+            run = tmp_path / v / f"s{s}"
+            run.mkdir(parents=True)
+            (run / "pretrain").symlink_to(shared)
+            (run / "tune").mkdir()
+            dirs[(v, s)] = run
+            per.setdefault(v, {})[s] = {"pretrain.x.answer_loss": 3.0, "tune.val_loss_after": after + 0.01 * s}
+    rows = compare([("a", "b")], per, dirs, ["loss"])
+    assert [r["metric"] for r in rows] == ["tune.val_loss_after"]

@@ -266,6 +266,17 @@ def _doc_filter(name: str) -> Any:
     return None
 
 
+def _shared(metric: str, base: str, var: str, seeds: list[int], dirs: dict[tuple[str, int], Path]) -> bool:
+    """Whether both variants took ``metric`` from one shared stage in every seed: the tokenizer for
+    ``tokenizer.*``, the pretrained model for ``pretrain.*`` (its losses and its evaluation), else the tuning."""
+    head = metric.split(".", 1)[0]
+    stage = head if head in ("tokenizer", "pretrain") else "tune"
+    try:
+        return all((dirs[(base, s)] / stage).resolve() == (dirs[(var, s)] / stage).resolve() for s in seeds)
+    except KeyError:
+        return False
+
+
 def compare(pairs: list[tuple[str, str]], per_run: dict[str, dict[int, dict[str, float]]],
             dirs: dict[tuple[str, int], Path], patterns: list[str],
             rename: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -286,6 +297,8 @@ def compare(pairs: list[tuple[str, str]], per_run: dict[str, dict[int, dict[str,
                           and all(m in per_run[v][s] for v in (base, var))})
         for m in metrics:
             diffs = [per_run[var][s][m] - per_run[base][s][m] for s in seeds]
+            if all(d == 0 for d in diffs) and _shared(m, base, var, seeds, dirs):
+                continue  # measured on one shared model or stage (e.g. the base of two tunings): nothing to compare
             parts = m.split(".")
             task = parts[-2] if len(parts) >= 3 else ""
             keep = _doc_filter(parts[-1]) if task == "perplexity" else None
