@@ -33,8 +33,8 @@ COLUMNS: dict[str, list[str]] = {
     "mixture": ["pretrain.perplexity.bpc@ja_wiki", "pretrain.perplexity.bpc@ja_lit",
                 "pretrain.perplexity.bpc@en_wiki", "pretrain.perplexity.bpc@en_lit"],
     "cleaning": ["pretrain.tokens", "pretrain.perplexity.bpc@ja_wiki", "pretrain.perplexity.bpc@ja_lit"],
-    "full-vs-lora": ["tuned.dolly-ja-select.answer_loss", "tuned.dolly-ja-report.answer_loss",
-                     "tuned.dolly-ja-report.chrf", "tuned.perplexity.bpc_ja", "tuned.perplexity.bpc_en"],
+    "full-vs-lora": ["tune.val_loss_before", "tune.val_loss_after", "tuned.dolly-ja-select.answer_loss",
+                     "tuned.dolly-ja-report.answer_loss", "tuned.perplexity.bpc_ja", "tuned.perplexity.bpc_en"],
     "continue-ja": ["tokenizer.chars_per_token_ja", "pretrain.perplexity.bpc_ja", "pretrain.perplexity.bpc_en",
                     "pretrain.tokens_per_s"],
 }

@@ -48,6 +48,12 @@ def test_instruct_task_on_a_toy_model(toy: Path, data_root: Path, tmp_path: Path
     assert r["answer_tokens"] == sum(x["answer_tokens"] for x in lines) > 0
     assert r["answer_loss"] == pytest.approx(sum(x["answer_nll"] for x in lines) / r["answer_tokens"], rel=1e-5)
     assert math.log(2) < r["answer_loss"] < 2 * math.log(len(tok)) and r["answer_loss_stderr"] > 0
+    # instruct_generate: false scores the same answer loss without generating
+    s.instruct_generate = False
+    bars.clear()
+    alone = evaluate_model(model, tok, ["dolly-ja-heldout"], s, root=data_root, detail_dir=None,
+                           progress=progress)["dolly-ja-heldout"]
+    assert bars == [[3, 3]] and "chrf" not in alone and alone["answer_loss"] == pytest.approx(r["answer_loss"])
 
 
 def test_answer_loss_is_what_tune_validates(toy: Path, dolly: list[dict], one_thread: None) -> None:

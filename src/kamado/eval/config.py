@@ -39,6 +39,8 @@ class EvalConfig(StrictModel):
                                "seeded order, the last one cut: the same text for every model and tokenizer (1 or "
                                "more).")
     ppl_window: int = Field(512, ge=2, description="Tokens per perplexity window (2 or more).")
+    instruct_generate: bool = Field(True, description="Held-out instruction tasks also generate greedy answers "
+                                    "and score them (chrf, rouge_l); false: the reference answers' loss only.")
     ppl_normal_form: Literal["identity", "nfkc", "nfkc_ja"] = Field(
         "identity", description="Fold the perplexity text into this normal form before it is chosen and scored "
         "(identity: as stored; nfkc_ja: the corpus normalize step's form), so models trained on raw and on "

@@ -27,7 +27,8 @@ class EvalSettings:
     ppl_sources: list[str] = field(default_factory=lambda: ["pack"])
     ppl_max_chars: int = 500_000  # per source, chosen from the text alone (kamado.eval.perplexity.select)
     ppl_window: int = 512
-    ppl_normal_form: str = "identity"  # the perplexity text's normal form (kamado.tokenizer.normal.FORMS)
+    ppl_normal_form: str = "identity"
+    instruct_generate: bool = True  # instruct tasks: greedy answers scored too (else the answer loss alone)  # the perplexity text's normal form (kamado.tokenizer.normal.FORMS)
     max_new_tokens: int = 32
     pack_dir: Path | None = None  # resolves the "pack" perplexity source
     prompts: str = "kamado"  # prompt set: kamado | leaderboard (lm-eval's japanese_leaderboard tasks)
@@ -233,9 +234,11 @@ def evaluate_model(model: Any, tokenizer: Any, tasks: list[str], s: EvalSettings
             from kamado.eval.instruct import evaluate_instruct, instruct_items
 
             items = instruct_items(task, root, limit=s.limit, seed=s.seed)
-            with _bar(progress, name, 2 * len(items)) as adv:  # the answer loss, then generation
+            passes = 2 if s.instruct_generate else 1
+            with _bar(progress, name, passes * len(items)) as adv:  # the answer loss, then generation
                 res, details = evaluate_instruct(model, tokenizer, items, max_new_tokens=s.max_new_tokens,
-                                                 batch_size=s.batch_size, progress=adv)
+                                                 batch_size=s.batch_size, progress=adv,
+                                                 generate_answers=s.instruct_generate)
         else:
             exs, total = build_examples(task, root, limit=s.limit, seed=s.seed, shots=s.fewshot.get(name))
             with _bar(progress, name, len(exs)) as adv:

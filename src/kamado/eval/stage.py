@@ -100,7 +100,8 @@ def run(cfg: EvalConfig, ctx: StageContext) -> dict[str, Any]:
     settings = EvalSettings(limit=cfg.limit, batch_size=cfg.batch_size, seed=ctx.seed, fewshot=dict(cfg.fewshot),
                             ppl_sources=list(cfg.ppl_sources), ppl_max_chars=cfg.ppl_max_chars,
                             ppl_window=cfg.ppl_window, max_new_tokens=cfg.max_new_tokens, pack_dir=pack_dir,
-                            prompts=cfg.prompts, ppl_normal_form=cfg.ppl_normal_form)
+                            prompts=cfg.prompts, ppl_normal_form=cfg.ppl_normal_form,
+                            instruct_generate=cfg.instruct_generate)
     found = {split_model(n)[0]: model_path(n, ctx) for n in cfg.models}
     todo = {n: p for n, p in found.items() if p is not None}
     if not todo:
