@@ -47,6 +47,12 @@ def test_variants_share_unchanged_stages(fake: Path, tmp_path: Path, data_root: 
     fake.write_text("")
     run_experiment(data, exp, out, source="x.yaml", recipe_dir=TINY.parent, data_root=data_root)
     assert fake.read_text().split() == []
+    # experiment.compare narrows what is compared, not what is tabulated
+    assert any(c["metric"] == "pretrain.final_loss" for c in doc["comparisons"])
+    data, exp = split_experiment(_data(variants=dict(exp.variants), seeds=[1, 2], compare=["val_loss"]), "x.yaml")
+    again = run_experiment(data, exp, out, source="x.yaml", recipe_dir=TINY.parent, data_root=data_root)
+    assert fake.read_text().split() == [] and "pretrain.final_loss" in again["summary"]["en-first"]
+    assert not any(c["metric"] == "pretrain.final_loss" for c in again["comparisons"])
 
 
 def test_bad_variant_is_refused_before_work(tmp_path: Path) -> None:

@@ -54,6 +54,9 @@ class ExperimentConfig(StrictModel):
     seeds: list[int] = Field(default_factory=list, max_length=16)  # default: the recipe's seed
     seed_from: str = "pretrain"  # the first stage whose seed varies; earlier stages are shared
     metrics: list[str] = list(DEFAULT_METRICS)  # substrings of metric names to tabulate
+    # substrings of the metric names to compare between variants (default: ``metrics``): leave out what a
+    # variant sets rather than measures (parameters, tokens)
+    compare: list[str] | None = None
     models: list[str] | None = None  # eval models to tabulate (default: all)
     # pairs [baseline, variant] to compare (default: every variant against the first)
     comparisons: list[tuple[str, str]] | None = None
@@ -463,13 +466,13 @@ def _run_variants(data: dict[str, Any], exp: ExperimentConfig, out: Path, runs: 
             dirs.append(rdir)
             run_dirs[(variant, seed)] = rdir
     summary = summarise(per_run, exp.metrics)
-    comps = compare(exp.pairs(), per_run, run_dirs, exp.metrics, exp.rename)
+    comps = compare(exp.pairs(), per_run, run_dirs, exp.compare or exp.metrics, exp.rename)
     selection = None
     if exp.select:
         selection = choose(exp.select, per_run)
         chosen = {g: sel["chosen"] for g, sel in selection["groups"].items()}
         pairs = [(chosen[a], chosen[b]) for a, b in exp.select.compare if chosen[a] and chosen[b]]
-        for row in compare(pairs, per_run, run_dirs, exp.select.metrics or exp.metrics, exp.rename):
+        for row in compare(pairs, per_run, run_dirs, exp.select.metrics or exp.compare or exp.metrics, exp.rename):
             ga = next(g for g, v in chosen.items() if v == row["baseline"])
             gb = next(g for g, v in chosen.items() if v == row["variant"])
             comps.append(row | {"groups": [ga, gb], "selected_by": exp.select.by})
