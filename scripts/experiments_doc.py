@@ -60,7 +60,7 @@ def runs_table(e: dict[str, Any], columns: list[str]) -> str:
         by.setdefault(r["variant"], []).append(r["metrics"])
     head, cols = ["variant", "seeds"], []
     for c in columns:
-        head.append(c.split(".", 1)[1] if c.startswith(("pretrain.", "tuned.")) else c)
+        head.append(c.removeprefix("pretrain.").replace("perplexity.", ""))
         cols.append((c, False))
         if "bpc" in c.rsplit(".", 1)[-1] and "unigram" not in c:
             floor = c[: c.rindex(".") + 1] + "unigram_" + c.rsplit(".", 1)[-1]
